@@ -1,0 +1,7 @@
+"""``python -m clonesweep``: the same as the ``clonesweep`` command."""
+
+import sys
+
+from clonesweep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""The ``clonesweep`` command: parse -> spec -> orchestrator; progress and tables.
+
+Exit codes: 0 the command did its job; 1 the sweep failed (or storage could not be opened);
+2 bad input (the sweep file, a model config, a flag); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from clonesweep.errors import CloneSweepError, SpecError
+from clonesweep.spec import load_sweep
+from clonesweep.spec.model import SweepSpec
+
+__all__ = ["main"]
+
+
+def _positive(flag: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
+        return value
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clonesweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a sweep to its budget of finished trials")
+    run.add_argument("file", help="the sweep file (YAML)")
+    run.add_argument("--trials", type=_positive("--trials"), help="override sweep.trials")
+    run.add_argument("--parallel", type=_positive("--parallel"), help="override sweep.parallel")
+    run.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
+    run.add_argument("--address", default=None,
+                     help="a Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--backend", choices=("ray", "inprocess"), default="ray",
+                     help="where trials run (inprocess: one at a time in this process)")
+    run.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    for name, text in (("status", "counts of the sweep's trials"),
+                       ("best", "the best trial so far")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("file", help="the sweep file (YAML)")
+        cmd.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
+        cmd.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def _with_overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
+    changes: dict[str, Any] = {}
+    for key in ("trials", "parallel", "storage"):
+        value = getattr(args, key, None)
+        if value is not None:
+            changes[key] = value
+    if "storage" in changes:
+        from clonesweep.spec.loader import check_storage_url
+
+        check_storage_url(changes["storage"], file="--storage", field="--storage")
+    return dataclasses.replace(spec, sweep=dataclasses.replace(spec.sweep, **changes))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a factory may import Keras here
+    args = _parser().parse_args(argv)
+    try:
+        spec = _with_overrides(load_sweep(args.file), args)
+        if args.command == "run":
+            return _run(spec, args)
+        return _report(spec, args)
+    except SpecError as exc:
+        print(f"clonesweep: error: {exc}", file=sys.stderr)
+        return 2
+    except CloneSweepError as exc:
+        print(f"clonesweep: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("clonesweep: interrupted; running trials were recorded as failed",
+              file=sys.stderr)
+        return 130
+
+
+def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
+    from clonesweep.cli_progress import make_progress
+    from clonesweep.orchestrator import base_model_config, run_sweep
+    from clonesweep.orchestrator.backend import Backend, InProcessBackend
+
+    base_config = base_model_config(spec)
+    backend: Backend
+    if args.backend == "inprocess":
+        backend = InProcessBackend()
+    else:
+        from clonesweep.orchestrator.ray_backend import RayBackend
+
+        backend = RayBackend(address=args.address, resources=spec.sweep.resources,
+                             trial_timeout=spec.sweep.trial_timeout)
+    out: TextIO = sys.stderr if args.json else sys.stdout
+    outcome = run_sweep(spec, base_config, backend, make_progress(out))
+    if args.json:
+        print(json.dumps(_outcome_json(outcome), indent=2))
+    finished = outcome.counts.complete + outcome.counts.pruned
+    return 0 if finished > 0 else 1
+
+
+def _outcome_json(outcome: Any) -> dict[str, Any]:
+    from clonesweep.orchestrator.sweep import _summary
+
+    summary: dict[str, Any] = _summary(outcome)
+    summary["run_folder"] = str(outcome.run_folder)
+    return summary
+
+
+def _report(spec: SweepSpec, args: argparse.Namespace) -> int:
+    from clonesweep.orchestrator.report import best_payload, status_payload
+
+    payload = status_payload(spec) if args.command == "status" else best_payload(spec)
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        _print_payload(payload, sys.stdout)
+    return 0 if args.command == "status" or payload.get("best") else 1
+
+
+def _print_payload(payload: dict[str, Any], out: TextIO, indent: str = "") -> None:
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:", file=out)
+            _print_payload(value, out, indent + "  ")
+        else:
+            print(f"{indent}{key}: {value}", file=out)

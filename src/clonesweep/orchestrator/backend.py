@@ -1,0 +1,132 @@
+"""The execution-backend contract, and the in-process backend that tests the loop without Ray.
+
+A backend runs trials on workers. The sweep loop drives it like this::
+
+    backend.start(job, slots)            # once: workers start importing Keras
+    while ...:
+        backend.submit(spec)             # at most free_slots() at a time
+        for event in backend.poll(0.5):  # Intermediate -> answer() it; TrialResult -> done
+            ...
+    backend.fetch_model(number)          # .keras bytes of a finished trial, if kept
+    backend.shutdown()                   # always; idempotent
+
+Ownership: between ``submit`` and the :class:`~clonesweep.trials.TrialResult` that ends it, a
+trial belongs to the backend; every submitted spec yields exactly one result (a worker that
+dies yields ``FAIL/worker_died``). Every :class:`~clonesweep.trials.Intermediate` must be
+answered, or the worker that sent it waits. Backends are driven from one thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+from typing import Protocol
+
+from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
+from clonesweep.workers.runner import TrialRunner, WorkerJob
+
+__all__ = ["Backend", "Event", "InProcessBackend"]
+
+Event = Intermediate | TrialResult
+
+
+class Backend(Protocol):
+    """Where trials run. See the module docstring for the call order."""
+
+    def start(self, job: WorkerJob, slots: int) -> None: ...
+
+    def free_slots(self) -> int: ...
+
+    def submit(self, spec: TrialSpec) -> None: ...
+
+    def poll(self, timeout: float) -> list[Event]: ...
+
+    def answer(self, report: Intermediate, prune: bool) -> None: ...
+
+    def fetch_model(self, number: int) -> bytes | None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class _QueueReporter:
+    def __init__(self, number: int, events: queue.Queue[Event],
+                 answers: dict[tuple[int, int], queue.Queue[bool]]) -> None:
+        self._number, self._events, self._answers = number, events, answers
+
+    def report(self, step: int, value: float) -> bool:
+        box: queue.Queue[bool] = queue.Queue(maxsize=1)
+        self._answers[(self._number, step)] = box
+        self._events.put(Intermediate(self._number, step, value))
+        return box.get()
+
+
+class InProcessBackend:
+    """Runs trials one at a time in a background thread of the driver's process.
+
+    Keras keeps global state (``clear_session``), so trials never overlap here: ``slots``
+    submissions are accepted and queued, which keeps the loop's behaviour the same as with
+    parallel workers. Meant for tests and debugging; use the Ray backend for real sweeps.
+    """
+
+    def __init__(self) -> None:
+        self._slots = 0
+        self._in_flight = 0
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._answers: dict[tuple[int, int], queue.Queue[bool]] = {}
+        self._todo: queue.Queue[TrialSpec | None] = queue.Queue()
+        self._runner: TrialRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, job: WorkerJob, slots: int) -> None:
+        self._slots = slots
+        self._thread = threading.Thread(target=self._work, args=(job,), daemon=True,
+                                        name="clonesweep-inprocess")
+        self._thread.start()
+
+    def _work(self, job: WorkerJob) -> None:
+        try:
+            runner: TrialRunner | None = TrialRunner(job, worker="inprocess-0",
+                                                     node=socket.gethostname())
+            broken = ""
+        except Exception as exc:  # a module in model.imports failed, for one
+            runner, broken = None, f"worker failed to start: {type(exc).__name__}: {exc}"
+        self._runner = runner
+        while (spec := self._todo.get()) is not None:
+            if runner is None:
+                self._events.put(TrialResult.failed(spec, FailReason.USER_ERROR, broken))
+                continue
+            reporter = _QueueReporter(spec.number, self._events, self._answers)
+            self._events.put(runner.run(spec, reporter))
+
+    def free_slots(self) -> int:
+        return self._slots - self._in_flight
+
+    def submit(self, spec: TrialSpec) -> None:
+        if self.free_slots() <= 0:
+            raise RuntimeError("submit() called with no free slot")
+        self._in_flight += 1
+        self._todo.put(spec)
+
+    def poll(self, timeout: float) -> list[Event]:
+        events: list[Event] = []
+        try:
+            events.append(self._events.get(timeout=timeout))
+            while True:
+                events.append(self._events.get_nowait())
+        except queue.Empty:
+            pass
+        self._in_flight -= sum(isinstance(e, TrialResult) for e in events)
+        return events
+
+    def answer(self, report: Intermediate, prune: bool) -> None:
+        self._answers.pop((report.number, report.step)).put(prune)
+
+    def fetch_model(self, number: int) -> bytes | None:
+        return self._runner.best_model(number) if self._runner else None
+
+    def shutdown(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join(timeout=60)
+        self._thread = None

@@ -1,0 +1,264 @@
+"""The Ray backend: one long-lived worker actor per parallel slot, and a pruning broker.
+
+Each :class:`_WorkerActor` imports Keras once (its ``__init__`` builds a
+:class:`~clonesweep.workers.runner.TrialRunner`) and then runs trial after trial. Per-epoch
+values reach the driver through :class:`_Broker`, a small async actor: a worker's ``report``
+call waits there until the driver, the only writer to the study, has decided whether to prune.
+The driver long-polls the broker with ``drain`` so a report wakes the sweep loop at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from clonesweep.errors import SweepFailed
+from clonesweep.spec.model import ResourcesSpec
+from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
+from clonesweep.workers.runner import WorkerJob
+
+__all__ = ["RayBackend"]
+
+log = logging.getLogger(__name__)
+
+# How long a worker may overrun trial_timeout (it checks the deadline itself after each
+# epoch) before the driver kills it: covers a hang inside an epoch.
+_KILL_GRACE_S = 30.0
+_DRAIN_WAIT_S = 1.0
+
+
+class _Broker:
+    """Holds per-epoch reports until the driver answers them (async actor: many waiters)."""
+
+    def __init__(self) -> None:
+        self._pending: list[Intermediate] = []
+        self._waiters: dict[tuple[int, int], asyncio.Future[bool]] = {}
+        self._wake = asyncio.Event()
+
+    async def report(self, number: int, step: int, value: float) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters[(number, step)] = future
+        self._pending.append(Intermediate(number, step, value))
+        self._wake.set()
+        return await future
+
+    async def drain(self, wait_s: float) -> list[Intermediate]:
+        if not self._pending:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+        self._wake.clear()
+        out, self._pending = self._pending, []
+        return out
+
+    async def decide(self, number: int, step: int, prune: bool) -> None:
+        future = self._waiters.pop((number, step), None)
+        if future is not None and not future.done():
+            future.set_result(prune)
+
+
+class _BrokerReporter:
+    def __init__(self, broker: Any, number: int) -> None:
+        self._broker, self._number = broker, number
+
+    def report(self, step: int, value: float) -> bool:
+        import ray
+
+        return bool(ray.get(self._broker.report.remote(self._number, step, value)))
+
+
+class _WorkerActor:
+    """A Ray actor wrapping one TrialRunner; created once per slot, restarted if it dies."""
+
+    def __init__(self, job: WorkerJob, name: str) -> None:
+        import ray
+
+        from clonesweep.workers.runner import TrialRunner
+
+        ctx = ray.get_runtime_context()
+        self.node = ctx.get_node_id()
+        self.name = name
+        self.runner = TrialRunner(job, worker=name, node=self.node)
+
+    def where(self) -> tuple[str, int]:
+        return self.node, os.getpid()
+
+    def run(self, spec: TrialSpec, broker: Any) -> TrialResult:
+        return self.runner.run(spec, _BrokerReporter(broker, spec.number))
+
+    def best_model(self, number: int) -> bytes | None:
+        return self.runner.best_model(number)
+
+
+@dataclass
+class _Running:
+    spec: TrialSpec
+    slot: int
+    started: float
+    killed_for_timeout: bool = False
+
+
+class RayBackend:
+    """Runs trials on Ray worker actors.
+
+    Args:
+        address: A Ray cluster address (``auto``, ``host:port``, ``ray://...``); None starts
+            an embedded local Ray (or reuses one already initialized in this process; Ray
+            itself honours ``RAY_ADDRESS``).
+        resources: CPUs and (fractional) GPUs reserved by each worker actor.
+        keras_backend: ``KERAS_BACKEND`` for the workers, set before they import Keras.
+        trial_timeout: Seconds after which a trial that does not return is killed.
+    """
+
+    def __init__(self, *, address: str | None = None, resources: ResourcesSpec | None = None,
+                 keras_backend: str | None = None, trial_timeout: float | None = None) -> None:
+        self._address = address
+        self._resources = resources or ResourcesSpec()
+        self._keras_backend = keras_backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+        self._timeout = trial_timeout
+        self._owns_ray = False
+        self._actors: list[Any] = []
+        self._free: list[int] = []
+        self._running: dict[Any, _Running] = {}
+        self._broker: Any = None
+        self._drain_ref: Any = None
+        self._best_slot: dict[int, int] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, job: WorkerJob, slots: int) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self._address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False)
+            self._owns_ray = True
+        slots = self._fit_slots(slots)
+        env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        actor_cls = ray.remote(_WorkerActor).options(
+            num_cpus=self._resources.cpu, num_gpus=self._resources.gpu,
+            max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
+        self._actors = [actor_cls.remote(job, f"worker-{i}") for i in range(slots)]
+        self._free = list(range(slots))
+        self._broker = ray.remote(_Broker).options(num_cpus=0, max_concurrency=10_000).remote()
+        self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
+
+    def _fit_slots(self, slots: int) -> int:
+        """Refuse a per-trial request the cluster can never meet; cap slots to what fits."""
+        import ray
+
+        total = ray.cluster_resources()
+        res = self._resources
+        fits = []
+        for key, need in (("CPU", res.cpu), ("GPU", res.gpu)):
+            if need > 0:
+                have = float(total.get(key, 0.0))
+                if have < need:
+                    raise SweepFailed(
+                        f"each trial asks for {need:g} {key} (sweep.resources) but the Ray "
+                        f"cluster has {have:g} {key} in all; lower sweep.resources or add nodes")
+                fits.append(int(have // need + 1e-9))
+        if fits and min(fits) < slots:
+            log.warning("the cluster fits %d trials at once, not %d: running %d in parallel",
+                        min(fits), slots, min(fits))
+            return min(fits)
+        return slots
+
+    def shutdown(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        for actor in self._actors:
+            ray.kill(actor, no_restart=True)
+        if self._broker is not None:
+            ray.kill(self._broker, no_restart=True)
+        self._actors, self._running, self._broker = [], {}, None
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False
+
+    # -- trials ---------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    def submit(self, spec: TrialSpec) -> None:
+        slot = self._free.pop(0)
+        ref = self._actors[slot].run.remote(spec, self._broker)
+        self._running[ref] = _Running(spec, slot, time.monotonic())
+
+    def poll(self, timeout: float) -> list[Intermediate | TrialResult]:
+        import ray
+
+        self._kill_overdue()
+        refs = [*self._running, self._drain_ref]
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        events: list[Intermediate | TrialResult] = []
+        for ref in ready:
+            if ref is self._drain_ref:
+                events.extend(ray.get(ref))
+                self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
+            else:
+                events.append(self._finish(ref))
+        return events
+
+    def _finish(self, ref: Any) -> TrialResult:
+        import ray
+        from ray import exceptions as rex
+
+        run = self._running.pop(ref)
+        self._free.append(run.slot)
+        try:
+            result: TrialResult = ray.get(ref)
+        except rex.OutOfMemoryError as exc:
+            return TrialResult.failed(run.spec, FailReason.OOM, _first_line(exc))
+        except rex.RayActorError as exc:
+            if run.killed_for_timeout:
+                return TrialResult.failed(run.spec, FailReason.TIMEOUT,
+                                          f"killed after {self._timeout:g} s + grace")
+            if "creation task" in str(exc):  # __init__ raised: a retry cannot help
+                return TrialResult.failed(run.spec, FailReason.USER_ERROR,
+                                          f"worker failed to start: {str(exc)[-1500:]}")
+            return TrialResult.failed(run.spec, FailReason.WORKER_DIED, _first_line(exc))
+        except rex.RayTaskError as exc:
+            return TrialResult.failed(run.spec, FailReason.USER_ERROR, str(exc)[-2000:])
+        if result.reason is None and result.state.value == "complete":
+            self._best_slot[result.number] = run.slot
+        return result
+
+    def _kill_overdue(self) -> None:
+        import ray
+
+        if self._timeout is None:
+            return
+        limit = self._timeout + max(_KILL_GRACE_S, 0.1 * self._timeout)
+        now = time.monotonic()
+        for run in self._running.values():
+            if not run.killed_for_timeout and now - run.started > limit:
+                run.killed_for_timeout = True
+                ray.kill(self._actors[run.slot], no_restart=False)
+
+    def answer(self, report: Intermediate, prune: bool) -> None:
+        self._broker.decide.remote(report.number, report.step, prune)
+
+    def fetch_model(self, number: int) -> bytes | None:
+        import ray
+
+        slot = self._best_slot.get(number)
+        if slot is None:
+            return None
+        try:
+            data: bytes | None = ray.get(self._actors[slot].best_model.remote(number))
+        except ray.exceptions.RayError:
+            return None
+        return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__

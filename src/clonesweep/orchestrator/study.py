@@ -1,0 +1,211 @@
+"""The Optuna side: samplers and pruners by name, distributions, storage, the study itself.
+
+This is the only module (with the sweep loop) that imports Optuna. Sampler and pruner
+settings from the sweep file are checked against the Optuna class's own signature, so a typo
+is an error at start-up that names the field, not a silent default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+
+from clonesweep.errors import SpecError, StudyError
+from clonesweep.spec.model import Direction, Distribution, ParamSpec, PlugSpec, SweepSpec
+
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "distributions",
+    "fixed_params",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "mask_url",
+    "open_study",
+    "storage_url",
+]
+
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "bruteforce": optuna.samplers.BruteForceSampler,
+}
+
+PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "patient": optuna.pruners.PatientPruner,
+    "wilcoxon": optuna.pruners.WilcoxonPruner,
+    "none": optuna.pruners.NopPruner,
+    "nop": optuna.pruners.NopPruner,
+}
+
+
+def _construct(kind: str, plug: PlugSpec, registry: dict[str, Callable[..., Any]],
+               file: str, extra: dict[str, Any]) -> Any:
+    field = f"sweep.{kind}"
+    if plug.name not in registry:
+        close = difflib.get_close_matches(plug.name, registry, n=1)
+        raise SpecError(f"unknown {kind}", file=file, field=f"{field}.name", value=plug.name,
+                        hint=(f"did you mean '{close[0]}'? " if close else "")
+                        + f"known: {', '.join(sorted(registry))}")
+    factory = registry[plug.name]
+    accepted = set(inspect.signature(factory).parameters)
+    for key in plug.settings:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            raise SpecError(f"{plug.name} {kind} has no setting {key!r}", file=file,
+                            field=f"{field}.{key}", value=plug.settings[key],
+                            hint=(f"did you mean '{close[0]}'? " if close else "")
+                            + f"it accepts: {', '.join(sorted(accepted))}")
+    kwargs = {k: v for k, v in extra.items() if k in accepted and k not in plug.settings}
+    kwargs.update(plug.settings)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return factory(**kwargs)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise SpecError(f"{plug.name} {kind} refused its settings: {exc}", file=file,
+                        field=field, value=dict(plug.settings)) from exc
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``sweep.sampler``, seeded with the sweep seed unless set."""
+    extra: dict[str, Any] = {"seed": spec.sweep.seed}
+    if spec.sweep.sampler.name in ("grid", "bruteforce"):
+        extra["search_space"] = _grid(spec)
+    if spec.sweep.sampler.name == "tpe" and spec.sweep.parallel > 1:
+        # Keep parallel trials apart: pending trials count as (pessimistic) observations.
+        extra["constant_liar"] = True
+    return _construct("sampler", spec.sweep.sampler, SAMPLERS, str(spec.file), extra)
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    """The pruner named in ``sweep.pruner`` (``none`` by default)."""
+    extra: dict[str, Any] = {}
+    if spec.sweep.pruner.name == "hyperband":
+        extra["max_resource"] = spec.training.epochs
+    return _construct("pruner", spec.sweep.pruner, PRUNERS, str(spec.file), extra)
+
+
+def _grid(spec: SweepSpec) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for p in spec.parameters:
+        if p.is_fixed:
+            continue
+        if p.distribution is Distribution.CATEGORICAL:
+            grid[p.path] = list(p.values)
+        elif p.step is not None and p.low is not None and p.high is not None:
+            n = round((p.high - p.low) / p.step)
+            grid[p.path] = [p.low + i * p.step for i in range(n + 1)]
+        elif p.distribution is Distribution.INT_UNIFORM and p.low is not None:
+            grid[p.path] = list(range(int(p.low), int(p.high or p.low) + 1))
+        else:
+            raise SpecError("a grid search needs a finite set of values for every parameter",
+                            file=str(spec.file), field=f"parameters.{p.path}",
+                            value=p.distribution.value,
+                            hint="use `values: [...]`, an int range, or add `step:`")
+    return grid
+
+
+def distributions(params: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    """Optuna distributions for every sampled (non-constant) parameter."""
+    D = Distribution
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.is_fixed:
+            continue
+        if p.distribution is D.CATEGORICAL:
+            out[p.path] = optuna.distributions.CategoricalDistribution(list(p.values))
+        elif p.distribution in (D.INT_UNIFORM, D.INT_LOG_UNIFORM_VALUES):
+            log = p.distribution is D.INT_LOG_UNIFORM_VALUES or p.log
+            out[p.path] = optuna.distributions.IntDistribution(
+                int(p.low or 0), int(p.high or 0), log=log, step=1 if log else int(p.step or 1))
+        else:
+            log = p.distribution is D.LOG_UNIFORM_VALUES or p.log
+            step = None if log else p.step
+            out[p.path] = optuna.distributions.FloatDistribution(
+                float(p.low or 0.0), float(p.high or 0.0), log=log,
+                step=float(step) if step is not None else None)
+    return out
+
+
+def fixed_params(params: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    """Values of ``value:`` (constant) parameters, applied to every trial."""
+    return {p.path: p.values[0] for p in params if p.is_fixed}
+
+
+def storage_url(spec: SweepSpec) -> str:
+    """``sweep.storage``, or a SQLite file in the run folder."""
+    if spec.sweep.storage:
+        return spec.sweep.storage
+    return f"sqlite:///{(spec.run_folder / 'study.db').resolve()}"
+
+
+_PASSWORD = re.compile(r"(?P<head>://[^:/@]+:)(?P<secret>[^@]+)(?P<tail>@)")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs, errors and attributes)."""
+    return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
+
+
+def _storage(url: str) -> Any:
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url[len("journal://"):])
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+
+
+def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create the sweep's study, or load it if it exists (same name, same direction)."""
+    direction: Literal["minimize", "maximize"] = (
+        "maximize" if spec.objective.direction is Direction.MAXIMIZE else "minimize")
+    try:
+        storage = _storage(url)
+        study = optuna.create_study(study_name=spec.name, storage=storage,
+                                    sampler=sampler or make_sampler(spec),
+                                    pruner=pruner or make_pruner(spec),
+                                    direction=direction, load_if_exists=True)
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise StudyError(f"cannot open the study {spec.name!r} at {mask_url(url)}: "
+                         f"{mask_url(str(exc))}") from exc
+    if study.direction.name.lower() != direction:
+        raise StudyError(f"study {spec.name!r} at {mask_url(url)} exists with direction "
+                         f"{study.direction.name.lower()}, the sweep file asks for {direction}")
+    return study
+
+
+def load_study(name: str, url: str) -> optuna.Study:
+    """Open an existing study for reading (``status``, ``best``)."""
+    try:
+        return optuna.load_study(study_name=name, storage=_storage(url))
+    except KeyError as exc:
+        raise StudyError(f"no study named {name!r} at {mask_url(url)}; run the sweep first")\
+            from exc
+    except Exception as exc:
+        raise StudyError(f"cannot open {mask_url(url)}: {mask_url(str(exc))}") from exc

@@ -1,0 +1,355 @@
+"""The sweep loop: ask -> submit -> collect -> tell, with the driver as the study's only writer.
+
+One trial's state lives in one place: from ``ask`` to ``tell`` it is an entry of
+``_Loop.inflight`` (its Optuna trial and the spec its worker runs). Retries reuse the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+
+from clonesweep.errors import SweepFailed
+from clonesweep.orchestrator.backend import Backend
+from clonesweep.orchestrator.runfolder import RunFolder
+from clonesweep.orchestrator.study import (
+    distributions,
+    fixed_params,
+    make_pruner,
+    make_sampler,
+    mask_url,
+    open_study,
+    storage_url,
+)
+from clonesweep.spec.model import Direction, SweepSpec
+from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
+from clonesweep.workers.runner import WorkerJob
+from clonesweep.workers.seeding import derive_seed
+
+__all__ = ["BestTrial", "Counts", "NullProgress", "Progress", "SweepOutcome", "run_sweep"]
+
+# Stop asking after this many user errors in a row with nothing completed: the data loader
+# or a custom layer is broken, and every further trial would fail the same way.
+_USER_ERRORS_BEFORE_ABORT = 3
+
+
+@dataclass
+class Counts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    retried: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    number: int
+    value: float
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    name: str
+    storage: str
+    run_folder: Path
+    counts: Counts
+    budget: int
+    best: BestTrial | None
+    best_model: Path | None
+    wall_s: float
+    trial_train_s: float
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class Progress(Protocol):
+    """Receives the sweep's events, in the driver's thread. Must not raise."""
+
+    def on_start(self, spec: SweepSpec, storage: str, already_finished: int) -> None: ...
+
+    def on_trial_start(self, spec: TrialSpec) -> None: ...
+
+    def on_trial_end(self, result: TrialResult, counts: Counts, best: BestTrial | None,
+                     retried: bool) -> None: ...
+
+    def on_tick(self, counts: Counts, best: BestTrial | None, elapsed: float) -> None: ...
+
+    def on_end(self, outcome: SweepOutcome) -> None: ...
+
+
+class NullProgress:
+    def on_start(self, spec: SweepSpec, storage: str, already_finished: int) -> None: ...
+    def on_trial_start(self, spec: TrialSpec) -> None: ...
+    def on_trial_end(self, result: TrialResult, counts: Counts, best: BestTrial | None,
+                     retried: bool) -> None: ...
+    def on_tick(self, counts: Counts, best: BestTrial | None, elapsed: float) -> None: ...
+    def on_end(self, outcome: SweepOutcome) -> None: ...
+
+
+@dataclass
+class _InFlight:
+    trial: optuna.trial.Trial
+    spec: TrialSpec
+
+
+def _finished_states() -> tuple[optuna.trial.TrialState, ...]:
+    S = optuna.trial.TrialState
+    return (S.COMPLETE, S.PRUNED, S.FAIL)
+
+
+class _Loop:
+    def __init__(self, spec: SweepSpec, study: optuna.Study, backend: Backend,
+                 folder: RunFolder, progress: Progress) -> None:
+        self.spec, self.study, self.backend = spec, study, backend
+        self.folder, self.progress = folder, progress
+        self.dists = distributions(spec.parameters)
+        self.fixed = fixed_params(spec.parameters)
+        self.inflight: dict[int, _InFlight] = {}
+        self.counts = Counts()
+        self.failures: dict[str, int] = {}
+        self.best = _best_so_far(study, spec.objective.direction)
+        done = study.get_trials(deepcopy=False, states=_finished_states())
+        self.already = len(done)
+        self.user_errors_in_a_row = 0
+        self.stopping = False
+        self.train_s = 0.0
+        self._last_error = ""
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            while True:
+                self._fill()
+                if not self.inflight:
+                    break
+                for event in self.backend.poll(0.5):
+                    if isinstance(event, Intermediate):
+                        self._intermediate(event)
+                    else:
+                        self._result(event)
+                self.progress.on_tick(self.counts, self.best, time.monotonic() - started)
+        except BaseException:
+            self._abandon_inflight()
+            raise
+        if self.stopping and self.counts.complete + self.counts.pruned == 0:
+            raise SweepFailed(f"stopped after {self.user_errors_in_a_row} trials failed in a row "
+                              f"with user errors; the last: {self._last_error}")
+
+    def _fill(self) -> None:
+        budget = self.spec.sweep.trials
+        while (not self.stopping and self.backend.free_slots() > 0
+               and self.already + self.counts.finished + len(self.inflight) < budget):
+            trial = self.study.ask(self.dists)
+            params = {**trial.params, **self.fixed}
+            spec = TrialSpec(trial.number, params,
+                             derive_seed(self.spec.sweep.seed, "trial", trial.number))
+            trial.set_user_attr("seed", spec.seed)
+            self.inflight[trial.number] = _InFlight(trial, spec)
+            self.backend.submit(spec)
+            self.counts.running = len(self.inflight)
+            self.progress.on_trial_start(spec)
+
+    def _intermediate(self, event: Intermediate) -> None:
+        entry = self.inflight.get(event.number)
+        if entry is None:
+            self.backend.answer(event, False)
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a retried trial reports its steps again
+            entry.trial.report(event.value, event.step)
+            prune = entry.trial.should_prune()
+        self.backend.answer(event, prune)
+
+    def _result(self, result: TrialResult) -> None:
+        entry = self.inflight[result.number]
+        if (result.state is TrialState.FAIL and result.reason is not None
+                and result.reason.retryable and entry.spec.attempt < self.spec.sweep.retries):
+            entry.spec = entry.spec.retry()
+            self.counts.retried += 1
+            self.backend.submit(entry.spec)
+            self.progress.on_trial_end(result, self.counts, self.best, True)
+            return
+        del self.inflight[result.number]
+        self._tell(entry, result)
+        self.counts.running = len(self.inflight)
+        self.progress.on_trial_end(result, self.counts, self.best, False)
+
+    def _tell(self, entry: _InFlight, result: TrialResult) -> None:
+        trial = entry.trial
+        for key, value in _attributes(result).items():
+            trial.set_user_attr(key, value)
+        self.train_s += result.timings.train_s
+        if result.state is TrialState.COMPLETE and result.value is not None:
+            self.study.tell(trial, result.value)
+            self.counts.complete += 1
+            self._update_best(result, entry.spec)
+            self.user_errors_in_a_row = 0
+        elif result.state is TrialState.PRUNED:
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self.counts.pruned += 1
+            self.user_errors_in_a_row = 0
+        else:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.counts.failed += 1
+            reason = result.reason.value if result.reason else "unknown"
+            self.failures[reason] = self.failures.get(reason, 0) + 1
+            if result.reason is FailReason.USER_ERROR:
+                self.user_errors_in_a_row += 1
+                self._last_error = result.message.splitlines()[0] if result.message else ""
+                if self.user_errors_in_a_row >= _USER_ERRORS_BEFORE_ABORT:
+                    self.stopping = True
+        self.folder.write_trial(result.number, _trial_record(entry.spec, result))
+
+    def _update_best(self, result: TrialResult, spec: TrialSpec) -> None:
+        assert result.value is not None
+        maximize = self.spec.objective.direction is Direction.MAXIMIZE
+        if (self.best is None or (result.value > self.best.value if maximize
+                                  else result.value < self.best.value)):
+            self.best = BestTrial(result.number, result.value, dict(spec.params))
+
+    def _abandon_inflight(self) -> None:
+        """On an interrupt or a crash of the loop: record every running trial as failed."""
+        for number, entry in list(self.inflight.items()):
+            try:
+                entry.trial.set_user_attr("fail_reason", "interrupted")
+                self.study.tell(entry.trial, state=optuna.trial.TrialState.FAIL)
+            except Exception:  # storage gone too: nothing more can be recorded
+                pass
+            del self.inflight[number]
+
+
+def _attributes(result: TrialResult) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "state": result.state.value,
+        "seeds": result.seeds,
+        "config_hash": result.config_hash,
+        "param_count": result.param_count,
+        "node": result.node,
+        "worker": result.worker,
+        "attempt": result.attempt,
+        "build_s": round(result.timings.build_s, 4),
+        "train_s": round(result.timings.train_s, 4),
+        "eval_s": round(result.timings.eval_s, 4),
+        "history": result.history,
+    }
+    if result.reason is not None:
+        attrs["fail_reason"] = result.reason.value
+    if result.message:
+        attrs["message"] = result.message[-2000:]
+    return attrs
+
+
+def _trial_record(spec: TrialSpec, result: TrialResult) -> dict[str, Any]:
+    return {
+        "number": result.number,
+        "params": spec.params,
+        "seed": spec.seed,
+        "value": result.value,
+        **_attributes(result),
+        "config": json.loads(result.config_json) if result.config_json else None,
+    }
+
+
+def _best_so_far(study: optuna.Study, direction: Direction) -> BestTrial | None:
+    done = [t for t in study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.COMPLETE,))
+            if t.value is not None]
+    if not done:
+        return None
+    sign = 1.0 if direction is Direction.MAXIMIZE else -1.0
+    best = max(done, key=lambda t: sign * float(t.value or 0.0))
+    return BestTrial(best.number, float(best.value or 0.0), dict(best.params))
+
+
+def worker_job(spec: SweepSpec, base_config: dict[str, Any]) -> WorkerJob:
+    return WorkerJob(
+        base_config_json=json.dumps(base_config),
+        imports=spec.model.imports,
+        data=spec.data,
+        training=spec.training,
+        objective=spec.objective,
+        trial_timeout=spec.sweep.trial_timeout,
+        cpus=spec.sweep.resources.cpu,
+    )
+
+
+def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
+              progress: Progress | None = None) -> SweepOutcome:
+    """Run the sweep to its budget of finished trials and return what happened.
+
+    ``base_config`` is the base model's ``serialize_keras_object`` envelope (see
+    :func:`clonesweep.orchestrator.model.base_model_config`). The run folder and the study are
+    created only after the sampler and pruner settings have been checked; if the study
+    cannot be opened, a run folder this call created is removed again.
+
+    Raises:
+        SpecError: Bad sampler or pruner settings (nothing created).
+        StudyError: The storage cannot be opened.
+        SweepFailed: Trials kept failing on user errors; nothing completed.
+    """
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    url = storage_url(spec)
+    # Settings errors surface here, before anything is created.
+    sampler, pruner = make_sampler(spec), make_pruner(spec)
+    folder = RunFolder(spec.run_folder)
+    folder.create(spec.file, base_config)
+    try:
+        study = open_study(spec, url, sampler, pruner)
+    except BaseException:
+        folder.remove_if_new()
+        raise
+    study.set_user_attr("fixed_params", fixed_params(spec.parameters))
+    backend.start(worker_job(spec, base_config), spec.sweep.parallel)
+    loop = _Loop(spec, study, backend, folder, progress)
+    progress.on_start(spec, mask_url(url), loop.already)
+    try:
+        loop.run()
+        best_model = _save_best_model(backend, folder, loop.best)
+    finally:
+        backend.shutdown()
+    outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
+                           spec.sweep.trials, loop.best, best_model,
+                           time.monotonic() - started, loop.train_s, loop.failures)
+    folder.write_json("summary.json", _summary(outcome))
+    progress.on_end(outcome)
+    return outcome
+
+
+def _save_best_model(backend: Backend, folder: RunFolder, best: BestTrial | None) -> Path | None:
+    if best is None:
+        return None
+    data = backend.fetch_model(best.number)
+    return folder.write_bytes("best.keras", data) if data else None
+
+
+def _summary(outcome: SweepOutcome) -> dict[str, Any]:
+    c = outcome.counts
+    return {
+        "name": outcome.name,
+        "storage": outcome.storage,
+        "budget": outcome.budget,
+        "complete": c.complete,
+        "pruned": c.pruned,
+        "failed": c.failed,
+        "retried": c.retried,
+        "failures": outcome.failures,
+        "best": None if outcome.best is None else {
+            "number": outcome.best.number, "value": outcome.best.value,
+            "params": outcome.best.params},
+        "best_model": str(outcome.best_model) if outcome.best_model else None,
+        "wall_s": round(outcome.wall_s, 3),
+        "trial_train_s": round(outcome.trial_train_s, 3),
+    }

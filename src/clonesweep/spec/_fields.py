@@ -1,0 +1,183 @@
+"""Typed reads out of one YAML mapping, each failure a :class:`SpecError` naming file + field.
+
+A :class:`Block` is one mapping of a sweep file together with where it sits (the file and
+the dotted field of the mapping). Its readers check the type and range of one key and
+return the value; every check that fails says what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from clonesweep.errors import SpecError
+
+__all__ = [
+    "MISSING",
+    "Block",
+    "did_you_mean",
+    "is_json_data",
+    "is_primitive",
+    "kind_of",
+]
+
+MISSING: Any = SpecError._MISSING
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+MODULE_RE = re.compile(rf"^{_DOTTED}$")
+CALLABLE_RE = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A hint naming the closest choice (if any) and every valid choice."""
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    listing = ", ".join(repr(option) for option in options)
+    if close:
+        return f"did you mean '{close[0]}'? Valid: {listing}"
+    return f"valid: {listing}"
+
+
+def kind_of(value: Any) -> str:
+    """The YAML-ish name of a value's type, for messages."""
+    names = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def is_primitive(value: Any) -> bool:
+    """A JSON scalar: str, int, float (finite), bool or None."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
+
+
+def is_json_data(value: Any) -> bool:
+    """Primitives, and lists / string-keyed mappings of JSON data."""
+    if isinstance(value, list):
+        return all(is_json_data(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json_data(v) for k, v in value.items())
+    return is_primitive(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_int(value)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One mapping of a sweep file: ``data`` found at ``path`` (dotted) in ``file``."""
+
+    file: str
+    path: str
+    data: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, file: str, path: str, value: Any) -> Block:
+        """Wrap ``value``, which must be a mapping with string keys (None reads as empty)."""
+        if value is None:
+            return cls(file, path, {})
+        if not isinstance(value, dict):
+            raise SpecError(
+                f"expected a mapping, not a {kind_of(value)}", file=file, field=path or None,
+                value=value,
+            )
+        for key in value:
+            if not isinstance(key, str):
+                raise SpecError(
+                    "keys must be strings", file=file, field=path or None, value=key,
+                    hint="quote the key in the YAML file",
+                )
+        return cls(file, path, value)
+
+    def field(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str | None, message: str, value: Any = MISSING,
+             hint: str | None = None) -> NoReturn:
+        field = self.field(key) if key is not None else (self.path or None)
+        raise SpecError(message, file=self.file, field=field, value=value, hint=hint)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def only(self, allowed: Iterable[str]) -> None:
+        """Refuse any key not in ``allowed``, with a did-you-mean hint."""
+        allowed = tuple(allowed)
+        for key in self.data:
+            if key not in allowed:
+                self.fail(key, f"unknown key '{key}'", key, did_you_mean(key, allowed))
+
+    def sub(self, key: str) -> Block:
+        return Block.of(self.file, self.field(key), self.data.get(key))
+
+    def raw(self, key: str, default: Any = MISSING) -> Any:
+        if key in self.data:
+            return self.data[key]
+        if default is MISSING:
+            self.fail(key, f"'{key}' is required")
+        return default
+
+    def string(self, key: str, default: Any = MISSING, pattern: re.Pattern[str] | None = None,
+               what: str = "a non-empty string") -> Any:
+        value = self.raw(key, default)
+        if key not in self.data:
+            return value
+        ok = isinstance(value, str) and value.strip() != ""
+        if not ok or (pattern is not None and not pattern.fullmatch(value)):
+            self.fail(key, f"expected {what}", value)
+        return value
+
+    def integer(self, key: str, default: Any = MISSING, low: int | None = None,
+                high: int | None = None) -> Any:
+        value = self.raw(key, default)
+        if key not in self.data:
+            return value
+        if not _is_int(value):
+            self.fail(key, f"expected an int, not a {kind_of(value)}", value)
+        self._in_range(key, value, low, high)
+        return value
+
+    def number(self, key: str, default: Any = MISSING, *, low: float | None = None,
+               positive: bool = False, nullable: bool = False) -> Any:
+        value = self.raw(key, default)
+        if key not in self.data or (nullable and value is None):
+            return value
+        if not _is_number(value):
+            self.fail(key, f"expected a finite number, not a {kind_of(value)}", value)
+        if positive and value <= 0:
+            self.fail(key, "expected a number > 0", value)
+        self._in_range(key, value, low, None)
+        return value
+
+    def boolean(self, key: str, default: Any = MISSING) -> Any:
+        value = self.raw(key, default)
+        if key in self.data and not isinstance(value, bool):
+            self.fail(key, f"expected true or false, not a {kind_of(value)}", value)
+        return value
+
+    def strings(self, key: str, default: Any = MISSING) -> Any:
+        value = self.raw(key, default)
+        if key not in self.data:
+            return value
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list of strings, not a {kind_of(value)}", value)
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.fail(f"{key}[{index}]", "expected a non-empty string", item)
+        return tuple(value)
+
+    def _in_range(self, key: str, value: float, low: float | None, high: float | None) -> None:
+        if low is not None and value < low:
+            self.fail(key, f"expected a value >= {low}", value)
+        if high is not None and value > high:
+            self.fail(key, f"expected a value <= {high}", value)

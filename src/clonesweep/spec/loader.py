@@ -1,0 +1,187 @@
+"""Read a sweep file into a frozen :class:`SweepSpec`, checking every key.
+
+The loader only reads: it creates no run folder, no study, no file. Every problem raises
+:class:`SpecError` naming the file (as given), the dotted field, the value and a hint.
+Relative paths (model config, ``.keras`` file, ``run_dir``, file storages) resolve against
+the folder of the sweep file, so a sweep means the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clonesweep.errors import SpecError
+from clonesweep.spec._fields import CALLABLE_RE, Block, did_you_mean, is_json_data, is_primitive
+from clonesweep.spec.model import (
+    DataSpec,
+    Direction,
+    ObjectiveSpec,
+    SweepSpec,
+    TrainingSpec,
+)
+from clonesweep.spec.optimizers import optimizer_keys
+from clonesweep.spec.searchspace import parse_parameters
+from clonesweep.spec.settings import check_storage_url, parse_settings
+from clonesweep.spec.sources import parse_model
+
+__all__ = ["DEFAULT_LOADER", "check_storage_url", "load_sweep"]
+
+DEFAULT_LOADER = "clonesweep.datasets:digits"
+_TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sweep")
+_TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "loss", "metrics",
+                  "steps_per_execution", "jit_compile", "validation_batch_size")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_DIRECTIONS = {"maximize": Direction.MAXIMIZE, "max": Direction.MAXIMIZE,
+               "minimize": Direction.MINIMIZE, "min": Direction.MINIMIZE}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and reads ``1e-3`` as a float (YAML 1.2)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML follows YAML 1.1, where 1e-3 is a string; sweep files are full of such numbers.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
+    """Read and validate the sweep file at ``path``.
+
+    Raises:
+        SpecError: the file is missing, not YAML, or any key is unknown, of the wrong type
+            or out of range; the message names the file, the field, the value and a hint.
+
+    Example:
+        >>> spec = load_sweep("configs/digits_mlp.yaml")
+        >>> spec.sweep.trials, spec.parameters[0].path
+        (16, 'layers.hidden.units')
+    """
+    file = os.fspath(path)
+    top = Block.of(file, "", _read_yaml(file))
+    top.only(_TOP_KEYS)
+    base = Path(file).expanduser().resolve().parent
+    name = top.string("name", pattern=_NAME_RE, what="a name of letters, digits, '_', '.', '-'")
+    if set(name) == {"."}:
+        top.fail("name", "'.' and '..' cannot name a run folder", name)
+    if not top.has("model"):
+        top.fail("model", "'model' is required", hint="e.g. model: {config: my_model.json}")
+    model = parse_model(top.sub("model"), base)
+    training = _training(top.sub("training"))
+    return SweepSpec(
+        name=name,
+        file=Path(file).expanduser().resolve(),
+        model=model,
+        data=_data(top.sub("data")),
+        training=training,
+        objective=_objective(top.sub("objective"), training.metrics),
+        parameters=parse_parameters(top.sub("parameters"), training.optimizer, model.config),
+        sweep=parse_settings(top.sub("sweep"), base),
+    )
+
+
+def _read_yaml(file: str) -> Any:
+    try:
+        with open(file, encoding="utf-8") as stream:
+            data = yaml.load(stream, Loader=_StrictLoader)
+    except FileNotFoundError:
+        raise SpecError("sweep file not found", file=file, value=file) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read the sweep file: {err}", file=file) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"not valid YAML: {_yaml_problem(err)}", file=file,
+                        hint="check the indentation and quoting around that line") from None
+    if data is None:
+        raise SpecError("the sweep file is empty", file=file, hint="start from configs/*.yaml")
+    return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _data(block: Block) -> DataSpec:
+    block.only(("loader", "kwargs"))
+    loader = block.string("loader", DEFAULT_LOADER, pattern=CALLABLE_RE, what="'module:function'")
+    kwargs = block.sub("kwargs")
+    for key, value in kwargs.data.items():
+        if not is_primitive(value):
+            kwargs.fail(key, "expected a JSON primitive (str, int, float, bool or null)", value)
+    return DataSpec(loader=loader, kwargs=dict(kwargs.data))
+
+
+def _training(block: Block) -> TrainingSpec:
+    block.only(_TRAINING_KEYS)
+    d = TrainingSpec()
+    optimizer, optimizer_config = _optimizer(block)
+    return TrainingSpec(
+        epochs=block.integer("epochs", d.epochs, low=1),
+        batch_size=block.integer("batch_size", d.batch_size, low=1),
+        optimizer=optimizer,
+        optimizer_config=optimizer_config,
+        loss=block.string("loss", d.loss),
+        metrics=block.strings("metrics", d.metrics),
+        steps_per_execution=block.integer("steps_per_execution", d.steps_per_execution, low=1),
+        jit_compile=block.boolean("jit_compile", d.jit_compile),
+        validation_batch_size=block.integer("validation_batch_size", d.validation_batch_size,
+                                            low=1),
+    )
+
+
+def _optimizer(block: Block) -> tuple[str, dict[str, Any]]:
+    """``optimizer: adam`` or ``optimizer: {name: adam, learning_rate: 0.001, ...}``."""
+    raw = block.raw("optimizer", TrainingSpec.optimizer)
+    if isinstance(raw, str) or not block.has("optimizer"):
+        return block.string("optimizer", TrainingSpec.optimizer), {}
+    sub = block.sub("optimizer")
+    name: str = sub.string("name")
+    config = {k: v for k, v in sub.data.items() if k != "name"}
+    known = optimizer_keys(name)
+    for key, value in config.items():
+        if known is not None and key not in known:
+            sub.fail(key, f"optimizer '{name}' has no config key '{key}'", key,
+                     did_you_mean(key, known))
+        if not is_json_data(value):
+            sub.fail(key, "expected JSON data", value)
+    return name, config
+
+
+def _objective(block: Block, metrics: tuple[str, ...]) -> ObjectiveSpec:
+    block.only(("metric", "direction"))
+    d = ObjectiveSpec()
+    metric: str = block.string("metric", d.metric)
+    raw = block.raw("direction", d.direction.value)
+    if not isinstance(raw, str) or raw not in _DIRECTIONS:
+        block.fail("direction", "expected maximize or minimize (or max / min)", raw,
+                   did_you_mean(str(raw), _DIRECTIONS))
+    bare = metric.removeprefix("val_")
+    logged = ("loss", *metrics)
+    if not any(bare == m or bare.endswith(f"_{m}") for m in logged):
+        block.fail("metric", "the objective is not among the logged metrics", metric,
+                   f"use loss / val_loss or one of training.metrics ({', '.join(metrics)}), "
+                   "optionally prefixed with val_")
+    return ObjectiveSpec(metric=metric, direction=_DIRECTIONS[raw])

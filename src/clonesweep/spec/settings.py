@@ -1,0 +1,132 @@
+"""The ``sweep`` block: budget, parallelism, sampler, pruner, storage, resources, seeds.
+
+Sampler and pruner names are checked here; their settings pass through untouched and are
+checked by the orchestrator when it builds the Optuna objects (so this package needs no
+Optuna).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from clonesweep.errors import SpecError
+from clonesweep.spec._fields import Block, did_you_mean, is_json_data
+from clonesweep.spec.model import PlugSpec, ResourcesSpec, SweepSettings
+
+__all__ = ["PRUNERS", "SAMPLERS", "STORAGE_SCHEMES", "check_storage_url", "parse_settings"]
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2", "nsga3", "qmc", "bruteforce")
+#: ``nop`` is read as ``none``: one name for "no pruning".
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "patient",
+           "wilcoxon", "none", "nop")
+#: ``journal://<path>`` is clonesweep's own form: an Optuna JournalFileBackend at <path>.
+STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://",
+                   "mysql+pymysql://", "journal://")
+_KEYS = ("trials", "parallel", "sampler", "pruner", "storage", "run_dir", "resources",
+         "retries", "trial_timeout", "seed")
+_MAX_SEED = 2**32 - 1
+
+
+def parse_settings(block: Block, base: Path) -> SweepSettings:
+    """Read the ``sweep`` block; ``run_dir`` and file storages resolve against ``base``.
+
+    Without ``run_dir`` the run folder goes under ``./runs`` of the working directory, where
+    a user looks for it; a ``run_dir`` written in the file is relative to the file.
+    """
+    block.only(_KEYS)
+    defaults = SweepSettings()
+    given = block.string("run_dir", "")
+    run_dir = base / Path(given).expanduser() if given else Path.cwd() / defaults.run_dir
+    pruner = _plug(block, "pruner", PRUNERS, defaults.pruner)
+    if pruner.name == "nop":
+        pruner = PlugSpec("none", pruner.settings)
+    return SweepSettings(
+        trials=block.integer("trials", defaults.trials, low=1),
+        parallel=block.integer("parallel", defaults.parallel, low=1),
+        sampler=_plug(block, "sampler", SAMPLERS, defaults.sampler),
+        pruner=pruner,
+        storage=_storage(block, base),
+        run_dir=run_dir.resolve(),
+        resources=_resources(block.sub("resources")),
+        retries=block.integer("retries", defaults.retries, low=0),
+        trial_timeout=_timeout(block),
+        seed=block.integer("seed", defaults.seed, low=0, high=_MAX_SEED),
+    )
+
+
+def _plug(block: Block, key: str, names: tuple[str, ...], default: PlugSpec) -> PlugSpec:
+    """``key: name`` or ``key: {name: ..., <setting>: ...}``."""
+    raw = block.raw(key, None)
+    if raw is None:
+        return default
+    if isinstance(raw, str):
+        name, settings = raw, {}
+    else:
+        sub = block.sub(key)
+        name = sub.string("name")
+        settings = {k: v for k, v in sub.data.items() if k != "name"}
+        for setting, value in settings.items():
+            if not is_json_data(value):
+                sub.fail(setting, "expected JSON data (numbers, strings, lists, mappings)",
+                         value)
+    if name not in names:
+        field = key if isinstance(raw, str) else f"{key}.name"
+        block.fail(field, f"unknown {key}", name, did_you_mean(name, names))
+    return PlugSpec(name, settings)
+
+
+def _storage(block: Block, base: Path) -> str | None:
+    raw = block.raw("storage", None)
+    if raw is None:
+        return None
+    url = check_storage_url(raw, file=block.file, field=block.field("storage"))
+    scheme = next(s for s in STORAGE_SCHEMES if url.startswith(s))
+    if scheme in ("sqlite:///", "journal://"):
+        rest = url[len(scheme):]
+        if rest != ":memory:" and not Path(rest).is_absolute():
+            return scheme + str((base / rest).resolve())
+    return url
+
+
+def check_storage_url(url: Any, *, file: str | None = None, field: str | None = None) -> str:
+    """Return ``url`` if it is a storage URL clonesweep can open, else raise SpecError.
+
+    Example:
+        >>> check_storage_url("postgresql://sweeper@db/optuna")
+        'postgresql://sweeper@db/optuna'
+    """
+    scheme = next((s for s in STORAGE_SCHEMES if isinstance(url, str) and url.startswith(s)),
+                  None)
+    if scheme is None or url == scheme:
+        raise SpecError(
+            "expected an Optuna storage URL starting with one of "
+            f"{', '.join(STORAGE_SCHEMES)}, or null", file=file, field=field,
+            value=_redact(url),
+            hint="omit it for a SQLite file in the run folder; "
+                 "e.g. postgresql://user@host/db on a cluster")
+    return str(url)
+
+
+def _redact(value: Any) -> Any:
+    """Hide a password in a URL before it is echoed in an error message."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+
+
+def _resources(block: Block) -> ResourcesSpec:
+    block.only(("cpu", "gpu"))
+    defaults = ResourcesSpec()
+    cpu = block.number("cpu", defaults.cpu, positive=True)
+    gpu = block.number("gpu", defaults.gpu, low=0)
+    if gpu > 1 and not float(gpu).is_integer():
+        block.fail("gpu", "a share above one GPU must be a whole number of GPUs", gpu,
+                   "use a fraction <= 1 (e.g. 0.25) or an integer")
+    return ResourcesSpec(cpu=float(cpu), gpu=float(gpu))
+
+
+def _timeout(block: Block) -> float | None:
+    value = block.number("trial_timeout", None, positive=True, nullable=True)
+    return None if value is None else float(value)

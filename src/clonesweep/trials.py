@@ -1,0 +1,144 @@
+"""The driver <-> worker contract: what a trial is asked to do and what it reports.
+
+The driver turns an Optuna trial into a :class:`TrialSpec`, a worker runs it and returns a
+:class:`TrialResult`. Between the two, the worker sends one :class:`Intermediate` per epoch
+through a :class:`Reporter` and learns whether to stop (pruning). These values are plain,
+frozen and picklable: they are all that crosses the process boundary, never a Keras or an
+Optuna object.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "FailReason",
+    "Intermediate",
+    "Reporter",
+    "Timings",
+    "TrialResult",
+    "TrialSpec",
+    "TrialState",
+]
+
+
+class TrialState(str, enum.Enum):
+    """How a trial ended. Exactly one per trial."""
+
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAIL = "fail"
+
+
+class FailReason(str, enum.Enum):
+    """Why a trial failed. Only ``WORKER_DIED`` and ``OOM`` are worth a retry."""
+
+    INVALID_CONFIG = "invalid_config"
+    USER_ERROR = "user_error"
+    NAN_LOSS = "nan_loss"
+    TIMEOUT = "timeout"
+    WORKER_DIED = "worker_died"
+    OOM = "oom"
+
+    @property
+    def retryable(self) -> bool:
+        return self in (FailReason.WORKER_DIED, FailReason.OOM)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial as the driver hands it to a worker.
+
+    Attributes:
+        number: The Optuna trial number (unique within the study).
+        params: Sampled and fixed values keyed by search-space path
+            (``layers.hidden.units``, ``optimizer.learning_rate``, ``train.batch_size``).
+        seed: The trial's root seed; every other seed is derived from it.
+        attempt: 0 for the first run, 1.. for retries of the same params and seed.
+    """
+
+    number: int
+    params: dict[str, Any]
+    seed: int
+    attempt: int = 0
+
+    def retry(self) -> TrialSpec:
+        return TrialSpec(self.number, dict(self.params), self.seed, self.attempt + 1)
+
+
+@dataclass(frozen=True)
+class Intermediate:
+    """A per-epoch value sent to the driver for pruning."""
+
+    number: int
+    step: int
+    value: float
+
+
+class Reporter(Protocol):
+    """What a running trial sees of the driver.
+
+    ``report`` is called once per epoch, in order, from the thread that trains; it blocks
+    until the driver has recorded the value and returns True when the trial should stop
+    (pruned). Implementations must tolerate the driver being slow; they never raise for a
+    pruning decision.
+    """
+
+    def report(self, step: int, value: float) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent in each phase of a trial on the worker."""
+
+    build_s: float = 0.0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.build_s + self.train_s + self.eval_s
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What a worker returns for a trial, whatever its outcome.
+
+    Attributes:
+        number: The trial number of the :class:`TrialSpec`.
+        state: How it ended.
+        value: The objective's final value (None unless COMPLETE).
+        reason: Why it failed (None unless FAIL).
+        message: A short human-readable explanation (and a short traceback for user errors).
+        history: Per-epoch metrics, e.g. ``{"loss": [...], "val_accuracy": [...]}``.
+        seeds: Every seed the trial used, keyed by where it went.
+        config_hash: sha256 of the materialized model config (canonical JSON).
+        config_json: The materialized model config, as built.
+        param_count: Number of weights of the built model.
+        timings: Build, train and evaluation seconds.
+        node: The Ray node (or host) that ran it.
+        worker: The worker (actor) that ran it.
+        attempt: Which attempt of the same spec this was.
+    """
+
+    number: int
+    state: TrialState
+    value: float | None = None
+    reason: FailReason | None = None
+    message: str = ""
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seeds: dict[str, int] = field(default_factory=dict)
+    config_hash: str = ""
+    config_json: str = ""
+    param_count: int = 0
+    timings: Timings = field(default_factory=Timings)
+    node: str = ""
+    worker: str = ""
+    attempt: int = 0
+
+    @classmethod
+    def failed(cls, spec: TrialSpec, reason: FailReason, message: str, **kw: Any) -> TrialResult:
+        return cls(spec.number, TrialState.FAIL, reason=reason, message=message,
+                   attempt=spec.attempt, **kw)

@@ -1,0 +1,242 @@
+"""Turn a base model config, a trial's params and its seed into the exact config to build.
+
+Pure Python (no Keras): the result is plain data that can be hashed, stored on the trial and
+rebuilt anywhere. What :func:`materialize` does, in order:
+
+1. validates every param value (JSON primitives or lists of them; no file paths or URLs);
+2. applies each ``layers...`` param at every :class:`~clonesweep.spec.configpaths.Target` of
+   a deep copy of the base config (class selectors first, then named layers, each group in
+   key order, so a named layer's value wins over its class's);
+3. turns string initializers of a random kind (``"he_normal"``) into envelopes, and gives
+   random initializer envelopes without a ``seed`` key one, so that every seed can be set;
+4. refuses Lambda layers anywhere in the result;
+5. sets every ``seed`` key inside every layer's config to
+   ``derive_seed(seed, layer_path, "<dotted chain to the seed>")`` and derives the
+   data-order seed;
+6. drops each layer entry's ``build_config``: it freezes the input shape a layer saw in the
+   base model, which a param upstream (``units``) may change; layers build when called.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from clonesweep.errors import SpecError, UnsafeConfigError
+from clonesweep.spec.configpaths import (
+    ParsedKey,
+    PathKind,
+    index_layers,
+    is_input_entry,
+    is_model_entry,
+    parse_key,
+    resolve,
+)
+from clonesweep.workers.seeding import DATA_ORDER, derive_seed
+
+__all__ = ["RANDOM_INITIALIZERS", "Materialized", "canonical_hash", "materialize"]
+
+# Keras initializers that draw random numbers and take a ``seed``.
+RANDOM_INITIALIZERS = frozenset({
+    "RandomNormal", "RandomUniform", "TruncatedNormal", "VarianceScaling", "GlorotNormal",
+    "GlorotUniform", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal",
+    "OrthogonalInitializer",
+})
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """One variant's config, ready to rebuild.
+
+    Attributes:
+        config: The full model envelope: base config deep-copied, params applied, every
+            seed set, layer ``build_config`` entries dropped.
+        config_hash: sha256 hex of ``config`` as canonical JSON (see :func:`canonical_hash`).
+        seeds: Where each seed went, e.g. ``"hidden/kernel_initializer" -> 123``,
+            ``"drop/seed" -> 456``, plus ``"data"`` -> the data-order seed.
+        layer_configs: Qualified layer path -> materialized layer envelope (a copy).
+        optimizer: Values of ``optimizer.*`` params, keyed by the key after ``optimizer.``.
+        train: Values of ``train.*`` params, keyed by the key after ``train.``.
+    """
+
+    config: dict[str, Any]
+    config_hash: str
+    seeds: dict[str, int]
+    layer_configs: dict[str, dict[str, Any]]
+    optimizer: dict[str, Any]
+    train: dict[str, Any]
+
+
+def materialize(base_config: dict[str, Any], params: Mapping[str, Any], seed: int) -> Materialized:
+    """Apply ``params`` and derived seeds to a copy of ``base_config``; never mutates it.
+
+    Raises:
+        ConfigPathError: a key is malformed or matches nothing in the config.
+        SpecError: a value is not a JSON primitive or a list of them.
+        UnsafeConfigError: a value looks like a file path or URL, or the config holds a
+            Lambda layer.
+    """
+    layer_params, optimizer, train = _split_params(params)
+    config = copy.deepcopy(base_config)
+    for parsed, value in layer_params:
+        targets = resolve(config, parsed.key)
+        index = index_layers(config)
+        for target in targets:
+            _assign(index[target.layer_path]["config"], target.keys, value)
+    index = index_layers(config)
+    _normalize_initializers(index)
+    _refuse_lambda(config)
+    seeds = _seed_layers(index, seed)
+    seeds[DATA_ORDER] = derive_seed(seed, DATA_ORDER)
+    for entry in index.values():
+        entry.pop("build_config", None)
+    return Materialized(
+        config=config,
+        config_hash=canonical_hash(config),
+        seeds=seeds,
+        layer_configs={path: copy.deepcopy(entry) for path, entry in index.items()},
+        optimizer=optimizer,
+        train=train,
+    )
+
+
+def canonical_hash(config: Mapping[str, Any]) -> str:
+    """sha256 hex of ``json.dumps(config, sort_keys=True, separators=(",", ":"))``."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _split_params(
+    params: Mapping[str, Any],
+) -> tuple[list[tuple[ParsedKey, Any]], dict[str, Any], dict[str, Any]]:
+    layer_params: list[tuple[ParsedKey, Any]] = []
+    optimizer: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for key, raw in params.items():
+        parsed = parse_key(key)
+        value = _check_value(key, raw)
+        if parsed.kind is PathKind.LAYER:
+            layer_params.append((parsed, value))
+        else:
+            (optimizer if parsed.kind is PathKind.OPTIMIZER else train)[parsed.subkey] = value
+    # Class selectors first, then named layers: the more specific key wins.
+    layer_params.sort(key=lambda item: (item[0].class_name is None, item[0].key))
+    return layer_params, optimizer, train
+
+
+def _check_value(key: str, value: Any, depth: int = 0) -> Any:
+    if isinstance(value, (list, tuple)) and depth < 2:
+        return [_check_value(key, item, depth + 1) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError("param values must be finite numbers", field=key, value=value)
+    if isinstance(value, str):
+        _refuse_path_like(key, value)
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    raise SpecError(
+        f"param values must be JSON primitives or lists of them, not {type(value).__name__}",
+        field=key, value=value, hint="use null, true/false, a number, a string or a list",
+    )
+
+
+def _refuse_path_like(key: str, value: str) -> None:
+    looks_like_path = (
+        "://" in value
+        or value.startswith(("/", "./", "../", "~", "\\"))
+        or (("/" in value or "\\" in value) and _EXTENSION.search(value) is not None)
+    )
+    if looks_like_path:
+        raise UnsafeConfigError(
+            f"param '{key}' has a value that looks like a file path or URL ({value!r}); "
+            "a rebuilt model must not read files or fetch URLs, so such values are refused"
+        )
+
+
+def _assign(config: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node: Any = config
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = copy.deepcopy(value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def _normalize_initializers(index: dict[str, dict[str, Any]]) -> None:
+    for _, entry in _seedable(index):
+        for node in _dicts(entry.get("config")):
+            for key, value in node.items():
+                if key.endswith("_initializer") and isinstance(value, str):
+                    name = "".join(part.capitalize() for part in value.split("_"))
+                    if name in RANDOM_INITIALIZERS or value in RANDOM_INITIALIZERS:
+                        node[key] = {"module": "keras.initializers",
+                                     "class_name": value if value[:1].isupper() else name,
+                                     "config": {"seed": None}, "registered_name": None}
+            inner = node.get("config")
+            if node.get("class_name") in RANDOM_INITIALIZERS and isinstance(inner, dict):
+                inner.setdefault("seed", None)
+
+
+def _refuse_lambda(config: dict[str, Any]) -> None:
+    for node in _dicts(config):
+        if node.get("class_name") == "Lambda":
+            inner = node.get("config")
+            name = inner.get("name") if isinstance(inner, dict) else None
+            raise UnsafeConfigError(
+                f"the model holds a Lambda layer ('{name}'): Lambda layers carry Python "
+                "code that safe mode refuses to load; replace it with a custom layer class "
+                "registered with keras.saving.register_keras_serializable"
+            )
+
+
+def _seed_layers(index: dict[str, dict[str, Any]], seed: int) -> dict[str, int]:
+    seeds: dict[str, int] = {}
+    for path, entry in _seedable(index):
+        for holder, chain in _seed_slots(entry.get("config"), ()):
+            value = derive_seed(seed, path, ".".join(chain))
+            holder[chain[-1]] = value
+            # "hidden/kernel_initializer" for an initializer's seed, else the full chain.
+            is_init = len(chain) > 2 and chain[-2] == "config" and chain[-3].endswith("initializer")
+            label = chain[:-2] if is_init else chain
+            seeds[f"{path}/{'.'.join(label)}"] = value
+    return seeds
+
+
+def _seedable(index: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    # Nested-model entries are skipped: their layers are indexed and seeded on their own.
+    for path, entry in index.items():
+        if not (is_model_entry(entry) or is_input_entry(entry)):
+            yield path, entry
+
+
+def _seed_slots(
+    node: Any, chain: tuple[str, ...]
+) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "seed" and (value is None or type(value) is int):
+                yield node, (*chain, key)
+            else:
+                yield from _seed_slots(value, (*chain, str(key)))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _seed_slots(item, (*chain, str(i)))
+
+
+def _dicts(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in list(node.values()):
+            yield from _dicts(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _dicts(item)

@@ -1,0 +1,170 @@
+"""Rebuild a seeded, mutated variant of a base model, in Keras safe mode.
+
+The base model is deserialized (safe mode) from a fresh copy of its config, then cloned with
+``keras.models.clone_model(recursive=True)``. The clone function runs outside safe mode, so
+it never calls ``layer.__class__.from_config``: it rebuilds each layer from its materialized
+envelope through ``keras.saving.deserialize_keras_object(envelope, safe_mode=True)``.
+``recursive=True`` makes the clone reach the layers of nested models; layer names are kept
+from the configs, so qualified paths stay stable from one variant to the next.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from clonesweep.errors import RebuildError, SpecError, UnsafeConfigError
+from clonesweep.workers.materialize import Materialized, materialize
+
+__all__ = ["Variant", "build_variant", "rebuild"]
+
+_UNKNOWN = re.compile(r"Could not locate (?:class|function) '([^']+)'")
+_REGISTER_HINT = (
+    "decorate the class with @keras.saving.register_keras_serializable(package=...) and "
+    "list its module under model.imports in the sweep file so every worker imports it"
+)
+
+
+@dataclass
+class Variant:
+    """A rebuilt model and the materialized config it was built from."""
+
+    model: keras.Model
+    materialized: Materialized
+
+
+def rebuild(base_config: dict[str, Any], params: Mapping[str, Any], *, seed: int) -> Variant:
+    """Materialize ``params`` and ``seed`` onto ``base_config`` and build the variant.
+
+    ``base_config`` is never mutated and can be reused for every trial.
+
+    Raises:
+        ConfigPathError: a param key matches nothing in the config.
+        UnsafeConfigError: a Lambda layer, or a param value that is a path or URL.
+        RebuildError: Keras could not rebuild the base model or a layer (unknown class,
+            incompatible shapes, bad values).
+    """
+    materialized = materialize(base_config, params, seed)
+    base = _deserialize(copy.deepcopy(base_config), "the base model")
+    if not isinstance(base, (keras.Sequential, keras.Model)) or not hasattr(base, "layers"):
+        raise RebuildError(f"the base config builds a {type(base).__name__}, not a model")
+    paths = _layer_paths(base, "")
+    clone_function = _make_clone_function(paths, materialized.layer_configs)
+    try:
+        model = keras.models.clone_model(base, clone_function=clone_function, recursive=True)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _rebuild_error(exc, "the variant") from exc
+    return Variant(model=model, materialized=materialized)
+
+
+def build_variant(
+    model_or_config: keras.Model | dict[str, Any] | str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    seed: int,
+) -> keras.Model:
+    """Build a new model from a base model with changed hyperparameters and derived seeds.
+
+    Every initializer and seeded layer gets its own seed derived from ``seed`` and the
+    layer's path, so the same ``seed`` gives bitwise-identical initial weights and another
+    ``seed`` gives different ones. ``optimizer.*`` and ``train.*`` params are validated
+    but do not change the model (use :func:`rebuild` to read them back).
+
+    Args:
+        model_or_config: A Functional or Sequential model, its
+            ``keras.saving.serialize_keras_object`` envelope, or that envelope as JSON text.
+        params: Search-space keys to values, e.g. ``{"layers.hidden.units": 64,
+            "layers[Dropout].rate": 0.2}``. None changes nothing but the seeds.
+        seed: The root seed of this variant.
+
+    Returns:
+        A new, uncompiled model with fresh weights.
+
+    Raises:
+        SpecError: ``model_or_config`` is not a model, an envelope dict or JSON of one;
+            a key matches nothing (:class:`~clonesweep.errors.ConfigPathError`).
+        UnsafeConfigError: a Lambda layer, or a value that is a file path or URL.
+        RebuildError: Keras could not rebuild it (for example an unregistered custom layer).
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="hidden"),
+        ...                           keras.layers.Dense(1, name="out")])
+        >>> wider = build_variant(model, {"layers.hidden.units": 32}, seed=7)
+        >>> wider.get_layer("hidden").units
+        32
+    """
+    return rebuild(_as_config(model_or_config), params or {}, seed=seed).model
+
+
+def _as_config(model_or_config: keras.Model | dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(model_or_config, keras.Model):
+        config: Any = keras.saving.serialize_keras_object(model_or_config)
+    elif isinstance(model_or_config, str):
+        try:
+            config = json.loads(model_or_config)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"the model config is not valid JSON: {exc}") from exc
+    else:
+        config = model_or_config
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise SpecError(
+            "expected a keras.Model, a serialize_keras_object envelope or its JSON text",
+            value=model_or_config,
+            hint="pass keras.saving.serialize_keras_object(model)",
+        )
+    return config
+
+
+def _layer_paths(model: Any, prefix: str) -> dict[int, str]:
+    """``id(layer) -> qualified path`` for every layer, recursing into nested models."""
+    paths: dict[int, str] = {}
+    for layer in model.layers:
+        path = prefix + layer.name
+        paths.setdefault(id(layer), path)
+        if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
+            for key, value in _layer_paths(layer, path + "/").items():
+                paths.setdefault(key, value)
+    return paths
+
+
+def _make_clone_function(
+    paths: Mapping[int, str], layer_configs: Mapping[str, dict[str, Any]]
+) -> Callable[[Any], Any]:
+    def clone_function(layer: Any) -> Any:
+        # clone_model hands over the ORIGINAL layers of the base model.
+        path = paths.get(id(layer))
+        if path is None or path not in layer_configs:
+            raise RebuildError(f"layer '{layer.name}' of the base model is not in its config")
+        envelope = copy.deepcopy(layer_configs[path])
+        for key in ("name", "inbound_nodes", "build_config"):
+            envelope.pop(key, None)
+        return _deserialize(envelope, f"layer '{path}'")
+
+    return clone_function
+
+
+def _deserialize(envelope: dict[str, Any], what: str) -> Any:
+    try:
+        return keras.saving.deserialize_keras_object(envelope, safe_mode=True)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise _rebuild_error(exc, what) from exc
+
+
+def _rebuild_error(exc: Exception, what: str) -> RebuildError:
+    text = str(exc)
+    if "safe_mode" in text or "safe mode" in text:
+        return UnsafeConfigError(f"safe mode refused to rebuild {what}: {text}")
+    missing = sorted(set(_UNKNOWN.findall(text)))
+    if missing:
+        return RebuildError(
+            f"could not rebuild {what}: Keras does not know the class "
+            f"{', '.join(repr(m) for m in missing)} (it is not registered in this process)"
+            f"\n  hint: {_REGISTER_HINT}"
+        )
+    return RebuildError(f"could not rebuild {what}: {type(exc).__name__}: {text}")

@@ -1,0 +1,28 @@
+"""The package's static checks run with the tests: one command for people and CI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("tool", [["ruff", "check", "src", "tests"], ["mypy"]])
+def test_static_checks_pass(tool: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", *tool], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_public_api_is_declared() -> None:
+    import clonesweep
+
+    assert sorted(clonesweep.__all__) == sorted(set(clonesweep.__all__))
+    for name in clonesweep.__all__:
+        assert hasattr(clonesweep, name), name
+    assert {"build_variant", "load_sweep", "run_sweep", "TrialSpec", "TrialResult",
+            "SpecError"} <= set(clonesweep.__all__)
