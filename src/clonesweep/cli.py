@@ -90,10 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
+    import optuna
+
     from clonesweep.cli_progress import make_progress
     from clonesweep.orchestrator import base_model_config, run_sweep
     from clonesweep.orchestrator.backend import Backend, InProcessBackend
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our table says what it would
     base_config = base_model_config(spec)
     backend: Backend
     if args.backend == "inprocess":

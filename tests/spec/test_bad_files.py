@@ -166,6 +166,25 @@ def test_bad_sweep_file(workdir: Path, text: str, field: str | None, value: str)
     assert _snapshot(workdir) == before
 
 
+@pytest.mark.parametrize(("text", "field", "value"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_cli_exits_2_and_creates_no_study(workdir: Path, text: str, field: str | None,
+                                          value: str, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from clonesweep.cli import main
+
+    monkeypatch.chdir(workdir)  # the default run folder would go under ./runs
+    sweep = workdir / "sweep.yaml"
+    sweep.write_text(text)
+    before = _snapshot(workdir)
+    assert main(["run", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert str(sweep) in err and value in err, err
+    if field is not None:
+        assert f"field '{field}'" in err, err
+    assert _snapshot(workdir) == before
+
+
 def test_layer_errors_are_config_path_errors(workdir: Path) -> None:
     sweep = workdir / "sweep.yaml"
     sweep.write_text(HEAD + "parameters:\n  layers[Dens].units: {values: [8]}\n")

@@ -65,9 +65,10 @@ def test_mlp_sample_loads() -> None:
     )
     assert spec.sweep == SweepSettings(
         trials=16, parallel=2, sampler=PlugSpec("tpe", {"seed": 0}),
-        pruner=PlugSpec("median", {"n_warmup_steps": 2}), run_dir=CONFIGS / "runs",
+        pruner=PlugSpec("median", {"n_warmup_steps": 2}), run_dir=Path.cwd() / "runs",
         retries=1, seed=0)
-    assert spec.run_folder == CONFIGS / "runs" / "digits-mlp"
+    # No run_dir in the file: the run folder goes under ./runs of the working directory.
+    assert spec.run_folder == Path.cwd() / "runs" / "digits-mlp"
 
 
 def test_cnn_sample_loads() -> None:
@@ -83,7 +84,8 @@ def test_cnn_sample_loads() -> None:
                                            step=0.05)
 
 
-def test_defaults(workdir: Path) -> None:
+def test_defaults(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
     spec = _load(workdir, "name: t\nmodel: {config: model.json}\n")
     assert spec.data == DataSpec("clonesweep.datasets:digits", {})
     assert spec.training == TrainingSpec()

@@ -69,7 +69,7 @@ class SweepOutcome:
     best: BestTrial | None
     best_model: Path | None
     wall_s: float
-    trial_train_s: float
+    trial_s: dict[str, float]
     failures: dict[str, int] = field(default_factory=dict)
 
 
@@ -123,7 +123,7 @@ class _Loop:
         self.already = len(done)
         self.user_errors_in_a_row = 0
         self.stopping = False
-        self.train_s = 0.0
+        self.trial_s = {"build": 0.0, "train": 0.0, "eval": 0.0}
         self._last_error = ""
 
     # -- the loop ---------------------------------------------------------------------------
@@ -190,7 +190,10 @@ class _Loop:
         trial = entry.trial
         for key, value in _attributes(result).items():
             trial.set_user_attr(key, value)
-        self.train_s += result.timings.train_s
+        for phase, seconds in (("build", result.timings.build_s),
+                               ("train", result.timings.train_s),
+                               ("eval", result.timings.eval_s)):
+            self.trial_s[phase] += seconds
         if result.state is TrialState.COMPLETE and result.value is not None:
             self.study.tell(trial, result.value)
             self.counts.complete += 1
@@ -322,7 +325,7 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         backend.shutdown()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
                            spec.sweep.trials, loop.best, best_model,
-                           time.monotonic() - started, loop.train_s, loop.failures)
+                           time.monotonic() - started, loop.trial_s, loop.failures)
     folder.write_json("summary.json", _summary(outcome))
     progress.on_end(outcome)
     return outcome
@@ -351,5 +354,7 @@ def _summary(outcome: SweepOutcome) -> dict[str, Any]:
             "params": outcome.best.params},
         "best_model": str(outcome.best_model) if outcome.best_model else None,
         "wall_s": round(outcome.wall_s, 3),
-        "trial_train_s": round(outcome.trial_train_s, 3),
+        # Seconds the trials spent on their workers, summed over trials: compare with wall_s
+        # (times the parallelism) to see the orchestration overhead.
+        "trial_seconds": {k: round(v, 3) for k, v in outcome.trial_s.items()},
     }

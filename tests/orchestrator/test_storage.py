@@ -1,0 +1,133 @@
+"""A real sweep against each storage: the run-folder SQLite file and a real PostgreSQL server.
+
+The PostgreSQL server (tests/pgserver.py) is shared by the session, so every test uses a study
+name of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from sqlalchemy.engine import make_url
+
+from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
+from clonesweep.orchestrator.report import best_payload, status_payload
+from clonesweep.orchestrator.study import mask_url, storage_url
+from clonesweep.spec import load_sweep
+
+STORAGES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=STORAGES)
+def storage(request: pytest.FixtureRequest) -> str | None:
+    """``None`` for the default (SQLite in the run folder), else the PostgreSQL URL."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _spec(path: Path, url: str | None) -> Any:
+    spec = load_sweep(path)
+    if url is not None:
+        spec = dataclasses.replace(spec, sweep=dataclasses.replace(spec.sweep, storage=url))
+    return spec
+
+
+def _run(path: Path, url: str | None) -> Any:
+    spec = _spec(path, url)
+    return spec, run_sweep(spec, base_model_config(spec), InProcessBackend())
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_sweep_records_and_continues_its_study(storage: str | None, sweep_file: Any) -> None:
+    name = f"store-{uuid.uuid4().hex[:10]}"
+    spec, outcome = _run(sweep_file(name=name, trials=3, epochs=1), storage)
+    url = storage_url(spec)
+    if storage is None:
+        assert url.startswith("sqlite:///") and (spec.run_folder / "study.db").is_file()
+    else:
+        assert url == storage and not (spec.run_folder / "study.db").exists()
+
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials()
+    assert len(trials) == 3
+    assert all(t.state is optuna.trial.TrialState.COMPLETE for t in trials), \
+        [(t.number, t.state, t.user_attrs.get("message")) for t in trials]
+    for t in trials:
+        for key in ("seed", "seeds", "config_hash", "history"):
+            assert key in t.user_attrs, (t.number, key)
+        assert isinstance(t.user_attrs["seed"], int)
+        assert t.user_attrs["seeds"] and len(t.user_attrs["config_hash"]) == 64
+        assert len(t.user_attrs["history"]["loss"]) == 1  # one epoch
+    assert outcome.counts.complete == 3
+    assert outcome.best is not None and outcome.best.number == study.best_trial.number
+
+    # `clonesweep status` / `best` read the same study.
+    status = status_payload(spec)
+    assert status["finished"] == status["complete"] == 3 and status["failed"] == 0
+    assert status["best_trial"] == study.best_trial.number
+    assert status["best_value"] == pytest.approx(study.best_value)
+    best = best_payload(spec)["best"]
+    assert best["number"] == study.best_trial.number
+    assert best["val_accuracy"] == pytest.approx(study.best_value)
+    assert best["params"] == study.best_trial.params
+    assert best["seed"] == study.best_trial.user_attrs["seed"]
+    assert best["config_hash"] == study.best_trial.user_attrs["config_hash"]
+
+    # The storage URL is shown masked everywhere, and the password is in no run-folder file.
+    summary = json.loads((spec.run_folder / "summary.json").read_text())
+    for payload in (summary, status, best_payload(spec)):
+        assert payload["storage"] == mask_url(url)
+    if storage is not None:
+        password = make_url(storage).password
+        assert password and mask_url(url) == url.replace(password, "***")
+        for payload in (summary, status, best_payload(spec)):
+            assert password not in json.dumps(payload)
+        files = _files(spec.run_folder)
+        assert any(p.name == "best.keras" for p in files)
+        leaks = [p for p in files if password.encode() in p.read_bytes()]
+        assert not leaks, f"the storage password is written into {leaks}"
+
+    # The same sweep again with a larger budget continues the same study.
+    _, second = _run(sweep_file(name=name, trials=5, epochs=1), storage)
+    assert second.counts.finished == 2
+    study = optuna.load_study(study_name=name, storage=url)
+    assert len(study.get_trials()) == 5
+    assert name in optuna.get_all_study_names(url)
+    assert status_payload(spec)["finished"] == 5
+
+
+def test_the_postgres_server_wants_the_password(postgres_url: str) -> None:
+    """The fixture's role really authenticates by password (SCRAM over TCP)."""
+    import sqlalchemy
+
+    good = make_url(postgres_url)
+    with sqlalchemy.create_engine(good).connect() as conn:
+        assert conn.execute(sqlalchemy.text("select current_user")).scalar() == "sweeper"
+    bad = good.set(password="not-" + (good.password or ""))
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="password authentication"):
+        sqlalchemy.create_engine(bad).connect().close()
+
+
+@pytest.mark.xfail(strict=True, reason="RunFolder.create copies the sweep file verbatim into "
+                   "runs/<name>/sweep.yaml, so a password written in `sweep.storage` lands "
+                   "there unmasked")
+def test_a_password_in_the_sweep_file_stays_out_of_the_run_folder(
+        postgres_url: str, sweep_file: Any) -> None:
+    name = f"store-{uuid.uuid4().hex[:10]}"
+    path = sweep_file(name=name, trials=1, epochs=1, sweep_extra=f"\n  storage: {postgres_url}")
+    spec, outcome = _run(path, None)
+    assert spec.sweep.storage == postgres_url and outcome.counts.complete == 1
+    password = make_url(postgres_url).password
+    assert password
+    leaks = [p for p in _files(spec.run_folder) if password.encode() in p.read_bytes()]
+    assert not leaks, f"the storage password is written into {leaks}"
