@@ -110,8 +110,9 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, base_config, backend, make_progress(out))
     if args.json:
         print(json.dumps(_outcome_json(outcome), indent=2))
-    finished = outcome.counts.complete + outcome.counts.pruned
-    return 0 if finished > 0 else 1
+    c = outcome.counts
+    # Failed only when this run finished trials and every one of them failed.
+    return 1 if c.finished > 0 and c.complete + c.pruned == 0 else 0
 
 
 def _outcome_json(outcome: Any) -> dict[str, Any]:

@@ -39,3 +39,13 @@ def test_six_trial_sweep_on_ray(ray_cluster: str, sweep_file: Any) -> None:
             assert t.params["optimizer.learning_rate"] == pytest.approx(1e-6)
             assert t.user_attrs["history"]["val_accuracy"]
     assert outcome.best_model is not None and outcome.best_model.exists()
+
+
+def test_resources_the_cluster_lacks_are_refused_before_anything_exists(
+        ray_cluster: str, sweep_file: Any, tmp_path: Any) -> None:
+    from clonesweep.errors import SweepFailed
+
+    spec = load_sweep(sweep_file(sweep_extra="\n  resources: {cpu: 1, gpu: 0.5}"))
+    with pytest.raises(SweepFailed, match=r"0\.5 GPU .* has 0 GPU"):
+        run_sweep(spec, base_model_config(spec), RayBackend(resources=spec.sweep.resources))
+    assert not (tmp_path / "runs").exists()

@@ -133,10 +133,18 @@ class RayBackend:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self._address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False)
+            try:
+                ray.init(address=self._address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, configure_logging=False)
+            except Exception as exc:
+                where = self._address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+                raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
             self._owns_ray = True
-        slots = self._fit_slots(slots)
+        try:
+            slots = self._fit_slots(slots)
+        except SweepFailed:
+            self.shutdown()
+            raise
         env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         actor_cls = ray.remote(_WorkerActor).options(
             num_cpus=self._resources.cpu, num_gpus=self._resources.gpu,

@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from clonesweep.spec.settings import mask_url
+
 __all__ = ["RunFolder", "write_atomic"]
 
 
@@ -52,7 +54,9 @@ class RunFolder:
         """Create the folder (once everything has been validated)."""
         self._created = not self.root.exists()
         (self.root / "trials").mkdir(parents=True, exist_ok=True)
-        write_atomic(self.root / "sweep.yaml", sweep_file.read_bytes())
+        # The copy masks any password in a storage URL: the run folder is meant to be shared.
+        text = mask_url(sweep_file.read_text(encoding="utf-8"))
+        write_atomic(self.root / "sweep.yaml", text.encode("utf-8"))
         self.write_json("base_config.json", base_config)
 
     def remove_if_new(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import optuna
 
 from clonesweep.errors import SpecError, StudyError
 from clonesweep.spec.model import Direction, Distribution, ParamSpec, PlugSpec, SweepSpec
+from clonesweep.spec.settings import mask_url
 
 __all__ = [
     "PRUNERS",
@@ -157,14 +157,6 @@ def storage_url(spec: SweepSpec) -> str:
     if spec.sweep.storage:
         return spec.sweep.storage
     return f"sqlite:///{(spec.run_folder / 'study.db').resolve()}"
-
-
-_PASSWORD = re.compile(r"(?P<head>://[^:/@]+:)(?P<secret>[^@]+)(?P<tail>@)")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs, errors and attributes)."""
-    return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
 
 
 def _storage(url: str) -> Any:

@@ -66,6 +66,7 @@ class SweepOutcome:
     run_folder: Path
     counts: Counts
     budget: int
+    already_finished: int
     best: BestTrial | None
     best_model: Path | None
     wall_s: float
@@ -299,7 +300,8 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
 
     Raises:
         SpecError: Bad sampler or pruner settings (nothing created).
-        StudyError: The storage cannot be opened.
+        SweepFailed: The workers cannot start (no Ray, too few resources; nothing created).
+        StudyError: The storage cannot be opened (a run folder this call made is removed).
         SweepFailed: Trials kept failing on user errors; nothing completed.
     """
     progress = progress or NullProgress()
@@ -307,6 +309,28 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     url = storage_url(spec)
     # Settings errors surface here, before anything is created.
     sampler, pruner = make_sampler(spec), make_pruner(spec)
+    # Workers start importing Keras now, while the driver opens the study.
+    backend.start(worker_job(spec, base_config), spec.sweep.parallel)
+    try:
+        study, folder = _open(spec, url, base_config, sampler, pruner)
+        loop = _Loop(spec, study, backend, folder, progress)
+        progress.on_start(spec, mask_url(url), loop.already)
+        loop.run()
+        best_model = _save_best_model(backend, folder, loop.best)
+    finally:
+        backend.shutdown()
+    outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
+                           spec.sweep.trials, loop.already, loop.best, best_model,
+                           time.monotonic() - started, loop.trial_s, loop.failures)
+    folder.write_json("summary.json", _summary(outcome))
+    progress.on_end(outcome)
+    return outcome
+
+
+def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
+          sampler: optuna.samplers.BaseSampler,
+          pruner: optuna.pruners.BasePruner) -> tuple[optuna.Study, RunFolder]:
+    """Create the run folder and open the study; undo the folder if the study fails."""
     folder = RunFolder(spec.run_folder)
     folder.create(spec.file, base_config)
     try:
@@ -315,20 +339,7 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         folder.remove_if_new()
         raise
     study.set_user_attr("fixed_params", fixed_params(spec.parameters))
-    backend.start(worker_job(spec, base_config), spec.sweep.parallel)
-    loop = _Loop(spec, study, backend, folder, progress)
-    progress.on_start(spec, mask_url(url), loop.already)
-    try:
-        loop.run()
-        best_model = _save_best_model(backend, folder, loop.best)
-    finally:
-        backend.shutdown()
-    outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
-                           spec.sweep.trials, loop.best, best_model,
-                           time.monotonic() - started, loop.trial_s, loop.failures)
-    folder.write_json("summary.json", _summary(outcome))
-    progress.on_end(outcome)
-    return outcome
+    return study, folder
 
 
 def _save_best_model(backend: Backend, folder: RunFolder, best: BestTrial | None) -> Path | None:
@@ -344,6 +355,7 @@ def _summary(outcome: SweepOutcome) -> dict[str, Any]:
         "name": outcome.name,
         "storage": outcome.storage,
         "budget": outcome.budget,
+        "finished_before": outcome.already_finished,
         "complete": c.complete,
         "pruned": c.pruned,
         "failed": c.failed,

@@ -109,11 +109,25 @@ def check_storage_url(url: Any, *, file: str | None = None, field: str | None = 
     return str(url)
 
 
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URL in it masked.
+
+    Used for every log line, error, stored attribute and run-folder file that may hold a
+    storage URL.
+
+    Example:
+        >>> mask_url("postgresql://sweeper:s3cret@db:5432/studies")
+        'postgresql://sweeper:***@db:5432/studies'
+    """
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
 def _redact(value: Any) -> Any:
     """Hide a password in a URL before it is echoed in an error message."""
-    if not isinstance(value, str):
-        return value
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+    return mask_url(value) if isinstance(value, str) else value
 
 
 def _resources(block: Block) -> ResourcesSpec:
