@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -33,9 +34,18 @@ def _positive(flag: str) -> Any:
     return parse
 
 
+# Commands beyond run/status/best live in their own modules, each with
+# ``add_parser(subparsers) -> argparse.ArgumentParser`` (a parser whose first positional is
+# the sweep ``file``) and ``handle(spec, args) -> int`` (the exit code).
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clonesweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    for module_name in _COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.add_parser(sub).set_defaults(handler=module.handle)
     run = sub.add_parser("run", help="run a sweep to its budget of finished trials")
     run.add_argument("file", help="the sweep file (YAML)")
     run.add_argument("--trials", type=_positive("--trials"), help="override sweep.trials")
@@ -74,9 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         spec = _with_overrides(load_sweep(args.file), args)
-        if args.command == "run":
-            return _run(spec, args)
-        return _report(spec, args)
+        handler = getattr(args, "handler", None) or (_run if args.command == "run" else _report)
+        code: int = handler(spec, args)
+        return code
     except SpecError as exc:
         print(f"clonesweep: error: {exc}", file=sys.stderr)
         return 2
