@@ -1,6 +1,45 @@
-"""Paths shared by the tests (importable: pytest puts tests/ on sys.path)."""
+"""Helpers shared by the tests (importable: pytest puts tests/ on sys.path)."""
 
+from __future__ import annotations
+
+import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+
+
+def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: int = 1,
+                epochs: int = 2, parameters: str | None = None, sweep_extra: str = "",
+                training_extra: str = "", limit: int = 400) -> Path:
+    """A small digits-MLP sweep file (and its model config) in ``folder``."""
+    shutil.copy(CONFIGS / "digits_mlp.json", folder / "model.json")
+    parameters = parameters or """
+  layers.hidden.units: {values: [8, 16]}
+  optimizer.learning_rate: {min: 0.001, max: 0.01, log: true}"""
+    text = f"""
+name: {name}
+model:
+  config: model.json
+data:
+  loader: clonesweep.datasets:digits
+  kwargs: {{limit: {limit}}}
+training:
+  epochs: {epochs}
+  batch_size: 64
+  optimizer: {{name: adam, learning_rate: 0.003}}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]{training_extra}
+objective:
+  metric: val_accuracy
+  direction: maximize
+parameters:{parameters}
+sweep:
+  trials: {trials}
+  parallel: {parallel}
+  sampler: {{name: random, seed: 0}}
+  run_dir: runs{sweep_extra}
+"""
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path

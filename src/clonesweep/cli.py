@@ -35,9 +35,9 @@ def _positive(flag: str) -> Any:
 
 
 # Commands beyond run/status/best live in their own modules, each with
-# ``add_parser(subparsers) -> argparse.ArgumentParser`` (a parser whose first positional is
-# the sweep ``file``) and ``handle(spec, args) -> int`` (the exit code).
-_COMMAND_MODULES: tuple[str, ...] = ()
+# ``add_parser(subparsers)`` returning the parser (or a list of parsers) it added, whose
+# first positional is the sweep ``file``, and ``handle(spec, args) -> int`` (the exit code).
+_COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli_inspect",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,12 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for module_name in _COMMAND_MODULES:
         module = importlib.import_module(module_name)
-        module.add_parser(sub).set_defaults(handler=module.handle)
+        added = module.add_parser(sub)
+        for parser in added if isinstance(added, list) else [added]:
+            parser.set_defaults(handler=module.handle)
     run = sub.add_parser("run", help="run a sweep to its budget of finished trials")
     run.add_argument("file", help="the sweep file (YAML)")
     run.add_argument("--trials", type=_positive("--trials"), help="override sweep.trials")
     run.add_argument("--parallel", type=_positive("--parallel"), help="override sweep.parallel")
     run.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
+    _password_flag(run)
     run.add_argument("--address", default=None,
                      help="a Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--backend", choices=("ray", "inprocess"), default="ray",
@@ -61,8 +64,35 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("file", help="the sweep file (YAML)")
         cmd.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
+        _password_flag(cmd)
         cmd.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def _password_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage-password-file", metavar="PATH",
+        help="read the storage password from this file (else $CLONESWEEP_STORAGE_PASSWORD); "
+             "the storage URL then names the user only")
+
+
+def _with_password(spec: SweepSpec, args: argparse.Namespace,
+                   env_password: str | None) -> SweepSpec:
+    """Fill the storage URL's password from --storage-password-file or the environment.
+
+    The password reaches the driver's storage URL only: never a command line, the run
+    folder (which shows URLs masked) or a worker (the WorkerJob holds no storage URL).
+    """
+    from clonesweep.spec.settings import PASSWORD_ENV, read_password_file, with_password
+
+    path = getattr(args, "storage_password_file", None)
+    password, source = ((read_password_file(path), "--storage-password-file") if path
+                        else (env_password, f"${PASSWORD_ENV}"))
+    url = spec.sweep.storage
+    if not password or url is None:
+        return spec
+    return dataclasses.replace(spec, sweep=dataclasses.replace(
+        spec.sweep, storage=with_password(url, password, source=source)))
 
 
 def _with_overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
@@ -81,9 +111,11 @@ def _with_overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a factory may import Keras here
+    # Read once, then removed: a local Ray started below (and its workers) must not inherit it.
+    env_password = os.environ.pop("CLONESWEEP_STORAGE_PASSWORD", None)
     args = _parser().parse_args(argv)
     try:
-        spec = _with_overrides(load_sweep(args.file), args)
+        spec = _with_password(_with_overrides(load_sweep(args.file), args), args, env_password)
         handler = getattr(args, "handler", None) or (_run if args.command == "run" else _report)
         code: int = handler(spec, args)
         return code

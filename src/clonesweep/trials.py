@@ -10,7 +10,7 @@ Optuna object.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 __all__ = [
@@ -33,7 +33,13 @@ class TrialState(str, enum.Enum):
 
 
 class FailReason(str, enum.Enum):
-    """Why a trial failed. Only ``WORKER_DIED`` and ``OOM`` are worth a retry."""
+    """Why a trial failed. Only ``WORKER_DIED`` and ``OOM`` are worth a retry.
+
+    ``OOM`` is host memory (a retry may land on a node with more room); ``GPU_OOM`` is the
+    accelerator's memory, which the retry would meet again: it runs the same model, batch size
+    and GPU share on a worker of the same kind, so it is not retried (lower the batch size or
+    raise ``sweep.resources.gpu``).
+    """
 
     INVALID_CONFIG = "invalid_config"
     USER_ERROR = "user_error"
@@ -41,6 +47,7 @@ class FailReason(str, enum.Enum):
     TIMEOUT = "timeout"
     WORKER_DIED = "worker_died"
     OOM = "oom"
+    GPU_OOM = "gpu_oom"
 
     @property
     def retryable(self) -> bool:
@@ -57,15 +64,21 @@ class TrialSpec:
             (``layers.hidden.units``, ``optimizer.learning_rate``, ``train.batch_size``).
         seed: The trial's root seed; every other seed is derived from it.
         attempt: 0 for the first run, 1.. for retries of the same params and seed.
+        structure: For structural search (``model.<argument>`` params): the sha256 of the
+            base config the factory built for this trial's arguments; None: the job's base.
+        structure_config_json: That base config's JSON; a worker parses it once per
+            ``structure`` and keeps it (None when the worker is known to hold it).
     """
 
     number: int
     params: dict[str, Any]
     seed: int
     attempt: int = 0
+    structure: str | None = None
+    structure_config_json: str | None = None
 
     def retry(self) -> TrialSpec:
-        return TrialSpec(self.number, dict(self.params), self.seed, self.attempt + 1)
+        return replace(self, params=dict(self.params), attempt=self.attempt + 1)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,11 @@ class TrialResult:
         node: The Ray node (or host) that ran it.
         worker: The worker (actor) that ran it.
         attempt: Which attempt of the same spec this was.
+        environment: Versions the worker ran with (python, keras, its backend, numpy,
+            clonesweep) and the Keras backend's name: what ``clonesweep repro`` compares.
+        data_fingerprint: sha256 over the loaded training and validation arrays.
+        inference_latency_ms: Median milliseconds of a few ``predict_on_batch`` calls on a
+            fixed batch of validation inputs after training (None unless the job asks).
     """
 
     number: int
@@ -137,6 +155,9 @@ class TrialResult:
     node: str = ""
     worker: str = ""
     attempt: int = 0
+    environment: dict[str, str] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    inference_latency_ms: float | None = None
 
     @classmethod
     def failed(cls, spec: TrialSpec, reason: FailReason, message: str, **kw: Any) -> TrialResult:

@@ -24,6 +24,7 @@ import threading
 from typing import Protocol
 
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
+from clonesweep.workers.member import FusedGroup, MemberOutput
 from clonesweep.workers.runner import TrialRunner, WorkerJob
 
 __all__ = ["Backend", "Event", "InProcessBackend"]
@@ -74,7 +75,7 @@ class InProcessBackend:
         self._in_flight = 0
         self._events: queue.Queue[Event] = queue.Queue()
         self._answers: dict[tuple[int, int], queue.Queue[bool]] = {}
-        self._todo: queue.Queue[TrialSpec | None] = queue.Queue()
+        self._todo: queue.Queue[TrialSpec | FusedGroup | None] = queue.Queue()
         self._runner: TrialRunner | None = None
         self._thread: threading.Thread | None = None
 
@@ -93,6 +94,11 @@ class InProcessBackend:
             runner, broken = None, f"worker failed to start: {type(exc).__name__}: {exc}"
         self._runner = runner
         while (spec := self._todo.get()) is not None:
+            if isinstance(spec, FusedGroup):  # ensembles: see submit_fused
+                self._events.put(runner.run_fused(spec) if runner is not None else
+                                 TrialResult.failed(spec.as_spec(), FailReason.USER_ERROR,
+                                                    broken))
+                continue
             if runner is None:
                 self._events.put(TrialResult.failed(spec, FailReason.USER_ERROR, broken))
                 continue
@@ -124,6 +130,19 @@ class InProcessBackend:
 
     def fetch_model(self, number: int) -> bytes | None:
         return self._runner.best_model(number) if self._runner else None
+
+    def submit_fused(self, group: FusedGroup) -> None:
+        """Queue a fused group of ensemble members; it yields one result, ``group.number``."""
+        if self.free_slots() <= 0:
+            raise RuntimeError("submit_fused() called with no free slot")
+        self._in_flight += 1
+        self._todo.put(group)
+
+    def fetch_member(self, number: int) -> MemberOutput | None:
+        """A completed member's kept output (``WorkerJob.keep_members``), once."""
+        output: MemberOutput | None = (self._runner.member_output(number)
+                                       if self._runner else None)
+        return output
 
     def shutdown(self) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -11,7 +11,7 @@ from clonesweep.spec import check_parameters
 from clonesweep.spec.model import ModelSource, SweepSpec
 from clonesweep.workers.runner import import_object
 
-__all__ = ["base_model_config"]
+__all__ = ["base_factory_args", "base_model_config", "build_structure"]
 
 
 def base_model_config(spec: SweepSpec) -> dict[str, Any]:
@@ -28,23 +28,49 @@ def base_model_config(spec: SweepSpec) -> dict[str, Any]:
     if spec.model.source is not ModelSource.FACTORY:
         assert spec.model.config is not None
         return spec.model.config
-    config = _call_factory(spec)
-    check_parameters(spec.parameters, config, str(spec.file))
+    args = base_factory_args(spec)
+    config = _call_factory(spec, args)
+    # In a structural sweep a conditional layer key may exist only in other structures: the
+    # driver checks it against each structure it builds.
+    checked = tuple(p for p in spec.parameters if not (args and p.is_conditional))
+    check_parameters(checked, config, str(spec.file))
     return config
 
 
-def _call_factory(spec: SweepSpec) -> dict[str, Any]:
+def base_factory_args(spec: SweepSpec) -> dict[str, Any]:
+    """The factory arguments of the base structure: each unconditional ``model.<argument>``
+    at its constant, first choice or lower bound (conditional ones left to their default)."""
+    args: dict[str, Any] = {}
+    for p in spec.parameters:
+        if p.path.startswith("model.") and not p.is_conditional:
+            args[p.path[len("model."):]] = p.values[0] if p.values else p.low
+    return args
+
+
+def build_structure(spec: SweepSpec, args: dict[str, Any]) -> dict[str, Any]:
+    """Call the factory with ``args`` (keyword arguments) and serialize the model it returns.
+
+    Raises:
+        SpecError: The factory fails or returns no Keras model for these arguments.
+    """
+    return _call_factory(spec, args)
+
+
+def _call_factory(spec: SweepSpec, args: dict[str, Any] | None = None) -> dict[str, Any]:
     import keras
 
     ref = spec.model.ref
+    args = args or {}
     for module in spec.model.imports:
         importlib.import_module(module)
     try:
-        model = import_object(ref)()
+        model = import_object(ref)(**args)
     except Exception as exc:
+        called = ", ".join(f"{k}={v!r}" for k, v in args.items())
         raise SpecError(f"the model factory failed: {type(exc).__name__}: {exc}",
-                        file=str(spec.file), field="model.factory", value=ref,
-                        hint="the factory is called with no arguments and must return a "
+                        file=str(spec.file), field="model.factory", value=f"{ref}({called})",
+                        hint="the factory is called with the model.<argument> params as "
+                             "keyword arguments (none without them) and must return a "
                              "keras.Model") from exc
     if not isinstance(model, keras.Model):
         raise SpecError(f"the model factory returned {type(model).__name__}, not a keras.Model",

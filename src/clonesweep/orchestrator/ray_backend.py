@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -93,6 +94,12 @@ class _WorkerActor:
     def best_model(self, number: int) -> bytes | None:
         return self.runner.best_model(number)
 
+    def run_fused(self, group: Any) -> TrialResult:
+        return self.runner.run_fused(group)
+
+    def member_output(self, number: int) -> Any:
+        return self.runner.member_output(number)
+
 
 @dataclass
 class _Running:
@@ -127,6 +134,7 @@ class RayBackend:
         self._broker: Any = None
         self._drain_ref: Any = None
         self._best_slot: dict[int, int] = {}
+        self._member_slot: dict[int, int] = {}  # fused members -> the slot that trained them
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, job: WorkerJob, slots: int) -> None:
@@ -145,6 +153,7 @@ class RayBackend:
         except SweepFailed:
             self.shutdown()
             raise
+        job = self._stamped(job)
         env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         actor_cls = ray.remote(_WorkerActor).options(
             num_cpus=self._resources.cpu, num_gpus=self._resources.gpu,
@@ -153,6 +162,18 @@ class RayBackend:
         self._free = list(range(slots))
         self._broker = ray.remote(_Broker).options(num_cpus=0, max_concurrency=10_000).remote()
         self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
+
+    def _stamped(self, job: WorkerJob) -> WorkerJob:
+        """The job with the driver's versions (workers check theirs against them) and, for a
+        GPU share below one, that share as the worker's GPU memory cap; set values stay."""
+        from clonesweep.workers.versions import runtime_versions
+
+        changes: dict[str, Any] = {}
+        if not job.versions:
+            changes["versions"] = runtime_versions(self._keras_backend)
+        if job.gpu_memory_fraction is None and 0 < self._resources.gpu < 1:
+            changes["gpu_memory_fraction"] = self._resources.gpu
+        return dataclasses.replace(job, **changes) if changes else job
 
     def _fit_slots(self, slots: int) -> int:
         """Refuse a per-trial request the cluster can never meet; cap slots to what fits."""
@@ -231,7 +252,7 @@ class RayBackend:
                                           f"killed after {self._timeout:g} s + grace")
             if "creation task" in str(exc):  # __init__ raised: a retry cannot help
                 return TrialResult.failed(run.spec, FailReason.USER_ERROR,
-                                          f"worker failed to start: {str(exc)[-1500:]}")
+                                          f"worker failed to start: {_start_failure(exc)}")
             return TrialResult.failed(run.spec, FailReason.WORKER_DIED, _first_line(exc))
         except rex.RayTaskError as exc:
             return TrialResult.failed(run.spec, FailReason.USER_ERROR, str(exc)[-2000:])
@@ -265,6 +286,38 @@ class RayBackend:
         except ray.exceptions.RayError:
             return None
         return data
+
+    # -- ensemble members (clonesweep.orchestrator.ensemble) -------------------------------
+    def submit_fused(self, group: Any) -> None:
+        """Run a :class:`~clonesweep.workers.member.FusedGroup` on one worker; it yields one
+        result numbered ``group.number``. Start the backend with ``keep_members=True``."""
+        slot = self._free.pop(0)
+        ref = self._actors[slot].run_fused.remote(group)
+        self._running[ref] = _Running(group.as_spec(), slot, time.monotonic())
+        self._member_slot.update({m.number: slot for m in group.members})
+
+    def fetch_member(self, number: int) -> Any:
+        """The :class:`~clonesweep.workers.member.MemberOutput` of a completed member, once."""
+        import ray
+
+        slot = self._member_slot.pop(number, self._best_slot.get(number))
+        if slot is None:
+            return None
+        try:
+            return ray.get(self._actors[slot].member_output.remote(number))
+        except ray.exceptions.RayError:
+            return None
+
+
+def _start_failure(exc: BaseException) -> str:
+    """Why an actor's ``__init__`` failed: a version mismatch line first, then the tail."""
+    text = str(exc)
+    mismatch = next((line.strip() for line in text.splitlines() if "version mismatch" in line),
+                    "")
+    if mismatch:
+        mismatch = mismatch[mismatch.index("version mismatch"):]
+        return f"{mismatch}\n{text[-1000:]}"
+    return text[-1500:]
 
 
 def _first_line(exc: BaseException) -> str:

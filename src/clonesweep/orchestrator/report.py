@@ -11,7 +11,7 @@ from clonesweep.errors import StudyError
 from clonesweep.orchestrator.study import load_study, mask_url, storage_url
 from clonesweep.spec.model import SweepSpec
 
-__all__ = ["best_payload", "status_payload"]
+__all__ = ["best_payload", "open_study_of", "status_payload"]
 
 
 def _open(spec: SweepSpec) -> tuple[str, optuna.Study]:
@@ -21,6 +21,11 @@ def _open(spec: SweepSpec) -> tuple[str, optuna.Study]:
         raise StudyError(f"no study for sweep {spec.name!r} in {spec.run_folder}; "
                          "run the sweep first (clonesweep run FILE)")
     return url, load_study(spec.name, url)
+
+
+def open_study_of(spec: SweepSpec) -> optuna.Study:
+    """The sweep's existing study (StudyError if the sweep never ran)."""
+    return _open(spec)[1]
 
 
 def status_payload(spec: SweepSpec) -> dict[str, Any]:

@@ -8,6 +8,7 @@ is an error at start-up that names the field, not a silent default.
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from clonesweep.spec.model import Direction, Distribution, ParamSpec, PlugSpec, 
 from clonesweep.spec.settings import mask_url
 
 __all__ = [
+    "CONSTRAINT_AWARE",
     "PRUNERS",
     "SAMPLERS",
     "distributions",
@@ -86,23 +88,106 @@ def _construct(kind: str, plug: PlugSpec, registry: dict[str, Callable[..., Any]
                         field=field, value=dict(plug.settings)) from exc
 
 
+#: Samplers that need a package clonesweep does not install by default: name -> (module,
+#: what to install).
+_SAMPLER_NEEDS = {
+    "gp": ("torch", "PyTorch: pip install 'clonesweep[gp]' (or pip install torch; the CPU "
+                    "build is enough)"),
+    "cmaes": ("cmaes", "the cmaes package: pip install cmaes"),
+}
+#: Samplers whose own sampling uses constraints (all of them keep the constraint values, and
+#: ``best`` only picks feasible trials whatever the sampler).
+CONSTRAINT_AWARE = ("tpe", "nsga2", "nsga3", "gp")
+
+
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The sampler named in ``sweep.sampler``, seeded with the sweep seed unless set."""
+    """The sampler named in ``sweep.sampler``, seeded with the sweep seed unless set.
+
+    Raises:
+        SpecError: Unknown settings, settings the sampler refuses, or a sampler whose
+            optional dependency is missing (the message says what to install).
+    """
+    name = spec.sweep.sampler.name
+    _check_installed(spec, name)
     extra: dict[str, Any] = {"seed": spec.sweep.seed}
-    if spec.sweep.sampler.name in ("grid", "bruteforce"):
+    if name in ("grid", "bruteforce"):
         extra["search_space"] = _grid(spec)
-    if spec.sweep.sampler.name == "tpe" and spec.sweep.parallel > 1:
+    if name == "tpe" and spec.sweep.parallel > 1:
         # Keep parallel trials apart: pending trials count as (pessimistic) observations.
         extra["constant_liar"] = True
+    if spec.constraints and not hasattr(optuna.trial.Trial, "set_constraint"):
+        # Optuna < 5 reads constraints only through constraints_func; the driver stores the
+        # values as the ``constraints`` user attribute before it tells the trial.
+        extra["constraints_func"] = _constraints_from_user_attrs
     return _construct("sampler", spec.sweep.sampler, SAMPLERS, str(spec.file), extra)
 
 
+def _constraints_from_user_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return [float(v) for v in trial.user_attrs.get("constraints", [])]
+
+
+def _check_installed(spec: SweepSpec, name: str) -> None:
+    need = _SAMPLER_NEEDS.get(name)
+    if need is None:
+        return
+    module, what = need
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise SpecError(f"the {name} sampler needs {what}; it is not installed here",
+                        file=str(spec.file), field="sweep.sampler", value=name,
+                        hint=f"install it, or pick another sampler ({_alternatives(name)})")\
+            from None
+
+
+def _alternatives(name: str) -> str:
+    return {"gp": "tpe is the closest without PyTorch",
+            "cmaes": "tpe with multivariate: true is the closest"}.get(name, "tpe")
+
+
 def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    """The pruner named in ``sweep.pruner`` (``none`` by default)."""
+    """The pruner named in ``sweep.pruner`` (``none`` by default).
+
+    ``patient`` wraps another pruner given as ``wrapped: <name or mapping>`` (alias
+    ``wrapped_pruner``), e.g. ``{name: patient, patience: 2, wrapped: {name: median}}``.
+    """
+    return _pruner(spec, spec.sweep.pruner, "pruner")
+
+
+def _pruner(spec: SweepSpec, plug: PlugSpec, kind: str) -> optuna.pruners.BasePruner:
     extra: dict[str, Any] = {}
-    if spec.sweep.pruner.name == "hyperband":
+    if plug.name == "hyperband":
         extra["max_resource"] = spec.training.epochs
-    return _construct("pruner", spec.sweep.pruner, PRUNERS, str(spec.file), extra)
+    if plug.name == "patient":
+        plug = _unwrap(spec, plug, kind, extra)
+    pruner: optuna.pruners.BasePruner = _construct(kind, plug, PRUNERS, str(spec.file), extra)
+    return pruner
+
+
+def _unwrap(spec: SweepSpec, plug: PlugSpec, kind: str, extra: dict[str, Any]) -> PlugSpec:
+    """Build the pruner a ``patient`` pruner wraps; return the plug without it."""
+    settings = dict(plug.settings)
+    keys = [k for k in ("wrapped", "wrapped_pruner") if k in settings]
+    if len(keys) > 1:
+        raise SpecError("give 'wrapped' or its alias 'wrapped_pruner', not both",
+                        file=str(spec.file), field=f"sweep.{kind}.wrapped_pruner")
+    raw = settings.pop(keys[0]) if keys else None
+    if raw is not None:
+        field = f"{kind}.{keys[0]}"
+        if isinstance(raw, str):
+            inner = PlugSpec(raw)
+        elif isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            inner = PlugSpec(raw["name"], {k: v for k, v in raw.items() if k != "name"})
+        else:
+            raise SpecError("expected a pruner name or {name: ..., <setting>: ...}",
+                            file=str(spec.file), field=f"sweep.{field}", value=raw)
+        if inner.name in ("none", "nop", "patient"):
+            raise SpecError(f"a patient pruner cannot wrap '{inner.name}'", file=str(spec.file),
+                            field=f"sweep.{field}", value=inner.name,
+                            hint="wrap median, percentile, successive_halving, hyperband, "
+                                 "threshold or wilcoxon")
+        extra["wrapped_pruner"] = _pruner(spec, inner, field)
+    return PlugSpec(plug.name, settings)
 
 
 def _grid(spec: SweepSpec) -> dict[str, list[Any]]:

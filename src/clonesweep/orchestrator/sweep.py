@@ -18,8 +18,17 @@ import optuna
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator.backend import Backend
 from clonesweep.orchestrator.runfolder import RunFolder
+from clonesweep.orchestrator.search import (
+    DriverFailure,
+    TrialMaker,
+    best_so_far,
+    constraint_values,
+    measures_latency,
+    monitored_objective,
+    objective_values,
+    warm_start,
+)
 from clonesweep.orchestrator.study import (
-    distributions,
     fixed_params,
     make_pruner,
     make_sampler,
@@ -29,6 +38,7 @@ from clonesweep.orchestrator.study import (
 )
 from clonesweep.spec.model import Direction, SweepSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
+from clonesweep.workers.materialize import canonical_hash
 from clonesweep.workers.runner import WorkerJob
 from clonesweep.workers.seeding import derive_seed
 
@@ -102,6 +112,7 @@ class NullProgress:
 class _InFlight:
     trial: optuna.trial.Trial
     spec: TrialSpec
+    params: dict[str, Any]  # every active key, switch.* and model.* included
 
 
 def _finished_states() -> tuple[optuna.trial.TrialState, ...]:
@@ -114,12 +125,14 @@ class _Loop:
                  folder: RunFolder, progress: Progress) -> None:
         self.spec, self.study, self.backend = spec, study, backend
         self.folder, self.progress = folder, progress
-        self.dists = distributions(spec.parameters)
-        self.fixed = fixed_params(spec.parameters)
+        self.maker = TrialMaker(spec)
         self.inflight: dict[int, _InFlight] = {}
         self.counts = Counts()
         self.failures: dict[str, int] = {}
-        self.best = _best_so_far(study, spec.objective.direction)
+        found = best_so_far(study, spec)
+        self.best = BestTrial(*found) if found else None
+        # A grid or brute-force sampler that has visited every point ends the sweep early.
+        self.exhausted = False
         done = study.get_trials(deepcopy=False, states=_finished_states())
         self.already = len(done)
         self.user_errors_in_a_row = 0
@@ -150,21 +163,31 @@ class _Loop:
 
     def _fill(self) -> None:
         budget = self.spec.sweep.trials
-        while (not self.stopping and self.backend.free_slots() > 0
+        while (not self.stopping and not self.exhausted and self.backend.free_slots() > 0
                and self.already + self.counts.finished + len(self.inflight) < budget):
-            trial = self.study.ask(self.dists)
-            params = {**trial.params, **self.fixed}
-            spec = TrialSpec(trial.number, params,
-                             derive_seed(self.spec.sweep.seed, "trial", trial.number))
-            trial.set_user_attr("seed", spec.seed)
-            self.inflight[trial.number] = _InFlight(trial, spec)
+            # Define-by-run: parents are sampled before the keys whose `when` reads them.
+            trial = self.study.ask()
+            params = self.maker.params(trial)
+            seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
+            trial.set_user_attr("seed", seed)
+            try:
+                spec = self.maker.make(trial, params)
+            except DriverFailure as failure:
+                spec = TrialSpec(trial.number, params, seed)
+                self.progress.on_trial_start(spec)
+                result = TrialResult.failed(spec, failure.reason, failure.message)
+                self._tell(_InFlight(trial, spec, params), result)
+                self.progress.on_trial_end(result, self.counts, self.best, False)
+                continue
+            self.inflight[trial.number] = _InFlight(trial, spec, params)
             self.backend.submit(spec)
             self.counts.running = len(self.inflight)
             self.progress.on_trial_start(spec)
 
     def _intermediate(self, event: Intermediate) -> None:
         entry = self.inflight.get(event.number)
-        if entry is None:
+        if entry is None or self.spec.is_multi_objective:
+            # Optuna cannot record intermediate values of a multi-objective trial.
             self.backend.answer(event, False)
             return
         with warnings.catch_warnings():
@@ -247,6 +270,8 @@ def _attributes(result: TrialResult) -> dict[str, Any]:
         "train_s": round(result.timings.train_s, 4),
         "eval_s": round(result.timings.eval_s, 4),
         "history": result.history,
+        "environment": result.environment,
+        "data_fingerprint": result.data_fingerprint,
     }
     if result.reason is not None:
         attrs["fail_reason"] = result.reason.value
@@ -339,6 +364,10 @@ def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
         folder.remove_if_new()
         raise
     study.set_user_attr("fixed_params", fixed_params(spec.parameters))
+    # What `clonesweep repro` rebuilds from, kept with the study (not only the run folder).
+    study.set_user_attr("base_config_hash", canonical_hash(base_config))
+    study.set_user_attr("base_config", json.dumps(base_config, sort_keys=True))
+    study.set_user_attr("sweep_seed", spec.sweep.seed)
     return study, folder
 
 

@@ -18,9 +18,14 @@ import yaml
 from clonesweep.errors import SpecError
 from clonesweep.spec._fields import CALLABLE_RE, Block, did_you_mean, is_json_data, is_primitive
 from clonesweep.spec.model import (
+    SPECIAL_METRICS,
+    ConstraintSpec,
     DataSpec,
     Direction,
+    ModelSource,
     ObjectiveSpec,
+    ParamSpec,
+    SweepSettings,
     SweepSpec,
     TrainingSpec,
 )
@@ -32,7 +37,8 @@ from clonesweep.spec.sources import parse_model
 __all__ = ["DEFAULT_LOADER", "check_storage_url", "load_sweep"]
 
 DEFAULT_LOADER = "clonesweep.datasets:digits"
-_TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sweep")
+_TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sweep",
+             "constraints", "enqueue")
 _TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "loss", "metrics",
                   "steps_per_execution", "jit_compile", "validation_batch_size")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -88,15 +94,23 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
         top.fail("model", "'model' is required", hint="e.g. model: {config: my_model.json}")
     model = parse_model(top.sub("model"), base)
     training = _training(top.sub("training"))
+    objectives = _objectives(top, training.metrics)
+    parameters = parse_parameters(top.sub("parameters"), training.optimizer, model.config,
+                                  factory=model.source is ModelSource.FACTORY)
+    sweep = parse_settings(top.sub("sweep"), base)
+    _check_multi_objective(top, objectives, sweep)
     return SweepSpec(
         name=name,
         file=Path(file).expanduser().resolve(),
         model=model,
         data=_data(top.sub("data")),
         training=training,
-        objective=_objective(top.sub("objective"), training.metrics),
-        parameters=parse_parameters(top.sub("parameters"), training.optimizer, model.config),
-        sweep=parse_settings(top.sub("sweep"), base),
+        objective=objectives[0],
+        parameters=parameters,
+        sweep=sweep,
+        objectives=objectives,
+        constraints=_constraints(top, training.metrics),
+        enqueue=_enqueue(top, parameters),
     )
 
 
@@ -170,6 +184,22 @@ def _optimizer(block: Block) -> tuple[str, dict[str, Any]]:
     return name, config
 
 
+def _objectives(top: Block, metrics: tuple[str, ...]) -> tuple[ObjectiveSpec, ...]:
+    """``objective: {metric, direction}`` or a list of them (multi-objective)."""
+    raw = top.raw("objective", None)
+    if not isinstance(raw, list):
+        return (_objective(top.sub("objective"), metrics),)
+    if not raw:
+        top.fail("objective", "expected a mapping or a non-empty list of mappings", raw)
+    objectives = tuple(_objective(Block.of(top.file, f"objective[{i}]", item), metrics)
+                       for i, item in enumerate(raw))
+    seen = [o.metric for o in objectives]
+    for i, metric in enumerate(seen):
+        if metric in seen[:i]:
+            top.fail(f"objective[{i}].metric", "the same metric twice", metric)
+    return objectives
+
+
 def _objective(block: Block, metrics: tuple[str, ...]) -> ObjectiveSpec:
     block.only(("metric", "direction"))
     d = ObjectiveSpec()
@@ -178,10 +208,76 @@ def _objective(block: Block, metrics: tuple[str, ...]) -> ObjectiveSpec:
     if not isinstance(raw, str) or raw not in _DIRECTIONS:
         block.fail("direction", "expected maximize or minimize (or max / min)", raw,
                    did_you_mean(str(raw), _DIRECTIONS))
+    _check_metric(block, metric, metrics, "objective")
+    return ObjectiveSpec(metric=metric, direction=_DIRECTIONS[raw])
+
+
+def _check_metric(block: Block, metric: str, metrics: tuple[str, ...], what: str) -> None:
+    if metric in SPECIAL_METRICS:
+        return
     bare = metric.removeprefix("val_")
     logged = ("loss", *metrics)
     if not any(bare == m or bare.endswith(f"_{m}") for m in logged):
-        block.fail("metric", "the objective is not among the logged metrics", metric,
+        block.fail("metric", f"the {what} is not among the logged metrics", metric,
                    f"use loss / val_loss or one of training.metrics ({', '.join(metrics)}), "
-                   "optionally prefixed with val_")
-    return ObjectiveSpec(metric=metric, direction=_DIRECTIONS[raw])
+                   f"optionally prefixed with val_, or {' / '.join(SPECIAL_METRICS)}")
+
+
+def _check_multi_objective(top: Block, objectives: tuple[ObjectiveSpec, ...],
+                           sweep: SweepSettings) -> None:
+    if len(objectives) > 1 and sweep.pruner.name != "none":
+        top.fail("sweep.pruner", "Optuna cannot prune a multi-objective study (trial.report "
+                 "does not support several objectives)", sweep.pruner.name,
+                 "drop sweep.pruner (or set it to none), or keep a single objective")
+    if len(objectives) > 1 and sweep.sampler.name == "cmaes":
+        top.fail("sweep.sampler", "the cmaes sampler supports a single objective only",
+                 "cmaes", "use nsga2, nsga3, tpe, gp, random or qmc")
+
+
+def _constraints(top: Block, metrics: tuple[str, ...]) -> tuple[ConstraintSpec, ...]:
+    """``constraints: [{metric: param_count, max: 50000}, ...]``."""
+    raw = top.raw("constraints", None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        top.fail("constraints", "expected a list of {metric, min and/or max}", raw,
+                 "e.g. constraints: [{metric: param_count, max: 50000}]")
+    out = []
+    for i, item in enumerate(raw):
+        block = Block.of(top.file, f"constraints[{i}]", item)
+        block.only(("metric", "min", "max"))
+        metric: str = block.string("metric")
+        _check_metric(block, metric, metrics, "constraint")
+        low = block.number("min", None, nullable=True)
+        high = block.number("max", None, nullable=True)
+        if low is None and high is None:
+            block.fail(None, "a constraint needs 'min', 'max' or both", item)
+        if low is not None and high is not None and low > high:
+            block.fail(None, f"`min <= max` must hold, but got (min={low!r}, max={high!r})")
+        out.append(ConstraintSpec(metric, low, high))
+    return tuple(out)
+
+
+def _enqueue(top: Block, parameters: tuple[ParamSpec, ...]) -> tuple[dict[str, Any], ...]:
+    """``enqueue: [{<key>: <value>, ...}, ...]``: known configurations to run first."""
+    raw = top.raw("enqueue", None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        top.fail("enqueue", "expected a list of mappings of search-space key -> value", raw)
+    by_key = {p.path: p for p in parameters if not p.is_fixed}
+    out = []
+    for i, item in enumerate(raw):
+        block = Block.of(top.file, f"enqueue[{i}]", item)
+        if not block.data:
+            block.fail(None, "an empty configuration", item)
+        for key, value in block.data.items():
+            param = by_key.get(key)
+            if param is None:
+                block.fail(key, "not a sampled key of parameters", key,
+                           did_you_mean(key, by_key))
+            if not param.contains(value):
+                block.fail(key, "the value is outside the key's search space", value,
+                           f"its entry: {param.describe()}")
+        out.append(dict(block.data))
+    return tuple(out)

@@ -6,14 +6,19 @@ Nothing here imports Keras, Ray or Optuna: a spec is plain data that travels to 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "SPECIAL_METRICS",
+    "Condition",
+    "ConstraintSpec",
     "DataSpec",
     "Direction",
     "Distribution",
+    "EnqueueFrom",
     "ModelSource",
     "ModelSpec",
     "ObjectiveSpec",
@@ -23,6 +28,7 @@ __all__ = [
     "SweepSettings",
     "SweepSpec",
     "TrainingSpec",
+    "same_value",
 ]
 
 
@@ -81,10 +87,63 @@ class TrainingSpec:
     validation_batch_size: int = 256
 
 
+#: Metrics measured on the built model rather than logged by training: usable as objectives
+#: and in constraints. ``inference_latency_ms`` is the median of a few ``predict_on_batch``
+#: calls on a fixed batch of validation inputs, measured on the worker after training.
+SPECIAL_METRICS = ("param_count", "inference_latency_ms")
+
+
 @dataclass(frozen=True)
 class ObjectiveSpec:
     metric: str = "val_accuracy"
     direction: Direction = Direction.MAXIMIZE
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """``{metric: param_count, max: 50000}``: a trial is feasible when ``min <= value <= max``.
+
+    The metric is one of :data:`SPECIAL_METRICS` or a logged metric (its last-epoch value).
+    """
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The constraint's name in the study (``param_count<=50000``)."""
+        parts = []
+        if self.min is not None:
+            parts.append(f"{self.metric}>={self.min:g}")
+        if self.max is not None:
+            parts.append(f"{self.metric}<={self.max:g}")
+        return ",".join(parts)
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 when feasible, the amount by which it is missed if not."""
+        worst = -math.inf
+        if self.max is not None:
+            worst = max(worst, value - self.max)
+        if self.min is not None:
+            worst = max(worst, self.min - value)
+        return float(worst)
+
+
+@dataclass(frozen=True)
+class EnqueueFrom:
+    """Warm start from another study: its best trials are enqueued before sampling.
+
+    Attributes:
+        study: The other study's name.
+        storage: Its storage URL; None means this sweep's storage.
+        top: How many of its best complete trials (single objective); a multi-objective
+            study gives its Pareto front, cut to ``top``.
+    """
+
+    study: str
+    storage: str | None = None
+    top: int = 3
 
 
 class Distribution(str, enum.Enum):
@@ -100,6 +159,27 @@ class Distribution(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Condition:
+    """``when: {<key>: <value or [values]>}``: the param is sampled only if ``key`` took one
+    of ``values`` in this trial (and was itself active)."""
+
+    key: str
+    values: tuple[Any, ...]
+
+    def holds(self, params: dict[str, Any]) -> bool:
+        if self.key not in params:
+            return False
+        return any(same_value(params[self.key], v) for v in self.values)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality as YAML means it: ``true`` is not ``1``, but ``2`` is ``2.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+@dataclass(frozen=True)
 class ParamSpec:
     """One search-space entry.
 
@@ -111,6 +191,10 @@ class ParamSpec:
         low, high: Bounds (inclusive) for numeric distributions.
         log: Sample on a log scale.
         step: Grid step for Q_UNIFORM / INT_* distributions (None: continuous / 1).
+        when: Conditions that must all hold for the param to be sampled (empty: always).
+        otherwise: The value applied when a condition fails (only if ``has_otherwise``;
+            without it the base model's value stays).
+        has_otherwise: Whether ``otherwise`` was given (``null`` is a valid value).
     """
 
     path: str
@@ -120,10 +204,38 @@ class ParamSpec:
     high: float | int | None = None
     log: bool = False
     step: float | int | None = None
+    when: tuple[Condition, ...] = ()
+    otherwise: Any = None
+    has_otherwise: bool = False
 
     @property
     def is_fixed(self) -> bool:
         return self.distribution is Distribution.CONSTANT
+
+    @property
+    def is_conditional(self) -> bool:
+        return bool(self.when)
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this entry can produce."""
+        if self.distribution in (Distribution.CONSTANT, Distribution.CATEGORICAL):
+            return any(same_value(value, v) for v in self.values)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.distribution.value.startswith("int_") and not isinstance(value, int):
+            return False
+        return self.low is not None and self.high is not None and \
+            bool(self.low <= value <= self.high)
+
+    def describe(self) -> str:
+        """The entry's space, for messages."""
+        if self.distribution in (Distribution.CONSTANT, Distribution.CATEGORICAL):
+            return f"values {list(self.values)!r}"
+        return f"{self.distribution.value} in [{self.low!r}, {self.high!r}]"
+
+    def active(self, params: dict[str, Any]) -> bool:
+        """Whether every condition holds for the values chosen so far in a trial."""
+        return all(c.holds(params) for c in self.when)
 
 
 @dataclass(frozen=True)
@@ -155,6 +267,7 @@ class SweepSettings:
         retries: Retries per trial for retryable failures (worker died, OOM).
         trial_timeout: Seconds a trial may run; None for no limit.
         seed: The sweep seed; each trial's seed is derived from it and the trial number.
+        enqueue_from: Warm start from another study's best trials (None: none).
     """
 
     trials: int = 10
@@ -167,11 +280,17 @@ class SweepSettings:
     retries: int = 1
     trial_timeout: float | None = None
     seed: int = 0
+    enqueue_from: EnqueueFrom | None = None
 
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A validated sweep file."""
+    """A validated sweep file.
+
+    ``objective`` is the first (or only) objective; ``objectives`` holds them all, in order
+    (filled from ``objective`` when not given). ``constraints`` bound the feasible trials;
+    ``enqueue`` lists param dicts run before any sampling (warm start).
+    """
 
     name: str
     file: Path
@@ -181,6 +300,22 @@ class SweepSpec:
     objective: ObjectiveSpec
     parameters: tuple[ParamSpec, ...]
     sweep: SweepSettings
+    objectives: tuple[ObjectiveSpec, ...] = ()
+    constraints: tuple[ConstraintSpec, ...] = ()
+    enqueue: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            object.__setattr__(self, "objectives", (self.objective,))
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def structural(self) -> bool:
+        """Whether ``model.<argument>`` params pick the factory's structure per trial."""
+        return any(p.path.startswith("model.") for p in self.parameters)
 
     @property
     def run_folder(self) -> Path:

@@ -10,25 +10,44 @@ one of three shapes::
 A range without ``distribution`` is ``int_uniform`` when both bounds are ints, else
 ``uniform``; ``log: true`` makes them ``int_log_uniform_values`` / ``log_uniform_values``;
 ``step`` (alias ``q``) gives ``q_uniform`` for floats and a stepped ``int_uniform`` for ints.
+
+Any entry may be conditional: ``when: {<other key>: <value or [values]>}`` samples it only in
+trials where every listed key was sampled (active) and took one of the values; ``otherwise:
+<value>`` is applied when a condition fails (without it the base model's value stays). Two
+key forms exist only for that and for structural search::
+
+    switch.<name>     a free choice that changes nothing by itself; conditions read it
+    model.<argument>  an argument of the ``model.factory`` function (structural search)
+
+Entries come back ordered parents first, so a trial can sample them define-by-run.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 from typing import Any
 
 from clonesweep.errors import ConfigPathError, SpecError
 from clonesweep.spec import configpaths
 from clonesweep.spec._fields import Block, did_you_mean, is_primitive, kind_of
-from clonesweep.spec.model import Distribution, ParamSpec
+from clonesweep.spec.model import Condition, Distribution, ParamSpec
 from clonesweep.spec.optimizers import optimizer_keys
 
-__all__ = ["TRAIN_KEYS", "check_parameters", "parse_parameters"]
+__all__ = ["FREE_PREFIXES", "TRAIN_KEYS", "check_parameters", "config_params",
+           "parse_parameters"]
 
 #: Training settings a ``train.<key>`` entry may sweep (all positive ints).
 TRAIN_KEYS = ("batch_size", "epochs", "steps_per_execution")
 
-_ENTRY_KEYS = ("value", "values", "min", "max", "distribution", "log", "step", "q")
+_ENTRY_KEYS = ("value", "values", "min", "max", "distribution", "log", "step", "q", "when",
+               "otherwise")
+_CONDITION_KEYS = ("when", "otherwise")
+#: Key prefixes that are no config path: ``switch.<name>`` gates other keys, ``model.<arg>``
+#: is an argument of the model factory.
+FREE_PREFIXES = ("switch.", "model.")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMERIC = (
     Distribution.UNIFORM,
     Distribution.INT_UNIFORM,
@@ -41,20 +60,79 @@ _LOGS = (Distribution.LOG_UNIFORM_VALUES, Distribution.INT_LOG_UNIFORM_VALUES)
 
 
 def parse_parameters(
-    block: Block, optimizer: str, model_config: dict[str, Any] | None
+    block: Block, optimizer: str, model_config: dict[str, Any] | None, *,
+    factory: bool = False,
 ) -> tuple[ParamSpec, ...]:
     """Read the ``parameters`` mapping; check each key against the model and optimizer.
 
     Layer keys are resolved in ``model_config`` when it is known (None for a factory
     model: then only their syntax is checked, and the driver calls
-    :func:`check_parameters` once it has built the model).
+    :func:`check_parameters` once it has built the model). ``model.<argument>`` keys need a
+    factory model. The result is ordered parents first (see ``when``).
     """
     specs = []
     for key in block.data:
         spec = _parse_entry(block.sub(key), key)
-        _check_key(spec, optimizer, model_config, block.file)
+        if key.startswith(FREE_PREFIXES):
+            _check_free_key(block, key, factory)
+        else:
+            _check_key(spec, optimizer, model_config, block.file)
         specs.append(spec)
-    return tuple(specs)
+    _check_conditions(block, specs)
+    return _parents_first(block, specs)
+
+
+def config_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a trial's params that address the model config, optimizer or training
+    (``switch.*`` and ``model.*`` are consumed by the driver)."""
+    return {k: v for k, v in params.items() if not k.startswith(FREE_PREFIXES)}
+
+
+def _check_free_key(block: Block, key: str, factory: bool) -> None:
+    prefix, _, name = key.partition(".")
+    if not _IDENT.fullmatch(name):
+        block.fail(key, f"'{prefix}.' must be followed by a Python identifier", key,
+                   f"e.g. {prefix}.{'use_dropout' if prefix == 'switch' else 'n_blocks'}")
+    if prefix == "model" and not factory:
+        block.fail(key, "model.<argument> keys are arguments of a model factory; this sweep's "
+                        "model is not one", key,
+                   "use model: {factory: 'pkg.module:build'}, or switch.<name> for a free "
+                   "choice that other keys' `when` can read")
+
+
+def _check_conditions(block: Block, specs: list[ParamSpec]) -> None:
+    by_key = {spec.path: spec for spec in specs}
+    for spec in specs:
+        for cond in spec.when:
+            where = f"{spec.path}.when.{cond.key}"
+            if cond.key == spec.path:
+                block.fail(where, "a key cannot depend on itself", cond.key)
+            parent = by_key.get(cond.key)
+            if parent is None:
+                block.fail(where, "`when` names a key that is not in parameters", cond.key,
+                           did_you_mean(cond.key, by_key))
+            for value in cond.values:
+                if not parent.contains(value):
+                    block.fail(where, f"'{cond.key}' never takes this value, so the "
+                                      "condition could never hold", value,
+                               f"its entry: {parent.describe()}")
+
+
+def _parents_first(block: Block, specs: list[ParamSpec]) -> tuple[ParamSpec, ...]:
+    """Order keys so that every key comes after the keys its ``when`` reads (file order
+    otherwise); a cycle is an error."""
+    done: dict[str, ParamSpec] = {}
+    pending = list(specs)
+    while pending:
+        ready = [s for s in pending if all(c.key in done for c in s.when)]
+        if not ready:
+            cycle = ", ".join(s.path for s in pending)
+            block.fail(pending[0].path, f"the `when` conditions of these keys form a cycle: "
+                                        f"{cycle}", pending[0].path)
+        for spec in ready:
+            done[spec.path] = spec
+        pending = [s for s in pending if s.path not in done]
+    return tuple(done.values())
 
 
 def check_parameters(
@@ -71,6 +149,8 @@ def check_parameters(
     """
     for spec in parameters:
         key = spec.path
+        if key.startswith(FREE_PREFIXES):
+            continue
         if _parse_key(key, file).kind is configpaths.PathKind.LAYER:
             _relocated(lambda k=key: configpaths.resolve(model_config, k), key, file)
 
@@ -127,6 +207,9 @@ def _check_positive_ints(spec: ParamSpec, file: str, field: str) -> None:
 
 def _parse_entry(block: Block, key: str) -> ParamSpec:
     block.only(_ENTRY_KEYS)
+    when, otherwise, has_otherwise = _condition(block)
+    block = Block(block.file, block.path,
+                  {k: v for k, v in block.data.items() if k not in _CONDITION_KEYS})
     dist = _distribution(block)
     shapes = [name for name in ("value", "values", "min") if block.has(name)]
     if block.has("max") and "min" not in shapes:
@@ -135,10 +218,37 @@ def _parse_entry(block: Block, key: str) -> ParamSpec:
         block.fail(None, "expected exactly one of {value: x}, {values: [...]} or "
                          "{min: a, max: b}", dict(block.data))
     if shapes == ["value"]:
-        return _constant(block, key, dist)
-    if shapes == ["values"]:
-        return _categorical(block, key, dist)
-    return _numeric(block, key, dist)
+        spec = _constant(block, key, dist)
+    elif shapes == ["values"]:
+        spec = _categorical(block, key, dist)
+    else:
+        spec = _numeric(block, key, dist)
+    return replace(spec, when=when, otherwise=otherwise, has_otherwise=has_otherwise)
+
+
+def _condition(block: Block) -> tuple[tuple[Condition, ...], Any, bool]:
+    """``when: {key: value | [values], ...}`` (all must hold) and ``otherwise: value``."""
+    if block.has("otherwise") and not block.has("when"):
+        block.fail("otherwise", "'otherwise' only applies to a conditional entry (with "
+                                "'when')", block.data["otherwise"])
+    if not block.has("when"):
+        return (), None, False
+    sub = block.sub("when")
+    if not sub.data:
+        block.fail("when", "expected a mapping of key -> value (or list of values)",
+                   block.data["when"], "e.g. when: {switch.use_dropout: true}")
+    conditions = []
+    for key, raw in sub.data.items():
+        values = raw if isinstance(raw, list) else [raw]
+        if not values or not all(is_primitive(v) for v in values):
+            sub.fail(key, "expected a value or a non-empty list of values (JSON primitives)",
+                     raw)
+        conditions.append(Condition(key, tuple(values)))
+    otherwise = block.data.get("otherwise")
+    if block.has("otherwise") and not is_primitive(otherwise):
+        block.fail("otherwise", "expected a JSON primitive (str, int, float, bool or null)",
+                   otherwise)
+    return tuple(conditions), otherwise, block.has("otherwise")
 
 
 def _distribution(block: Block) -> Distribution | None:

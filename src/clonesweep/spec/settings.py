@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from clonesweep.errors import SpecError
 from clonesweep.spec._fields import Block, did_you_mean, is_json_data
-from clonesweep.spec.model import PlugSpec, ResourcesSpec, SweepSettings
+from clonesweep.spec.model import EnqueueFrom, PlugSpec, ResourcesSpec, SweepSettings
 
-__all__ = ["PRUNERS", "SAMPLERS", "STORAGE_SCHEMES", "check_storage_url", "parse_settings"]
+__all__ = ["PASSWORD_ENV", "PRUNERS", "SAMPLERS", "STORAGE_SCHEMES", "check_storage_url",
+           "parse_settings", "read_password_file", "with_password"]
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2", "nsga3", "qmc", "bruteforce")
 #: ``nop`` is read as ``none``: one name for "no pruning".
@@ -25,7 +27,7 @@ PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://",
                    "mysql+pymysql://", "journal://")
 _KEYS = ("trials", "parallel", "sampler", "pruner", "storage", "run_dir", "resources",
-         "retries", "trial_timeout", "seed")
+         "retries", "trial_timeout", "seed", "enqueue_from")
 _MAX_SEED = 2**32 - 1
 
 
@@ -53,7 +55,22 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
         retries=block.integer("retries", defaults.retries, low=0),
         trial_timeout=_timeout(block),
         seed=block.integer("seed", defaults.seed, low=0, high=_MAX_SEED),
+        enqueue_from=_enqueue_from(block, base),
     )
+
+
+def _enqueue_from(block: Block, base: Path) -> EnqueueFrom | None:
+    """``enqueue_from: NAME`` or ``{study: NAME, storage: URL, top: N}``."""
+    raw = block.raw("enqueue_from", None)
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        block.string("enqueue_from")
+        return EnqueueFrom(raw)
+    sub = block.sub("enqueue_from")
+    sub.only(("study", "storage", "top"))
+    storage = _storage(sub, base) if sub.has("storage") else None
+    return EnqueueFrom(sub.string("study"), storage, sub.integer("top", 3, low=1))
 
 
 def _plug(block: Block, key: str, names: tuple[str, ...], default: PlugSpec) -> PlugSpec:
@@ -123,6 +140,56 @@ def mask_url(text: str) -> str:
         'postgresql://sweeper:***@db:5432/studies'
     """
     return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+#: The environment variable the command line takes the storage password from (then removes it
+#: from its own environment, so that a Ray it starts, and its workers, never inherit it).
+PASSWORD_ENV = "CLONESWEEP_STORAGE_PASSWORD"
+_USER_NO_PASSWORD = re.compile(r"^([a-z0-9+]+://)([^:/@\s]+)@(.+)$")
+
+
+def with_password(url: str, password: str | None, *, source: str) -> str:
+    """``url`` with ``password`` filled in: for a database URL with a user and no password.
+
+    File storages (``sqlite:///``, ``journal://``) take no password: ``url`` comes back
+    unchanged, as it does when ``password`` is None or empty. ``source`` names where the
+    password came from, for the error messages (which never show it).
+
+    Example:
+        >>> mask_url(with_password("postgresql://sweeper@db/optuna", "pw", source="env"))
+        'postgresql://sweeper:***@db/optuna'
+    """
+    if not password or url.startswith(("sqlite:///", "journal://")):
+        return url
+    match = _USER_NO_PASSWORD.match(url)
+    if match is None:
+        has_password = _PASSWORD_IN_URL.search(url) is not None
+        raise SpecError(
+            "the storage URL already holds a password" if has_password
+            else "the storage URL names no user to give the password to",
+            field="storage", value=mask_url(url),
+            hint=f"a password comes from {source}: write the URL as "
+                 "postgresql+psycopg2://USER@HOST:PORT/DB, without a password")
+    scheme, user, rest = match.groups()
+    return f"{scheme}{user}:{quote(password, safe='')}@{rest}"
+
+
+def read_password_file(path: str | Path) -> str:
+    """The password in ``path``: its content without the trailing newline (a mounted secret).
+
+    Raises:
+        SpecError: The file cannot be read or is empty.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read the storage password file: {exc.strerror}", file=str(path),
+                        hint="point --storage-password-file at a readable file "
+                             "(e.g. a mounted Kubernetes secret)") from exc
+    password = text.rstrip("\r\n")
+    if not password:
+        raise SpecError("the storage password file is empty", file=str(path))
+    return password
 
 
 def _redact(value: Any) -> Any:

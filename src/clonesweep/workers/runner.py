@@ -8,6 +8,7 @@ Optuna trial: per-epoch values go through a :class:`~clonesweep.trials.Reporter`
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
@@ -44,6 +45,15 @@ class WorkerJob:
         trial_timeout: Seconds a trial may train before it fails with ``timeout``.
         cpus: CPUs per trial; TensorFlow's thread pools are sized to it.
         keep_best: Keep the best trial's model (as ``.keras`` bytes) for the driver.
+        versions: The driver's ``(name, version)`` pairs (see
+            :func:`clonesweep.workers.versions.runtime_versions`); a worker whose own differ
+            refuses to start. Empty: no check.
+        gpu_memory_fraction: The share of a GPU's memory this worker may use (JAX, PyTorch;
+            TensorFlow grows on demand instead); None: no cap.
+        keep_members: Keep every completed trial's validation predictions and ``.keras``
+            bytes for the driver (ensemble members; see :mod:`clonesweep.workers.member`).
+        measure_latency: After training (complete or pruned), time inference: the median
+            of a few ``predict_on_batch`` calls on the first validation inputs.
     """
 
     base_config_json: str
@@ -54,6 +64,10 @@ class WorkerJob:
     trial_timeout: float | None = None
     cpus: float = 1.0
     keep_best: bool = True
+    versions: tuple[tuple[str, str], ...] = ()
+    gpu_memory_fraction: float | None = None
+    keep_members: bool = False
+    measure_latency: bool = False
 
 
 def import_object(ref: str) -> Any:
@@ -86,9 +100,28 @@ def _short_traceback(exc: BaseException, limit: int = 6) -> str:
     return text[-2000:]
 
 
-def _configure_backend(cpus: float) -> None:
-    """Size TensorFlow's thread pools and turn on GPU memory growth, before Keras runs ops."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+def _configure_backend(cpus: float, gpu_memory_fraction: float | None = None) -> None:
+    """Keep packed trials from grabbing a whole GPU, and size TensorFlow's thread pools.
+
+    Runs before Keras is imported. Each backend only touches its own library: JAX must see
+    its allocator settings in the environment before it starts; PyTorch allocates on demand
+    and only takes the cap; TensorFlow grows its GPU memory on demand.
+    """
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "jax":
+        # JAX preallocates 75% of the GPU by default: four packed workers could not start.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        if gpu_memory_fraction is not None:
+            os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{gpu_memory_fraction:.3f}")
+        return
+    if backend == "torch":
+        if gpu_memory_fraction is not None:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction)
+        return
+    if backend != "tensorflow":
         return
     import tensorflow as tf
 
@@ -101,6 +134,23 @@ def _configure_backend(cpus: float) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:
         pass  # TensorFlow already initialized in this process (in-process backend).
+
+
+def _oom_reason(exc: BaseException) -> FailReason | None:
+    """``OOM`` (host memory), ``GPU_OOM`` (accelerator memory), or None (not memory).
+
+    Device allocators report running out as TensorFlow's ``ResourceExhaustedError``, XLA's
+    ``RESOURCE_EXHAUSTED`` (JAX; its text often names no device) or PyTorch's
+    ``OutOfMemoryError`` ("CUDA out of memory"); only a text naming the CPU makes one of
+    those a host OOM. Python's MemoryError is always the host.
+    """
+    if isinstance(exc, MemoryError):
+        return FailReason.OOM
+    if not _is_oom(exc):
+        return None
+    text = f"{type(exc).__name__}: {exc}"
+    on_cpu = "device:CPU" in text or "allocator cpu" in text or "on CPU" in text
+    return FailReason.OOM if on_cpu else FailReason.GPU_OOM
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -119,15 +169,26 @@ class TrialRunner:
         self.job = job
         self.worker = worker
         self.node = node or socket.gethostname()
-        _configure_backend(job.cpus)
-        import keras  # noqa: F401  (imported once per worker, here)
+        _configure_backend(job.cpus, job.gpu_memory_fraction)
+        import keras  # imported once per worker, here
+
+        if job.versions:
+            from clonesweep.workers.versions import check_versions, runtime_versions
+
+            check_versions(job.versions, runtime_versions(keras.backend.backend()),
+                           where=f"{worker} (node {self.node})")
 
         for module in job.imports:
             importlib.import_module(module)
         self._base_config: dict[str, Any] = json.loads(job.base_config_json)
         self._data: tuple[Any, Any, Any, Any] | None = None
         self._data_error: str | None = None
+        self._fingerprint = ""
+        self.environment = environment()
         self._best: tuple[float, int, bytes] | None = None
+        self._members: dict[int, Any] = {}  # number -> MemberOutput (keep_members only)
+        # Structural search: base configs by structure hash, parsed once per worker.
+        self._structures: dict[str, dict[str, Any]] = {}
 
     # -- data -------------------------------------------------------------------------
     def _load_data(self) -> tuple[Any, Any, Any, Any]:
@@ -147,6 +208,7 @@ class TrialRunner:
             self._data_error = f"data loader {ref!r} failed: {exc}\n{_short_traceback(exc)}"
             raise _UserError(self._data_error) from exc
         self._data = (loaded[0], loaded[1], loaded[2], loaded[3])
+        self._fingerprint = data_fingerprint(self._data)
         return self._data
 
     # -- one trial ----------------------------------------------------------------------
@@ -156,13 +218,15 @@ class TrialRunner:
 
         keras.utils.clear_session()
         result = TrialResult(spec.number, TrialState.FAIL, attempt=spec.attempt,
-                             node=self.node, worker=self.worker)
+                             node=self.node, worker=self.worker,
+                             environment=self.environment)
         try:
             variant, build_s = self._build(spec)
         except _Stop as stop:
             return stop.apply(result)
         mat = variant.materialized
-        result = replace(result, seeds=dict(mat.seeds), config_hash=mat.config_hash,
+        result = replace(result, data_fingerprint=self._fingerprint, seeds=dict(mat.seeds),
+                         config_hash=mat.config_hash,
                          config_json=json.dumps(mat.config, sort_keys=True),
                          param_count=int(variant.model.count_params()))
         history: dict[str, list[float]] = {}
@@ -173,7 +237,10 @@ class TrialRunner:
             result = stop.apply(result)
         else:
             self._keep_if_best(spec.number, value, variant.model)
+            self._keep_member(spec.number, variant.model)
             result = replace(result, state=TrialState.COMPLETE, value=value)
+        if self.job.measure_latency and result.state is not TrialState.FAIL:
+            result = replace(result, inference_latency_ms=self._latency_ms(variant.model))
         return replace(result, history=history,
                        timings=Timings(build_s, clock["train"], clock["eval"]))
 
@@ -186,17 +253,47 @@ class TrialRunner:
         except _UserError as exc:
             raise _Stop(TrialState.FAIL, FailReason.USER_ERROR, str(exc)) from exc
         try:
-            variant = rebuild(self._base_config, spec.params, seed=spec.seed)
+            variant = rebuild(self._base_for(spec), spec.params, seed=spec.seed)
             self._compile(variant)
         except RebuildError as exc:
             raise _Stop(TrialState.FAIL, FailReason.INVALID_CONFIG, str(exc)) from exc
         except Exception as exc:
-            if _is_oom(exc):
-                raise _Stop(TrialState.FAIL, FailReason.OOM, str(exc)[:500]) from exc
+            oom = _oom_reason(exc)
+            if oom is not None:
+                raise _Stop(TrialState.FAIL, oom, str(exc)[:500]) from exc
             # Keras refuses the values (a negative unit count, an unknown activation...).
             raise _Stop(TrialState.FAIL, FailReason.INVALID_CONFIG,
                         f"{type(exc).__name__}: {exc}") from exc
         return variant, time.perf_counter() - t0
+
+    def _base_for(self, spec: TrialSpec) -> dict[str, Any]:
+        """The job's base config, or the trial's structure (cached by its hash)."""
+        if spec.structure is None:
+            return self._base_config
+        config = self._structures.get(spec.structure)
+        if config is None:
+            if spec.structure_config_json is None:
+                raise RebuildError(f"structure {spec.structure[:12]} was not sent to this "
+                                   "worker")
+            config = json.loads(spec.structure_config_json)
+            self._structures[spec.structure] = config
+        return config
+
+    def _latency_ms(self, model: Any, calls: int = 5) -> float | None:
+        """Median ms of ``calls`` predict_on_batch calls on the first 32 validation inputs
+        (after one warm-up call, which traces the function)."""
+        _, _, x_va, _ = self._load_data()
+        batch = _take(x_va, np.arange(min(32, _length(x_va))))
+        try:
+            model.predict_on_batch(batch)
+            times = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                model.predict_on_batch(batch)
+                times.append((time.perf_counter() - t0) * 1000.0)
+        except Exception:  # a model that cannot predict has no latency; the driver says so
+            return None
+        return float(np.median(times))
 
     def _compile(self, variant: Any) -> None:
         import keras
@@ -256,8 +353,9 @@ class TrialRunner:
         except _Stop:
             raise
         except Exception as exc:
-            if _is_oom(exc):
-                raise _Stop(TrialState.FAIL, FailReason.OOM, str(exc)[:500]) from exc
+            oom = _oom_reason(exc)
+            if oom is not None:
+                raise _Stop(TrialState.FAIL, oom, str(exc)[:500]) from exc
             raise _Stop(TrialState.FAIL, FailReason.USER_ERROR,
                         f"{type(exc).__name__}: {exc}\n{_short_traceback(exc)}") from exc
         finally:
@@ -294,11 +392,70 @@ class TrialRunner:
             with open(path, "rb") as fh:
                 self._best = (value, number, fh.read())
 
+    # -- ensemble members (see clonesweep.workers.member and .fused) ------------------------
+    def _keep_member(self, number: int, model: Any) -> None:
+        if not self.job.keep_members:
+            return
+        from clonesweep.workers.member import MemberOutput, model_bytes, predict
+
+        _, _, x_va, y_va = self._load_data()
+        pred = predict(model, x_va, self.job.training.validation_batch_size)
+        self._members[number] = MemberOutput(pred, np.asarray(y_va),
+                                             model_bytes(model, f"member-{number}"))
+
+    def member_output(self, number: int) -> Any:
+        """The kept :class:`~clonesweep.workers.member.MemberOutput` of ``number`` (once)."""
+        return self._members.pop(number, None)
+
+    def run_fused(self, group: Any) -> TrialResult:
+        """Train a :class:`~clonesweep.workers.member.FusedGroup`; see workers/fused.py."""
+        from clonesweep.workers.fused import run_group
+
+        return run_group(self, group)
+
     def best_model(self, number: int) -> bytes | None:
         """The ``.keras`` bytes of trial ``number`` if it is this worker's best, else None."""
         if self._best is not None and self._best[1] == number:
             return self._best[2]
         return None
+
+
+def environment() -> dict[str, str]:
+    """Versions this worker runs with: what a reproduction has to match."""
+    import platform
+
+    import keras
+
+    from clonesweep import __version__
+
+    backend = keras.backend.backend()
+    env = {"python": platform.python_version(), "keras": keras.__version__,
+           "keras_backend": backend, "numpy": np.__version__, "clonesweep": __version__}
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module is not None:
+        env[module] = str(getattr(importlib.import_module(module), "__version__", "?"))
+    return env
+
+
+def data_fingerprint(arrays: Any) -> str:
+    """sha256 over the arrays' dtypes, shapes and bytes (nested tuples/lists/dicts too)."""
+    digest = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, dict):
+            for key in sorted(x):
+                digest.update(str(key).encode())
+                feed(x[key])
+        elif isinstance(x, (tuple, list)):
+            for item in x:
+                feed(item)
+        else:
+            a = np.ascontiguousarray(np.asarray(x))
+            digest.update(f"{a.dtype.str}{a.shape}".encode())
+            digest.update(a.tobytes())
+
+    feed(arrays)
+    return digest.hexdigest()
 
 
 def _length(x: Any) -> int:

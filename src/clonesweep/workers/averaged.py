@@ -1,0 +1,51 @@
+"""One ``.keras`` model that averages trained ensemble members.
+
+A Functional model whose layers are the members (nested models, renamed ``member_00``...)
+and whose output is ``keras.layers.Average`` of theirs: built only from built-in layers and
+the members' own configs, so it loads back with ``keras.saving.load_model(safe_mode=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["average_models", "load_member"]
+
+
+def load_member(path: Path | str) -> Any:
+    """Load a member ``.keras`` file in safe mode, without its optimizer."""
+    import keras
+
+    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+
+def average_models(member_files: Sequence[Path | str], out: Path | str) -> Path:
+    """Write to ``out`` a model whose output is the mean of the members' outputs.
+
+    Raises:
+        ValueError: no member, or members with different input shapes.
+    """
+    import keras
+
+    if not member_files:
+        raise ValueError("an averaged model needs at least one member")
+    members = []
+    for i, path in enumerate(member_files):
+        loaded = load_member(path)
+        envelope = copy.deepcopy(keras.saving.serialize_keras_object(loaded))
+        envelope["config"]["name"] = f"member_{i:02d}"
+        renamed = keras.saving.deserialize_keras_object(envelope, safe_mode=True)
+        renamed.set_weights(loaded.get_weights())
+        members.append(renamed)
+    shapes = {tuple(m.input_shape[1:]) for m in members}
+    if len(shapes) != 1:
+        raise ValueError(f"members have different input shapes: {sorted(shapes)}")
+    inp = keras.Input(shape=shapes.pop(), name="inputs")
+    outputs = [m(inp) for m in members]
+    avg = keras.layers.Average(name="average")(outputs) if len(outputs) > 1 else outputs[0]
+    model = keras.Model(inp, avg, name="ensemble")
+    model.save(str(out))
+    return Path(out)

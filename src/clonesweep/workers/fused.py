@@ -1,0 +1,370 @@
+"""Fused training: K seeded members of one config trained as one stacked Keras model.
+
+Each member is first rebuilt on its own (:func:`~clonesweep.workers.rebuild.rebuild`, its own
+member seed, so every initializer and Dropout has the seed it has when trained alone). The
+fused model stacks their weights along a member axis: a Dense kernel becomes ``(K, in, out)``
+and the layer one ``einsum``; the input is ``(batch, K, features...)``, slice ``k`` holding
+member ``k``'s batch from its own data order; the loss is the sum over members of each
+member's mean loss, so member ``k``'s gradient is exactly the gradient of its own loss. No
+weight is shared. Initial weights are copied from the separately built members (bitwise
+equal); a Dropout draws member ``k``'s mask from a ``SeedGenerator`` seeded with member
+``k``'s own Dropout seed, on a slice shaped like the separate layer's input, so the masks are
+those the separate layers draw. The graph stays the size of one member's whatever ``K``.
+
+Covered layers (of a Sequential model): InputLayer, Dense, Dropout, Activation, Flatten.
+:func:`fusion_blocker` says, from the materialized config alone, why a config cannot be
+fused (the driver then trains the members separately and says so); :class:`FusionUnsupported`
+is raised at build time for what only shapes reveal.
+
+Trained members are pulled back out (:func:`extract_members`) into their separately built
+models, which then predict as the fused model does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from clonesweep.spec.model import TrainingSpec
+from clonesweep.trials import Timings, TrialResult, TrialState
+from clonesweep.workers.member import FusedGroup, MemberOutput, model_bytes, predict
+from clonesweep.workers.seeding import DATA_ORDER
+
+__all__ = [
+    "FUSABLE_LAYERS",
+    "FusionUnsupported",
+    "build_fused",
+    "extract_members",
+    "fusion_blocker",
+    "member_metrics",
+    "run_group",
+    "train_fused",
+]
+
+FUSABLE_LAYERS = ("InputLayer", "Dense", "Dropout", "Activation", "Flatten")
+# Optimizer settings that couple the members: a norm taken over a stacked variable (clipnorm)
+# or over all variables (global_clipnorm) mixes every member's gradients.
+_COUPLING_OPTIMIZER_KEYS = ("clipnorm", "global_clipnorm")
+# Per-member extras a stacked Dense does not reproduce (a constraint's axes, a penalty's sum).
+_DENSE_EXTRAS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                 "kernel_constraint", "bias_constraint", "quantization_config")
+
+
+class FusionUnsupported(Exception):
+    """These members cannot be trained as one stacked model; train them separately."""
+
+
+def fusion_blocker(config: Mapping[str, Any], optimizer: Mapping[str, Any],
+                   objective_metric: str) -> str | None:
+    """Why members of this materialized config cannot be fused, or None when they can.
+
+    Pure Python: the driver calls it before choosing how to run the members.
+    """
+    if config.get("class_name") != "Sequential":
+        return (f"the model is a {config.get('class_name')}; fused training covers "
+                "Sequential models only")
+    for key in _COUPLING_OPTIMIZER_KEYS:
+        if optimizer.get(key) is not None:
+            return f"optimizer {key} couples the members' gradients"
+    if not objective_metric.startswith("val_"):
+        return (f"the objective {objective_metric!r} is a training metric; fused members "
+                "are scored on the validation data only")
+    for layer in config.get("config", {}).get("layers", []):
+        cls, cfg = layer.get("class_name"), layer.get("config", {})
+        name = cfg.get("name", "?")
+        if cls not in FUSABLE_LAYERS:
+            return (f"layer '{name}' is a {cls}, which has no stacked form (covered: "
+                    f"{', '.join(FUSABLE_LAYERS)})")
+        if cls == "Dense":
+            extra = next((k for k in _DENSE_EXTRAS if cfg.get(k) is not None), None)
+            if extra is not None or cfg.get("lora_rank"):
+                return f"Dense layer '{name}' has {extra or 'lora_rank'} set"
+        if cls == "Dropout" and cfg.get("noise_shape") is not None:
+            return f"Dropout layer '{name}' has a noise_shape"
+        if cls == "Flatten" and cfg.get("data_format") == "channels_first":
+            return f"Flatten layer '{name}' is channels_first"
+    return None
+
+
+# -- the stacked layers (built by build_fused only, never serialized) ---------------------------
+def _layers() -> dict[str, Any]:
+    import keras
+
+    class StackedDense(keras.layers.Layer):
+        def __init__(self, members: int, units: int, activation: Any, use_bias: bool,
+                     **kw: Any) -> None:
+            super().__init__(**kw)
+            self.members, self.units, self.use_bias = members, units, use_bias
+            self.activation = keras.activations.get(activation)
+
+        def build(self, input_shape: Any) -> None:
+            k, fan_in = self.members, int(input_shape[-1])
+            self.kernel = self.add_weight(shape=(k, fan_in, self.units), initializer="zeros",
+                                          name="kernel")
+            self.bias = (self.add_weight(shape=(k, self.units), initializer="zeros",
+                                         name="bias") if self.use_bias else None)
+
+        def call(self, x: Any) -> Any:
+            y = keras.ops.einsum("bki,kio->bko", x, self.kernel)
+            if self.bias is not None:
+                y = y + self.bias
+            return self.activation(y)
+
+    class StackedDropout(keras.layers.Layer):
+        def __init__(self, rate: float, seeds: Sequence[int], **kw: Any) -> None:
+            super().__init__(**kw)
+            self.rate = rate
+            # One generator per member, seeded as that member's own Dropout layer seeds its.
+            self.generators = [keras.random.SeedGenerator(s) for s in seeds]
+
+        def call(self, x: Any, training: bool = False) -> Any:
+            if not training or self.rate <= 0:
+                return x
+            return keras.ops.stack(
+                [keras.random.dropout(x[:, k], self.rate, seed=g)
+                 for k, g in enumerate(self.generators)], axis=1)
+
+    class StackedActivation(keras.layers.Layer):
+        def __init__(self, activation: Any, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.activation = keras.activations.get(activation)
+
+        def call(self, x: Any) -> Any:
+            return self.activation(x)
+
+    class StackedFlatten(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            return keras.ops.reshape(x, (-1, x.shape[1], int(np.prod(x.shape[2:]))))
+
+    return {"Dense": StackedDense, "Dropout": StackedDropout,
+            "Activation": StackedActivation, "Flatten": StackedFlatten}
+
+
+def build_fused(members: Sequence[Any]) -> Any:
+    """One model of ``len(members)`` stacked members, initial weights copied bitwise.
+
+    Raises:
+        FusionUnsupported: not all Sequential, a layer without a stacked form, a Dense on an
+            input of rank above 2.
+    """
+    import keras
+
+    k = len(members)
+    first = members[0]
+    if not all(isinstance(m, keras.Sequential) for m in members):
+        raise FusionUnsupported("fused training covers Sequential models only")
+    stacked = _layers()
+    inp = keras.Input(shape=(k, *first.input_shape[1:]), name="members_input")
+    x = inp
+    for layer in first.layers:
+        cls = type(layer).__name__
+        if cls not in stacked:
+            raise FusionUnsupported(f"layer '{layer.name}' ({cls}) has no stacked form")
+        if cls == "Dense":
+            if len(x.shape) != 3:
+                raise FusionUnsupported(f"Dense layer '{layer.name}' sees an input of rank "
+                                        f"{len(x.shape) - 1}; only rank 2 is covered")
+            fused = stacked[cls](k, layer.units, layer.activation, layer.use_bias,
+                                 name=layer.name)
+        elif cls == "Dropout":
+            seeds = [int(m.get_layer(layer.name).seed) for m in members]
+            fused = stacked[cls](layer.rate, seeds, name=layer.name)
+        elif cls == "Activation":
+            fused = stacked[cls](layer.activation, name=layer.name)
+        else:
+            fused = stacked[cls](name=layer.name)
+        x = fused(x)
+    model = keras.Model(inp, x, name="fused_members")
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            layer.kernel.assign(np.stack([m.get_layer(layer.name).kernel.numpy()
+                                          for m in members]))
+            if layer.bias is not None:
+                layer.bias.assign(np.stack([m.get_layer(layer.name).bias.numpy()
+                                            for m in members]))
+    return model
+
+
+def extract_members(fused: Any, members: Sequence[Any]) -> list[Any]:
+    """Copy each member's slice of the fused weights into its own model; returns them."""
+    for layer in fused.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        kernel = layer.kernel.numpy()
+        bias = layer.bias.numpy() if layer.bias is not None else None
+        for i, member in enumerate(members):
+            target = member.get_layer(layer.name)
+            target.kernel.assign(kernel[i])
+            if bias is not None:
+                target.bias.assign(bias[i])
+    return list(members)
+
+
+def _summed_loss(name: str) -> Any:
+    import keras
+
+    base = keras.losses.get(name)
+
+    def summed(y_true: Any, y_pred: Any) -> Any:
+        # Per sample: the sum over members; Keras then takes the batch mean, so the loss is
+        # the sum of the members' mean losses and member k's gradient is its own.
+        return keras.ops.sum(base(y_true, y_pred), axis=-1)
+
+    return summed
+
+
+_ACCURACY = {"sparse_categorical_crossentropy": "sparse_categorical_accuracy",
+             "categorical_crossentropy": "categorical_accuracy",
+             "binary_crossentropy": "binary_accuracy"}
+
+
+def member_metrics(training: TrainingSpec, y: Any, pred: np.ndarray) -> dict[str, float]:
+    """``val_loss`` and ``val_<metric>`` of one member's predictions, as Keras computes them."""
+    import keras
+
+    out = {"val_loss": float(np.mean(np.asarray(keras.losses.get(training.loss)(y, pred))))}
+    for name in training.metrics:
+        fn_name = _ACCURACY.get(training.loss, "accuracy") if name in ("accuracy", "acc") \
+            else name
+        fn = keras.metrics.get(fn_name)
+        y_true, y_pred = y, pred
+        if fn_name == "sparse_categorical_accuracy" and np.ndim(y) == 1:
+            y_true = np.asarray(y)[:, None]
+        out[f"val_{name}"] = float(np.mean(np.asarray(fn(y_true, y_pred))))
+    return out
+
+
+def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any, Any],
+                group: FusedGroup, *, node: str = "", worker: str = "") -> list[MemberOutput]:
+    """Rebuild, fuse, train and pull out the group's members; one output per member.
+
+    ``job`` is the worker's :class:`~clonesweep.workers.runner.WorkerJob`.
+
+    Raises:
+        FusionUnsupported: the members cannot be fused (train them separately).
+        RebuildError: a member's config cannot be rebuilt.
+    """
+    import keras
+
+    from clonesweep.workers.rebuild import rebuild
+
+    keras.utils.clear_session()
+    t0 = time.perf_counter()
+    variants = [rebuild(base_config, m.params, seed=m.seed) for m in group.members]
+    mats = [v.materialized for v in variants]
+    members = [v.model for v in variants]
+    fused = build_fused(members)
+    tr = job.training
+    settings = {**tr.optimizer_config, **mats[0].optimizer}
+    fused.compile(optimizer=keras.optimizers.get({"class_name": tr.optimizer,
+                                                  "config": settings}),
+                  loss=_summed_loss(tr.loss), jit_compile=tr.jit_compile)
+    build_s = time.perf_counter() - t0
+    x_tr, y_tr, x_va, y_va = data
+    epochs = int(mats[0].train.get("epochs", tr.epochs))
+    batch = int(mats[0].train.get("batch_size", tr.batch_size))
+    rngs = [np.random.default_rng(m.seeds[DATA_ORDER]) for m in mats]
+    x_tr, y_tr, x_va = np.asarray(x_tr), np.asarray(y_tr), np.asarray(x_va)
+    x_va_k = np.repeat(x_va[:, None], len(members), axis=1)
+    histories: list[dict[str, list[float]]] = [{} for _ in members]
+    train_s = eval_s = 0.0
+    for epoch in range(epochs):
+        t1 = time.perf_counter()
+        orders = [rng.permutation(len(x_tr)) for rng in rngs]
+        fused.fit(np.stack([x_tr[o] for o in orders], axis=1),
+                  np.stack([y_tr[o] for o in orders], axis=1), batch_size=batch,
+                  epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
+        t2 = time.perf_counter()
+        pred = predict(fused, x_va_k, tr.validation_batch_size)
+        for i, history in enumerate(histories):
+            for key, value in member_metrics(tr, y_va, pred[:, i]).items():
+                history.setdefault(key, []).append(value)
+        train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
+    extract_members(fused, members)
+    timings = Timings(build_s, train_s, eval_s)
+    return [_output(job, spec, mat, model, histories[i], timings, (x_va, y_va), node, worker)
+            for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
+                                                       strict=True))]
+
+
+def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[float]],
+            timings: Timings, val: tuple[Any, Any], node: str, worker: str) -> MemberOutput:
+    import json
+
+    metric = job.objective.metric
+    value = history.get(metric, [float("nan")])[-1]
+    loss = history.get("val_loss", [float("nan")])[-1]
+    ok = np.isfinite(value) and np.isfinite(loss)
+    result = TrialResult(
+        spec.number, TrialState.COMPLETE if ok else TrialState.FAIL,
+        value=float(value) if ok else None,
+        reason=None if ok else _nan_reason(),
+        message="trained fused" if ok else f"{metric} or val_loss became {value}/{loss}",
+        history=history, seeds=dict(mat.seeds), config_hash=mat.config_hash,
+        config_json=json.dumps(mat.config, sort_keys=True),
+        param_count=int(model.count_params()), timings=timings, node=node, worker=worker,
+        attempt=spec.attempt)
+    pred = predict(model, val[0], job.training.validation_batch_size)
+    return MemberOutput(pred, np.asarray(val[1]),
+                        model_bytes(model, f"member-{spec.number}") if ok else b"",
+                        result=result, fused=True)
+
+
+def _nan_reason() -> Any:
+    from clonesweep.trials import FailReason
+
+    return FailReason.NAN_LOSS
+
+
+class _NoPruning:
+    def report(self, step: int, value: float) -> bool:
+        return False
+
+
+def run_group(runner: Any, group: FusedGroup) -> TrialResult:
+    """Run a group on a :class:`~clonesweep.workers.runner.TrialRunner`; never raises.
+
+    The group's own result is COMPLETE when its members were trained (each member's outcome
+    is in its kept :class:`MemberOutput`), FAIL with a reason when the group as a whole
+    failed (a retry of the group may help: ``oom``, ``worker_died``). Members that cannot be
+    fused are trained one after another on this worker, and the message says why.
+    """
+    from dataclasses import replace
+
+    from clonesweep.errors import RebuildError
+    from clonesweep.trials import FailReason
+    from clonesweep.workers.runner import _is_oom
+
+    spec = group.as_spec()
+    try:
+        data = runner._load_data()
+        outputs = train_fused(runner.job, runner._base_config, data, group,
+                              node=runner.node, worker=runner.worker)
+    except FusionUnsupported as exc:
+        for member in group.members:
+            result = runner.run(member, _NoPruning())
+            kept = runner._members.get(member.number)
+            if kept is not None:
+                runner._members[member.number] = replace(kept, result=result)
+            else:
+                runner._members[member.number] = MemberOutput(np.zeros(0), np.zeros(0), b"",
+                                                              result=result)
+        return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
+                           node=runner.node, worker=runner.worker,
+                           message=f"fused training does not apply ({exc}); trained "
+                                   f"{len(group.members)} members separately")
+    except RebuildError as exc:
+        return TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc))
+    except Exception as exc:
+        reason = FailReason.OOM if _is_oom(exc) else FailReason.USER_ERROR
+        return TrialResult.failed(spec, reason, f"{type(exc).__name__}: {exc}"[:2000])
+    for out in outputs:
+        assert out.result is not None
+        runner._members[out.result.number] = out
+    return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
+                       node=runner.node, worker=runner.worker,
+                       timings=outputs[0].result.timings if outputs[0].result else Timings(),
+                       message=f"trained {len(outputs)} members fused")
