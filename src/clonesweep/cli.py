@@ -37,7 +37,7 @@ def _positive(flag: str) -> Any:
 # Commands beyond run/status/best live in their own modules, each with
 # ``add_parser(subparsers)`` returning the parser (or a list of parsers) it added, whose
 # first positional is the sweep ``file``, and ``handle(spec, args) -> int`` (the exit code).
-_COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli_inspect",)
+_COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli_inspect", "clonesweep.cli_ensemble")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("ray", "inprocess"), default="ray",
                      help="where trials run (inprocess: one at a time in this process)")
     run.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    run.add_argument("--enqueue-from", metavar="STUDY", default=None,
+                     help="warm start: enqueue the best trials of study STUDY (in this "
+                          "sweep's storage) before sampling; overrides sweep.enqueue_from")
     for name, text in (("status", "counts of the sweep's trials"),
                        ("best", "the best trial so far")):
         cmd = sub.add_parser(name, help=text)
@@ -66,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
         _password_flag(cmd)
         cmd.add_argument("--json", action="store_true", help="print JSON")
+    # Every command that opens a storage (those of _COMMAND_MODULES too) takes the password file.
+    for cmd in sub.choices.values():
+        flags = cmd._option_string_actions
+        if "--storage" in flags and "--storage-password-file" not in flags:
+            _password_flag(cmd)
     return p
 
 
@@ -89,6 +97,13 @@ def _with_password(spec: SweepSpec, args: argparse.Namespace,
     password, source = ((read_password_file(path), "--storage-password-file") if path
                         else (env_password, f"${PASSWORD_ENV}"))
     url = spec.sweep.storage
+    if path and (url is None or url.startswith(("sqlite:///", "journal://"))):
+        from clonesweep.errors import SpecError
+
+        raise SpecError("--storage-password-file is for a database storage, but the sweep's "
+                        "storage is a file", field="--storage-password-file", value=path,
+                        hint="give --storage postgresql+psycopg2://USER@HOST/DB, or drop the "
+                             "flag")
     if not password or url is None:
         return spec
     return dataclasses.replace(spec, sweep=dataclasses.replace(
@@ -105,6 +120,10 @@ def _with_overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
         from clonesweep.spec.loader import check_storage_url
 
         check_storage_url(changes["storage"], file="--storage", field="--storage")
+    if getattr(args, "enqueue_from", None):
+        from clonesweep.spec.model import EnqueueFrom
+
+        changes["enqueue_from"] = EnqueueFrom(args.enqueue_from)
     return dataclasses.replace(spec, sweep=dataclasses.replace(spec.sweep, **changes))
 
 

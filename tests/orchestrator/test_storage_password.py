@@ -106,3 +106,30 @@ def test_cli_without_the_password_fails_cleanly(
     code = main(["status", str(path), "--storage", user_only])
     assert code == 1
     assert "password" in capsys.readouterr().err.lower()
+
+
+def test_the_worker_job_carries_no_storage_url(postgres_url: str, sweep_file: Any) -> None:
+    """What every worker receives holds neither the storage URL nor its password."""
+    import dataclasses
+    import pickle
+
+    from clonesweep.orchestrator import base_model_config
+    from clonesweep.orchestrator.sweep import worker_job
+    from clonesweep.spec import load_sweep
+
+    spec = load_sweep(sweep_file(name=f"pw-job-{uuid.uuid4().hex[:8]}"))
+    spec = dataclasses.replace(spec, sweep=dataclasses.replace(spec.sweep, storage=postgres_url))
+    wire = pickle.dumps(worker_job(spec, base_model_config(spec)))
+    password = make_url(postgres_url).password or ""
+    assert password and password.encode() not in wire
+    assert b"postgresql" not in wire and b"studies" not in wire
+
+
+def test_a_password_file_without_a_database_is_refused(
+        sweep_file: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-value\n")
+    code = main(["status", str(sweep_file(name="pw-sqlite")), "--storage-password-file",
+                 str(secret)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--storage-password-file" in err and "s3cret-value" not in err

@@ -318,6 +318,7 @@ def test_public_api() -> None:
     assert sorted(spec_pkg.__all__) == sorted([
         "DataSpec", "Direction", "Distribution", "ModelSource", "ModelSpec", "ObjectiveSpec",
         "ParamSpec", "PlugSpec", "ResourcesSpec", "SweepSettings", "SweepSpec", "TrainingSpec",
-        "check_parameters", "load_sweep"])
+        "check_parameters", "load_sweep", "SPECIAL_METRICS", "Condition", "ConstraintSpec",
+        "EnqueueFrom"])
     for name in spec_pkg.__all__:
         assert getattr(spec_pkg, name) is not None

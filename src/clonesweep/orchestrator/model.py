@@ -32,7 +32,7 @@ def base_model_config(spec: SweepSpec) -> dict[str, Any]:
     config = _call_factory(spec, args)
     # In a structural sweep a conditional layer key may exist only in other structures: the
     # driver checks it against each structure it builds.
-    checked = tuple(p for p in spec.parameters if not (args and p.is_conditional))
+    checked = tuple(p for p in spec.parameters if not (spec.structural and p.is_conditional))
     check_parameters(checked, config, str(spec.file))
     return config
 

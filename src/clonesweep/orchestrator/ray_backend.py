@@ -134,6 +134,9 @@ class RayBackend:
         self._broker: Any = None
         self._drain_ref: Any = None
         self._best_slot: dict[int, int] = {}
+        # Structural search: the structure keys each slot's worker holds, so that a
+        # structure's config JSON is shipped once per worker (again after a restart).
+        self._shipped: dict[int, set[str]] = {}
         self._member_slot: dict[int, int] = {}  # fused members -> the slot that trained them
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -216,6 +219,7 @@ class RayBackend:
 
     def submit(self, spec: TrialSpec) -> None:
         slot = self._free.pop(0)
+        spec = self._ship_once(spec, slot)
         ref = self._actors[slot].run.remote(spec, self._broker)
         self._running[ref] = _Running(spec, slot, time.monotonic())
 
@@ -236,6 +240,16 @@ class RayBackend:
                 events.append(self._finish(ref))
         return events
 
+    def _ship_once(self, spec: TrialSpec, slot: int) -> TrialSpec:
+        """Drop the structure's JSON from ``spec`` if the slot's worker already holds it."""
+        if spec.structure is None:
+            return spec
+        held = self._shipped.setdefault(slot, set())
+        if spec.structure in held:
+            return dataclasses.replace(spec, structure_config_json=None)
+        held.add(spec.structure)
+        return spec
+
     def _finish(self, ref: Any) -> TrialResult:
         import ray
         from ray import exceptions as rex
@@ -247,6 +261,7 @@ class RayBackend:
         except rex.OutOfMemoryError as exc:
             return TrialResult.failed(run.spec, FailReason.OOM, _first_line(exc))
         except rex.RayActorError as exc:
+            self._shipped.pop(run.slot, None)  # a restarted worker holds no structure
             if run.killed_for_timeout:
                 return TrialResult.failed(run.spec, FailReason.TIMEOUT,
                                           f"killed after {self._timeout:g} s + grace")
@@ -256,6 +271,8 @@ class RayBackend:
             return TrialResult.failed(run.spec, FailReason.WORKER_DIED, _first_line(exc))
         except rex.RayTaskError as exc:
             return TrialResult.failed(run.spec, FailReason.USER_ERROR, str(exc)[-2000:])
+        if result.reason is FailReason.WORKER_DIED:  # e.g. restarted while idle
+            self._shipped.pop(run.slot, None)
         if result.reason is None and result.state.value == "complete":
             self._best_slot[result.number] = run.slot
         return result

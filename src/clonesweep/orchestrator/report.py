@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import StudyError
+from clonesweep.orchestrator.search import constraints_of, is_feasible
 from clonesweep.orchestrator.study import load_study, mask_url, storage_url
 from clonesweep.spec.model import SweepSpec
 
@@ -37,6 +38,12 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
                       if t.state is optuna.trial.TrialState.FAIL)
     finished = states["complete"] + states["pruned"] + states["fail"]
     best = _best(study)
+    extra: dict[str, Any] = {}
+    if spec.is_multi_objective:
+        extra["pareto_front_size"] = len(_front(study))
+    if spec.constraints:
+        complete = [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
+        extra["feasible"] = sum(is_feasible(t) for t in complete)
     return {
         "name": spec.name,
         "storage": mask_url(url),
@@ -49,12 +56,20 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
         "fail_reasons": dict(reasons),
         "best_value": None if best is None else best.value,
         "best_trial": None if best is None else best.number,
+        **extra,
     }
 
 
 def best_payload(spec: SweepSpec) -> dict[str, Any]:
-    """The best complete trial with its params and what it needs to be reproduced."""
+    """The best complete trial with its params and what it needs to be reproduced.
+
+    With constraints, the best feasible trial. A multi-objective sweep has no single best:
+    ``best`` then maps ``"trial <number>"`` to each trial of the Pareto front (feasible ones
+    only, sorted by the first objective), and ``pareto_front`` lists their numbers.
+    """
     url, study = _open(spec)
+    if spec.is_multi_objective:
+        return _front_payload(spec, url, study)
     best = _best(study)
     model = spec.run_folder / "best.keras"
     payload: dict[str, Any] = {"name": spec.name, "storage": mask_url(url), "best": None}
@@ -71,12 +86,49 @@ def best_payload(spec: SweepSpec) -> dict[str, Any]:
         "node": attrs.get("node"),
         "config_file": str(spec.run_folder / "trials" / f"{best.number:05d}.json"),
         "model_file": str(model) if model.exists() else None,
+        **_extras(spec, best),
     }
     return payload
 
 
+def _front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The Pareto front (Optuna keeps only feasible trials when there are constraints)."""
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def _front_payload(spec: SweepSpec, url: str, study: optuna.Study) -> dict[str, Any]:
+    first = spec.objectives[0]
+    sign = -1.0 if first.direction.value == "maximize" else 1.0
+    front = sorted(_front(study), key=lambda t: sign * float(t.values[0]))
+    best = {f"trial {t.number}": {
+        "number": t.number,
+        **{o.metric: v for o, v in zip(spec.objectives, t.values, strict=True)},
+        "params": t.params | study.user_attrs.get("fixed_params", {}),
+        "seed": t.user_attrs.get("seed"),
+        "config_hash": t.user_attrs.get("config_hash"),
+        "param_count": t.user_attrs.get("param_count"),
+        "config_file": str(spec.run_folder / "trials" / f"{t.number:05d}.json"),
+        **_extras(spec, t),
+    } for t in front}
+    return {"name": spec.name, "storage": mask_url(url),
+            "objectives": [f"{o.metric} ({o.direction.value})" for o in spec.objectives],
+            "pareto_front": [t.number for t in front], "best": best or None}
+
+
+def _extras(spec: SweepSpec, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    latency = trial.user_attrs.get("inference_latency_ms")
+    if latency is not None:
+        extra["inference_latency_ms"] = latency
+    if spec.constraints:
+        extra["constraints"] = constraints_of(trial)
+    return extra
+
+
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    if len(study.directions) > 1:
+        return None  # no single best: see best_payload's Pareto front
     try:
         return study.best_trial
-    except ValueError:  # no complete trial yet
+    except ValueError:  # no complete (feasible) trial yet
         return None

@@ -6,7 +6,7 @@
   ``model.<argument>`` values) the factory's base config the trial's worker rebuilds from.
 * :func:`objective_values` and :func:`constraint_values` read a finished trial's objectives
   and constraints (logged metrics, ``param_count``, ``inference_latency_ms``).
-* :func:`warm_start` enqueues known configurations before any sampling.
+* :func:`warm_start` reads the known configurations to run first, :func:`enqueue` queues them.
 
 Nothing here talks to a backend: the loop in :mod:`clonesweep.orchestrator.sweep` does.
 """
@@ -40,6 +40,8 @@ __all__ = [
     "TrialMaker",
     "best_so_far",
     "constraint_values",
+    "constraints_of",
+    "enqueue",
     "is_feasible",
     "measures_latency",
     "monitored_objective",
@@ -187,8 +189,17 @@ def constraint_values(spec: SweepSpec, result: TrialResult) -> dict[str, float]:
     return out
 
 
+def constraints_of(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """The trial's constraint values (Optuna >= 5: ``trial.constraints``; before, the
+    ``constraints`` list the samplers' constraints_func stored)."""
+    found = getattr(trial, "constraints", None)
+    if isinstance(found, dict):
+        return dict(found)
+    return {str(i): float(v) for i, v in enumerate(trial.system_attrs.get("constraints") or [])}
+
+
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    return all(v <= 0.0 for v in trial.constraints.values())
+    return all(v <= 0.0 for v in constraints_of(trial).values())
 
 
 def best_so_far(study: optuna.Study,
@@ -205,16 +216,26 @@ def best_so_far(study: optuna.Study,
 
 
 # -- warm start ----------------------------------------------------------------------------
-def warm_start(study: optuna.Study, spec: SweepSpec, url: str) -> int:
-    """Enqueue ``enqueue:`` entries, then ``sweep.enqueue_from``'s best trials; returns how
-    many were enqueued (a configuration already in the study is skipped)."""
-    before = len(study.get_trials(deepcopy=False))
-    queued = [(params, "sweep file") for params in spec.enqueue]
+def warm_start(spec: SweepSpec, url: str) -> list[tuple[dict[str, Any], str]]:
+    """The configurations to enqueue, with where each came from: ``enqueue:`` entries, then
+    ``sweep.enqueue_from``'s best trials. Read before anything is created.
+
+    Raises:
+        SpecError: The study to warm-start from does not exist.
+    """
+    queued = [(dict(params), "sweep file") for params in spec.enqueue]
     source = spec.sweep.enqueue_from
     if source is not None:
         other = _other_study(source.study, source.storage or url)
         queued += [(params, f"study {source.study}")
                    for params in _best_params(other, spec.parameters, source.top)]
+    return queued
+
+
+def enqueue(study: optuna.Study, queued: list[tuple[dict[str, Any], str]]) -> int:
+    """Enqueue each configuration unless the study already holds it (a resumed sweep);
+    returns how many were added. Asked trials take them first, in order."""
+    before = len(study.get_trials(deepcopy=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # enqueue_trial is experimental in some versions
         for params, origin in queued:

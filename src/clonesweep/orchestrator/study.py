@@ -13,12 +13,12 @@ import inspect
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 
 from clonesweep.errors import SpecError, StudyError
-from clonesweep.spec.model import Direction, Distribution, ParamSpec, PlugSpec, SweepSpec
+from clonesweep.spec.model import Distribution, ParamSpec, PlugSpec, SweepSpec
 from clonesweep.spec.settings import mask_url
 
 __all__ = [
@@ -234,7 +234,7 @@ def distributions(params: tuple[ParamSpec, ...]) -> dict[str, Any]:
 
 def fixed_params(params: tuple[ParamSpec, ...]) -> dict[str, Any]:
     """Values of ``value:`` (constant) parameters, applied to every trial."""
-    return {p.path: p.values[0] for p in params if p.is_fixed}
+    return {p.path: p.values[0] for p in params if p.is_fixed and not p.is_conditional}
 
 
 def storage_url(spec: SweepSpec) -> str:
@@ -257,23 +257,32 @@ def _storage(url: str) -> Any:
 
 def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """Create the sweep's study, or load it if it exists (same name, same direction)."""
-    direction: Literal["minimize", "maximize"] = (
-        "maximize" if spec.objective.direction is Direction.MAXIMIZE else "minimize")
+    """Create the sweep's study, or load it if it exists (same name, same directions).
+
+    A multi-objective sweep (``objective`` as a list) makes a study with one direction per
+    objective, in order.
+    """
+    directions = [o.direction.value for o in spec.objectives]
+    wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
+              else optuna.study.StudyDirection.MINIMIZE for d in directions]
     try:
         storage = _storage(url)
         study = optuna.create_study(study_name=spec.name, storage=storage,
                                     sampler=sampler or make_sampler(spec),
                                     pruner=pruner or make_pruner(spec),
-                                    direction=direction, load_if_exists=True)
+                                    directions=wanted, load_if_exists=True)
     except SpecError:
         raise
     except Exception as exc:
         raise StudyError(f"cannot open the study {spec.name!r} at {mask_url(url)}: "
                          f"{mask_url(str(exc))}") from exc
-    if study.direction.name.lower() != direction:
-        raise StudyError(f"study {spec.name!r} at {mask_url(url)} exists with direction "
-                         f"{study.direction.name.lower()}, the sweep file asks for {direction}")
+    found = [d.name.lower() for d in study.directions]
+    if found != directions:
+        what = "direction" if len(directions) == 1 else "directions"
+        have = found[0] if len(found) == 1 else found
+        want = directions[0] if len(directions) == 1 else directions
+        raise StudyError(f"study {spec.name!r} at {mask_url(url)} exists with {what} "
+                         f"{have}, the sweep file asks for {want}")
     return study
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from clonesweep.orchestrator.search import (
     TrialMaker,
     best_so_far,
     constraint_values,
+    enqueue,
     measures_latency,
     monitored_objective,
     objective_values,
@@ -133,6 +134,7 @@ class _Loop:
         self.best = BestTrial(*found) if found else None
         # A grid or brute-force sampler that has visited every point ends the sweep early.
         self.exhausted = False
+        self.structures_stored = {k for k in study.user_attrs if k.startswith("structure_config:")}
         done = study.get_trials(deepcopy=False, states=_finished_states())
         self.already = len(done)
         self.user_errors_in_a_row = 0
@@ -179,10 +181,24 @@ class _Loop:
                 self._tell(_InFlight(trial, spec, params), result)
                 self.progress.on_trial_end(result, self.counts, self.best, False)
                 continue
+            if spec.structure is not None:
+                self._record_structure(trial, spec)
             self.inflight[trial.number] = _InFlight(trial, spec, params)
             self.backend.submit(spec)
             self.counts.running = len(self.inflight)
-            self.progress.on_trial_start(spec)
+            # Show every active key, the switch.* and model.* ones the worker never sees too.
+            self.progress.on_trial_start(replace(spec, params=params,
+                                                 structure_config_json=None))
+
+    def _record_structure(self, trial: optuna.trial.Trial, spec: TrialSpec) -> None:
+        """Structural search: the trial's structure hash, and each structure's base config
+        once in the study (``structure_config:<hash>``), so the study alone can rebuild it."""
+        assert spec.structure is not None and spec.structure_config_json is not None
+        trial.set_user_attr("structure", spec.structure)
+        attr = f"structure_config:{spec.structure}"
+        if attr not in self.structures_stored:
+            self.study.set_user_attr(attr, spec.structure_config_json)
+            self.structures_stored.add(attr)
 
     def _intermediate(self, event: Intermediate) -> None:
         entry = self.inflight.get(event.number)
@@ -218,17 +234,31 @@ class _Loop:
                                ("train", result.timings.train_s),
                                ("eval", result.timings.eval_s)):
             self.trial_s[phase] += seconds
-        if result.state is TrialState.COMPLETE and result.value is not None:
-            self.study.tell(trial, result.value)
+        values: list[float] | None = None
+        if result.state is TrialState.COMPLETE:
+            got = objective_values(self.spec, result)
+            if isinstance(got, str):
+                result = replace(result, state=TrialState.FAIL, reason=FailReason.USER_ERROR,
+                                 message=got)
+                trial.set_user_attr("fail_reason", FailReason.USER_ERROR.value)
+                trial.set_user_attr("message", got)
+            else:
+                values = got
+        feasible = True
+        if result.state is not TrialState.FAIL and self.spec.constraints:
+            feasible = self._constrain(trial, result)
+        if values is not None:
+            self._tell_study(trial, values=values)
             self.counts.complete += 1
-            self._update_best(result, entry.spec)
+            if feasible:
+                self._update_best(result.number, values[0], entry.params)
             self.user_errors_in_a_row = 0
         elif result.state is TrialState.PRUNED:
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self._tell_study(trial, state=optuna.trial.TrialState.PRUNED)
             self.counts.pruned += 1
             self.user_errors_in_a_row = 0
         else:
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
             self.counts.failed += 1
             reason = result.reason.value if result.reason else "unknown"
             self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -237,14 +267,39 @@ class _Loop:
                 self._last_error = result.message.splitlines()[0] if result.message else ""
                 if self.user_errors_in_a_row >= _USER_ERRORS_BEFORE_ABORT:
                     self.stopping = True
-        self.folder.write_trial(result.number, _trial_record(entry.spec, result))
+        record = _trial_record(replace(entry.spec, params=entry.params), result)
+        if values is not None and self.spec.is_multi_objective:
+            metrics = [o.metric for o in self.spec.objectives]
+            record["values"] = dict(zip(metrics, values, strict=True))
+        self.folder.write_trial(result.number, record)
 
-    def _update_best(self, result: TrialResult, spec: TrialSpec) -> None:
-        assert result.value is not None
+    def _tell_study(self, trial: optuna.trial.Trial, **kwargs: Any) -> None:
+        try:
+            self.study.tell(trial, **kwargs)
+        except RuntimeError as exc:
+            # GridSampler / BruteForceSampler call study.stop() once every point has been
+            # visited, which only works inside study.optimize; the trial is recorded already.
+            if "Study.stop" not in str(exc):
+                raise
+            self.exhausted = True
+
+    def _constrain(self, trial: optuna.trial.Trial, result: TrialResult) -> bool:
+        """Record the constraint values (Optuna's ``constraints``); True if feasible."""
+        violations = constraint_values(self.spec, result)
+        trial.set_user_attr("constraints", list(violations.values()))
+        if hasattr(trial, "set_constraint"):  # Optuna >= 5; before, constraints_func reads
+            for label, value in violations.items():  # the user attribute
+                trial.set_constraint(label, value)
+        feasible = all(v <= 0.0 for v in violations.values())
+        trial.set_user_attr("feasible", feasible)
+        return feasible
+
+    def _update_best(self, number: int, value: float, params: dict[str, Any]) -> None:
+        """Track the best feasible trial by the first objective (the progress table's)."""
         maximize = self.spec.objective.direction is Direction.MAXIMIZE
-        if (self.best is None or (result.value > self.best.value if maximize
-                                  else result.value < self.best.value)):
-            self.best = BestTrial(result.number, result.value, dict(spec.params))
+        if (self.best is None or (value > self.best.value if maximize
+                                  else value < self.best.value)):
+            self.best = BestTrial(number, value, dict(params))
 
     def _abandon_inflight(self) -> None:
         """On an interrupt or a crash of the loop: record every running trial as failed."""
@@ -270,6 +325,7 @@ def _attributes(result: TrialResult) -> dict[str, Any]:
         "train_s": round(result.timings.train_s, 4),
         "eval_s": round(result.timings.eval_s, 4),
         "history": result.history,
+        "inference_latency_ms": result.inference_latency_ms,
         "environment": result.environment,
         "data_fingerprint": result.data_fingerprint,
     }
@@ -291,26 +347,16 @@ def _trial_record(spec: TrialSpec, result: TrialResult) -> dict[str, Any]:
     }
 
 
-def _best_so_far(study: optuna.Study, direction: Direction) -> BestTrial | None:
-    done = [t for t in study.get_trials(deepcopy=False,
-                                        states=(optuna.trial.TrialState.COMPLETE,))
-            if t.value is not None]
-    if not done:
-        return None
-    sign = 1.0 if direction is Direction.MAXIMIZE else -1.0
-    best = max(done, key=lambda t: sign * float(t.value or 0.0))
-    return BestTrial(best.number, float(best.value or 0.0), dict(best.params))
-
-
 def worker_job(spec: SweepSpec, base_config: dict[str, Any]) -> WorkerJob:
     return WorkerJob(
         base_config_json=json.dumps(base_config),
         imports=spec.model.imports,
         data=spec.data,
         training=spec.training,
-        objective=spec.objective,
+        objective=monitored_objective(spec),
         trial_timeout=spec.sweep.trial_timeout,
         cpus=spec.sweep.resources.cpu,
+        measure_latency=measures_latency(spec),
     )
 
 
@@ -334,10 +380,12 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     url = storage_url(spec)
     # Settings errors surface here, before anything is created.
     sampler, pruner = make_sampler(spec), make_pruner(spec)
+    queued = warm_start(spec, url)
     # Workers start importing Keras now, while the driver opens the study.
     backend.start(worker_job(spec, base_config), spec.sweep.parallel)
     try:
         study, folder = _open(spec, url, base_config, sampler, pruner)
+        enqueue(study, queued)  # known configurations run before any sampling
         loop = _Loop(spec, study, backend, folder, progress)
         progress.on_start(spec, mask_url(url), loop.already)
         loop.run()

@@ -9,9 +9,13 @@ Example:
 
 from clonesweep.spec.loader import load_sweep
 from clonesweep.spec.model import (
+    SPECIAL_METRICS,
+    Condition,
+    ConstraintSpec,
     DataSpec,
     Direction,
     Distribution,
+    EnqueueFrom,
     ModelSource,
     ModelSpec,
     ObjectiveSpec,
@@ -25,9 +29,13 @@ from clonesweep.spec.model import (
 from clonesweep.spec.searchspace import check_parameters
 
 __all__ = [
+    "SPECIAL_METRICS",
+    "Condition",
+    "ConstraintSpec",
     "DataSpec",
     "Direction",
     "Distribution",
+    "EnqueueFrom",
     "ModelSource",
     "ModelSpec",
     "ObjectiveSpec",

@@ -229,6 +229,10 @@ def _check_multi_objective(top: Block, objectives: tuple[ObjectiveSpec, ...],
         top.fail("sweep.pruner", "Optuna cannot prune a multi-objective study (trial.report "
                  "does not support several objectives)", sweep.pruner.name,
                  "drop sweep.pruner (or set it to none), or keep a single objective")
+    if objectives[0].metric in SPECIAL_METRICS and sweep.pruner.name != "none":
+        top.fail("sweep.pruner", f"pruning reads the objective after each epoch, and "
+                 f"{objectives[0].metric} is only measured once training is over",
+                 sweep.pruner.name, "drop sweep.pruner, or optimize a logged metric")
     if len(objectives) > 1 and sweep.sampler.name == "cmaes":
         top.fail("sweep.sampler", "the cmaes sampler supports a single objective only",
                  "cmaes", "use nsga2, nsga3, tpe, gp, random or qmc")

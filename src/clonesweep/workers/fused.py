@@ -22,6 +22,7 @@ models, which then predict as the fused model does.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from clonesweep.spec.model import TrainingSpec
-from clonesweep.trials import Timings, TrialResult, TrialState
+from clonesweep.trials import FailReason, Timings, TrialResult, TrialState
 from clonesweep.workers.member import FusedGroup, MemberOutput, model_bytes, predict
 from clonesweep.workers.seeding import DATA_ORDER
 
@@ -225,7 +226,10 @@ def member_metrics(training: TrainingSpec, y: Any, pred: np.ndarray) -> dict[str
     """``val_loss`` and ``val_<metric>`` of one member's predictions, as Keras computes them."""
     import keras
 
-    out = {"val_loss": float(np.mean(np.asarray(keras.losses.get(training.loss)(y, pred))))}
+    def mean(value: Any) -> float:
+        return float(np.mean(keras.ops.convert_to_numpy(value)))
+
+    out = {"val_loss": mean(keras.losses.get(training.loss)(y, pred))}
     for name in training.metrics:
         fn_name = _ACCURACY.get(training.loss, "accuracy") if name in ("accuracy", "acc") \
             else name
@@ -233,7 +237,7 @@ def member_metrics(training: TrainingSpec, y: Any, pred: np.ndarray) -> dict[str
         y_true, y_pred = y, pred
         if fn_name == "sparse_categorical_accuracy" and np.ndim(y) == 1:
             y_true = np.asarray(y)[:, None]
-        out[f"val_{name}"] = float(np.mean(np.asarray(fn(y_true, y_pred))))
+        out[f"val_{name}"] = mean(fn(y_true, y_pred))
     return out
 
 
@@ -292,8 +296,6 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
 
 def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[float]],
             timings: Timings, val: tuple[Any, Any], node: str, worker: str) -> MemberOutput:
-    import json
-
     metric = job.objective.metric
     value = history.get(metric, [float("nan")])[-1]
     loss = history.get("val_loss", [float("nan")])[-1]
@@ -301,7 +303,7 @@ def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[f
     result = TrialResult(
         spec.number, TrialState.COMPLETE if ok else TrialState.FAIL,
         value=float(value) if ok else None,
-        reason=None if ok else _nan_reason(),
+        reason=None if ok else FailReason.NAN_LOSS,
         message="trained fused" if ok else f"{metric} or val_loss became {value}/{loss}",
         history=history, seeds=dict(mat.seeds), config_hash=mat.config_hash,
         config_json=json.dumps(mat.config, sort_keys=True),
@@ -311,12 +313,6 @@ def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[f
     return MemberOutput(pred, np.asarray(val[1]),
                         model_bytes(model, f"member-{spec.number}") if ok else b"",
                         result=result, fused=True)
-
-
-def _nan_reason() -> Any:
-    from clonesweep.trials import FailReason
-
-    return FailReason.NAN_LOSS
 
 
 class _NoPruning:
@@ -335,8 +331,7 @@ def run_group(runner: Any, group: FusedGroup) -> TrialResult:
     from dataclasses import replace
 
     from clonesweep.errors import RebuildError
-    from clonesweep.trials import FailReason
-    from clonesweep.workers.runner import _is_oom
+    from clonesweep.workers.runner import _oom_reason
 
     spec = group.as_spec()
     try:
@@ -359,7 +354,7 @@ def run_group(runner: Any, group: FusedGroup) -> TrialResult:
     except RebuildError as exc:
         return TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc))
     except Exception as exc:
-        reason = FailReason.OOM if _is_oom(exc) else FailReason.USER_ERROR
+        reason = _oom_reason(exc) or FailReason.USER_ERROR
         return TrialResult.failed(spec, reason, f"{type(exc).__name__}: {exc}"[:2000])
     for out in outputs:
         assert out.result is not None

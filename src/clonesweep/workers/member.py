@@ -73,6 +73,8 @@ class MemberOutput:
 
 def predict(model: Any, x: Any, batch_size: int) -> np.ndarray:
     """Inference-mode predictions in chunks, called eagerly: no predict graph to trace."""
+    import keras
+
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     chunks = []
     for start in range(0, n, batch_size):
@@ -81,7 +83,7 @@ def predict(model: Any, x: Any, batch_size: int) -> np.ndarray:
         else:
             part = np.asarray(x)[start:start + batch_size]
         out = model(part, training=False)
-        chunks.append(np.asarray(out))
+        chunks.append(np.asarray(keras.ops.convert_to_numpy(out)))
     return np.concatenate(chunks, axis=0)
 
 

@@ -252,8 +252,9 @@ class TrialRunner:
             self._load_data()
         except _UserError as exc:
             raise _Stop(TrialState.FAIL, FailReason.USER_ERROR, str(exc)) from exc
+        base = self._base_for(spec)
         try:
-            variant = rebuild(self._base_for(spec), spec.params, seed=spec.seed)
+            variant = rebuild(base, spec.params, seed=spec.seed)
             self._compile(variant)
         except RebuildError as exc:
             raise _Stop(TrialState.FAIL, FailReason.INVALID_CONFIG, str(exc)) from exc
@@ -273,8 +274,10 @@ class TrialRunner:
         config = self._structures.get(spec.structure)
         if config is None:
             if spec.structure_config_json is None:
-                raise RebuildError(f"structure {spec.structure[:12]} was not sent to this "
-                                   "worker")
+                # The backend sends a structure once per worker: this one restarted since.
+                raise _Stop(TrialState.FAIL, FailReason.WORKER_DIED,
+                            f"structure {spec.structure[:12]} was not sent to this worker "
+                            "(restarted?); a retry sends it again")
             config = json.loads(spec.structure_config_json)
             self._structures[spec.structure] = config
         return config

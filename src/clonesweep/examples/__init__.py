@@ -1,0 +1,1 @@
+"""Example model factories used by the sweep files in ``configs/`` (and the docs)."""

@@ -1,0 +1,361 @@
+"""Ensembles of independently seeded clones: run the members, score them, export them.
+
+Member ``i`` is trial ``i`` of its own Optuna study (``<sweep name>-ensemble`` by default, in
+the sweep's storage) with the same params for every member and member seed
+``derive_seed(ensemble_seed, "member", i)``, from which the worker derives a distinct seed for
+every initializer, every seeded layer and the data order. Members run in parallel on the
+backend's workers, one trial each, or (``fused=True``) in fused groups, one group per worker
+(:mod:`clonesweep.workers.fused`); a config that cannot be fused runs unfused, and the outcome
+says why. Failed members are retried per ``sweep.retries`` (only retryable reasons); the
+outcome always says how many members the ensemble holds. The driver is the study's only
+writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+
+from clonesweep.errors import SpecError, SweepFailed
+from clonesweep.orchestrator.backend import Backend
+from clonesweep.orchestrator.runfolder import RunFolder
+from clonesweep.orchestrator.study import (
+    fixed_params,
+    load_study,
+    mask_url,
+    open_study,
+    storage_url,
+)
+from clonesweep.orchestrator.sweep import worker_job
+from clonesweep.spec.model import SweepSpec
+from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
+from clonesweep.workers.fused import fusion_blocker
+from clonesweep.workers.materialize import materialize
+from clonesweep.workers.member import FusedGroup, MemberOutput
+from clonesweep.workers.seeding import derive_seed
+
+__all__ = [
+    "EnsembleOutcome",
+    "EnsembleRequest",
+    "Member",
+    "MemberBackend",
+    "member_seed",
+    "resolve_params",
+    "run_ensemble",
+]
+
+
+class MemberBackend(Backend, Protocol):
+    """A :class:`~clonesweep.orchestrator.backend.Backend` that also keeps members.
+
+    Started with ``WorkerJob(keep_members=True)``. ``submit_fused`` takes a free slot like
+    ``submit`` and yields one result numbered ``group.number``; ``fetch_member(number)``
+    returns a completed member's :class:`~clonesweep.workers.member.MemberOutput` once
+    (after its own result, or its group's, has been polled), else None.
+    """
+
+    def submit_fused(self, group: FusedGroup) -> None: ...
+
+    def fetch_member(self, number: int) -> MemberOutput | None: ...
+
+
+@dataclass(frozen=True)
+class EnsembleRequest:
+    """What to train.
+
+    Attributes:
+        members: How many members.
+        seed: The ensemble seed; None: the sweep's ``sweep.seed``.
+        fused: Train members fused (stacked) where the config allows it.
+        study: The ensemble study's name; None: ``<sweep name>-ensemble``.
+        trial: Take params from this trial of the sweep's study; ``"best"`` for its best
+            trial; None: the base config with the sweep file's constant params.
+    """
+
+    members: int
+    seed: int | None = None
+    fused: bool = False
+    study: str | None = None
+    trial: int | str | None = None
+
+
+@dataclass
+class Member:
+    """One member's state from ask to tell (and what it left)."""
+
+    index: int
+    trial: optuna.trial.Trial
+    spec: TrialSpec
+    result: TrialResult | None = None
+    output: MemberOutput | None = None
+
+
+@dataclass(frozen=True)
+class EnsembleOutcome:
+    study: str
+    storage: str
+    params: dict[str, Any]
+    source: str
+    seed: int
+    fused: bool
+    fused_note: str
+    members: list[Member]
+    wall_s: float
+    retried: int = 0
+    storage_url: str = field(default="", repr=False)  # unmasked: to reopen the study
+
+    @property
+    def held(self) -> list[Member]:
+        return [m for m in self.members if m.output is not None and m.result is not None
+                and m.result.state is TrialState.COMPLETE]
+
+
+def member_seed(ensemble_seed: int, index: int) -> int:
+    """Member ``index``'s root seed: ``derive_seed(ensemble_seed, "member", index)``."""
+    return derive_seed(ensemble_seed, "member", index)
+
+
+def resolve_params(spec: SweepSpec, trial: int | str | None) -> tuple[dict[str, Any], str]:
+    """The members' params and a note on where they came from."""
+    fixed = fixed_params(spec.parameters)
+    if trial is None:
+        return fixed, "the base config" + (" with the sweep file's constant params"
+                                           if fixed else "")
+    url = storage_url(spec)
+    if spec.sweep.storage is None and not (spec.run_folder / "study.db").exists():
+        raise SpecError("the sweep has no study yet", file=str(spec.file),
+                        field="--from-best" if trial == "best" else "--trial", value=trial,
+                        hint="run the sweep first (clonesweep run FILE), or leave out "
+                             "--from-best/--trial to use the base config")
+    study = load_study(spec.name, url)
+    done = {t.number: t for t in study.get_trials(deepcopy=False)
+            if t.state is optuna.trial.TrialState.COMPLETE}
+    if trial == "best":
+        if not done:
+            raise SpecError("the sweep's study has no complete trial", field="--from-best",
+                            file=str(spec.file))
+        chosen = study.best_trial
+    elif trial not in done:
+        raise SpecError("no complete trial with that number in the sweep's study",
+                        field="--trial", value=trial, file=str(spec.file),
+                        hint=f"complete trials: {sorted(done)[:20]}")
+    else:
+        chosen = done[int(trial)]
+    params = {**chosen.params, **study.user_attrs.get("fixed_params", {})}
+    structural = sorted(k for k in params if k.startswith("model."))
+    if structural:
+        raise SpecError("ensembles of a structural-search trial are not supported yet "
+                        f"(its params {structural} choose the factory's arguments)",
+                        field="--from-best" if trial == "best" else "--trial", value=trial,
+                        file=str(spec.file),
+                        hint="give the factory those arguments as defaults and run the "
+                             "ensemble from the base config")
+    return params, f"trial {chosen.number} of study {spec.name!r}"
+
+
+def _open(spec: SweepSpec, name: str, seed: int) -> tuple[str, optuna.Study]:
+    url = storage_url(spec)
+    study = open_study(dataclasses.replace(spec, name=name), url,
+                       optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner())
+    if study.get_trials(deepcopy=False):
+        raise SpecError(f"the ensemble study {name!r} already holds trials",
+                        field="--study", value=name,
+                        hint="name a new study with --study NAME (each ensemble run is a "
+                             "study of its own)")
+    return url, study
+
+
+def _ask(study: optuna.Study, params: dict[str, Any], index: int, seed: int,
+         source: str) -> Member:
+    primitives = {k: v for k, v in params.items()
+                  if v is None or isinstance(v, (bool, int, float, str))}
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        k: optuna.distributions.CategoricalDistribution([v]) for k, v in primitives.items()}
+    trial = study.ask(dists)
+    mseed = member_seed(seed, index)
+    for key, value in (("member_index", index), ("member_seed", mseed),
+                       ("ensemble_seed", seed), ("params", params), ("source", source)):
+        trial.set_user_attr(key, value)
+    return Member(index, trial, TrialSpec(trial.number, dict(params), mseed))
+
+
+def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBackend,
+                 request: EnsembleRequest,
+                 on_member: Callable[[Member, bool], None] | None = None) -> EnsembleOutcome:
+    """Train ``request.members`` seeded clones and return them with their outputs.
+
+    ``on_member(member, retried)`` is called (in this thread) whenever a member ends or is
+    retried. Scoring and export: :func:`clonesweep.orchestrator.ensemble_export.finish`.
+
+    Raises:
+        SpecError: bad source trial, or an ensemble study that already holds trials.
+        SweepFailed: the workers cannot start.
+    """
+    started = time.monotonic()
+    seed = spec.sweep.seed if request.seed is None else request.seed
+    params, source = resolve_params(spec, request.trial)
+    mat = materialize(base_config, params, seed)  # bad params fail here, before any work
+    note = ""
+    if request.fused:
+        settings = {**spec.training.optimizer_config, **mat.optimizer}
+        blocker = fusion_blocker(mat.config, settings, spec.objective.metric)
+        note = f"fused training does not apply: {blocker}; members train separately" \
+            if blocker else ""
+    fused = request.fused and not note
+    name = request.study or f"{spec.name}-ensemble"
+    n = request.members
+    slots = min(spec.sweep.parallel, n)
+    job = dataclasses.replace(worker_job(spec, base_config), keep_best=False,
+                              keep_members=True)
+    if not spec.run_folder.exists():  # the default SQLite study lives there
+        RunFolder(spec.run_folder).create(spec.file, base_config)
+    backend.start(job, slots)
+    try:
+        url, study = _open(spec, name, seed)
+        members = [_ask(study, params, i, seed, source) for i in range(n)]
+        loop = _Loop(study, backend, spec.sweep.retries, on_member or (lambda m, r: None))
+        try:
+            loop.run(members, slots if fused else 0)
+        except BaseException:
+            _abandon(study, members)
+            raise
+    finally:
+        backend.shutdown()
+    if loop.group_notes:  # a worker found what the config alone did not show
+        note, fused = "; ".join(sorted(set(loop.group_notes))), False
+    return EnsembleOutcome(name, mask_url(url), params, source, seed, fused, note, members,
+                           time.monotonic() - started, loop.retried, storage_url=url)
+
+
+def _abandon(study: optuna.Study, members: list[Member]) -> None:
+    """On an interrupt or a crash: record every member still running as failed."""
+    for member in members:
+        if member.result is None:
+            try:
+                member.trial.set_user_attr("fail_reason", "interrupted")
+                study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
+            except Exception:  # storage gone too: nothing more can be recorded
+                pass
+
+
+class _Loop:
+    def __init__(self, study: optuna.Study, backend: MemberBackend, retries: int,
+                 on_member: Callable[[Member, bool], None]) -> None:
+        self.study, self.backend, self.retries = study, backend, retries
+        self.on_member = on_member
+        self.retried = 0
+        self.group_notes: list[str] = []
+
+    def run(self, members: list[Member], groups: int) -> None:
+        by_number = {m.spec.number: m for m in members}
+        todo: list[TrialSpec | FusedGroup]
+        if groups:
+            size = -(-len(members) // groups)
+            todo = [FusedGroup(chunk[0].spec.number, tuple(m.spec for m in chunk))
+                    for chunk in (members[i:i + size] for i in range(0, len(members), size))]
+        else:
+            todo = [m.spec for m in members]
+        inflight: dict[int, TrialSpec | FusedGroup] = {}
+        while todo or inflight:
+            while todo and self.backend.free_slots() > 0:
+                item = todo.pop(0)
+                inflight[item.number] = item
+                if isinstance(item, FusedGroup):
+                    self.backend.submit_fused(item)
+                else:
+                    self.backend.submit(item)
+            for event in self.backend.poll(0.5):
+                if isinstance(event, Intermediate):
+                    self.backend.answer(event, False)  # members are never pruned
+                    continue
+                item = inflight.pop(event.number)
+                again = self._ended(item, event, by_number)
+                if again is not None:
+                    todo.insert(0, again)
+
+    def _ended(self, item: TrialSpec | FusedGroup, result: TrialResult,
+               by_number: dict[int, Member]) -> TrialSpec | FusedGroup | None:
+        if (result.state is TrialState.FAIL and result.reason is not None
+                and result.reason.retryable and item.attempt < self.retries):
+            self.retried += 1
+            again = item.retry()
+            for spec in (again.members if isinstance(again, FusedGroup) else (again,)):
+                by_number[spec.number].spec = spec
+                self.on_member(by_number[spec.number], True)
+            return again
+        if isinstance(item, FusedGroup):
+            if result.state is TrialState.COMPLETE and "does not apply" in result.message:
+                self.group_notes.append(result.message)
+            for spec in item.members:
+                out = (self.backend.fetch_member(spec.number)
+                       if result.state is TrialState.COMPLETE else None)
+                own = out.result if out is not None and out.result is not None else \
+                    TrialResult.failed(spec, result.reason or FailReason.WORKER_DIED,
+                                       result.message or "the fused group failed")
+                self._tell(by_number[spec.number], own, out)
+        else:
+            out = (self.backend.fetch_member(result.number)
+                   if result.state is TrialState.COMPLETE else None)
+            self._tell(by_number[result.number], result, out)
+        return None
+
+    def _tell(self, member: Member, result: TrialResult, out: MemberOutput | None) -> None:
+        if result.state is TrialState.COMPLETE and out is None:
+            result = dataclasses.replace(result, state=TrialState.FAIL,
+                                         reason=FailReason.WORKER_DIED, value=None,
+                                         message="the member's model was lost with its worker")
+        member.result, member.output = result, out
+        for key, value in _attributes(result).items():
+            member.trial.set_user_attr(key, value)
+        member.trial.set_user_attr("fused", bool(out is not None and out.fused))
+        if result.state is TrialState.COMPLETE and result.value is not None:
+            self.study.tell(member.trial, result.value)
+        else:
+            self.study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
+        self.on_member(member, False)
+
+
+def _attributes(result: TrialResult) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "state": result.state.value, "seeds": result.seeds, "config_hash": result.config_hash,
+        "param_count": result.param_count, "node": result.node, "worker": result.worker,
+        "attempt": result.attempt, "history": result.history,
+        "build_s": round(result.timings.build_s, 4), "train_s": round(result.timings.train_s, 4),
+        "eval_s": round(result.timings.eval_s, 4),
+    }
+    if result.reason is not None:
+        attrs["fail_reason"] = result.reason.value
+    if result.message:
+        attrs["message"] = result.message[-2000:]
+    return attrs
+
+
+def check_targets(members: list[Member]) -> np.ndarray:
+    """The validation targets every held member was scored on (they must be the same).
+
+    Raises:
+        SweepFailed: members saw different validation data.
+    """
+    held = [m for m in members if m.output is not None and m.output.y_val.size]
+    if not held:
+        raise SweepFailed("no member of the ensemble completed")
+    first = held[0].output
+    assert first is not None
+    for m in held[1:]:
+        assert m.output is not None
+        if m.output.y_val.shape != first.y_val.shape or not np.array_equal(m.output.y_val,
+                                                                           first.y_val):
+            raise SweepFailed("members saw different validation targets: the data loader "
+                              "must return the same split in every process (seed it)")
+    return first.y_val
+
+
+def member_file(folder: Path, index: int) -> Path:
+    return folder / "members" / f"member-{index:02d}.keras"

@@ -1,0 +1,51 @@
+"""deploy/gpu-check.sh --cpu: the GPU check's smoke mode, under a simulated air gap.
+
+The real check needs a GPU; this runs the same script with JAX on the CPU and tiny sizes, in
+an environment where TensorFlow, Ray and scikit-learn cannot be imported (as on the air-gapped
+GPU machine), so the worker path is shown to need none of them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests_support import REPO
+
+AIR_GAP = '''
+import importlib.abc, sys
+class _AirGap(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "ray", "sklearn"):
+            raise ModuleNotFoundError(f"No module named {name!r} (air gap)", name=name)
+sys.meta_path.insert(0, _AirGap())
+'''
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_mode_runs_without_tensorflow_or_ray(tmp_path: Path) -> None:
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (it is in the test extra)")
+    (tmp_path / "airgap").mkdir()
+    (tmp_path / "airgap" / "sitecustomize.py").write_text(AIR_GAP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+    env.update(PYTHONPATH=str(tmp_path / "airgap"), CLONESWEEP_WHEELS=str(tmp_path / "none"),
+               CLONESWEEP_CHECK_VENV=str(tmp_path / "venv"), TMPDIR=str(tmp_path))
+    done = subprocess.run([str(REPO / "deploy" / "gpu-check.sh"), "--cpu"], env=env,
+                          capture_output=True, text=True, timeout=500, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["mode"] == "cpu"
+    packed = summary["packed"]
+    assert packed["platform"] == "cpu" and packed["complete"] == packed["trials"] == 2
+    assert packed["trials_per_min"] > 0 and packed["workers"] == 2
+    ensemble = summary["ensemble"]
+    if "skipped" not in ensemble:
+        assert ensemble["all_complete"] and ensemble["speedup"] > 0
+        assert ensemble["members"] == 2 and "fused" in ensemble["fused_message"]
+    assert "trials/min" in done.stdout and "speedup" in done.stdout

@@ -1,0 +1,307 @@
+"""A real multi-node Ray cluster on 127.0.0.1, a separate driver, the study in PostgreSQL.
+
+Three ``ray start --block`` processes make the cluster: a head with no CPUs (it hosts only the
+GCS and the pruning broker), node A with one CPU, node B with one CPU and one logical GPU.
+The sweep runs from a separate ``python -m clonesweep run --address`` process, exactly as on a
+cluster, with the storage password in its environment only. Everything runs in processes of
+its own, under its own temp dir, so it never touches the test session's local Ray; every
+process it started (found by a marker in their environment) is killed at the end, even on
+failure. ``ray stop`` is never used: it would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from pgserver import PostgresServer, PostgresUnavailable, find_bindir
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+MARKER = "CLONESWEEP_TEST_CLUSTER"
+PASSWORD_ENV = "CLONESWEEP_STORAGE_PASSWORD"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _marked_pids(marker: str) -> list[int]:
+    """Processes whose environment holds ``MARKER=marker``: the ones this test started."""
+    needle = f"{MARKER}={marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+    return pids
+
+
+class LocalCluster:
+    """Head + worker nodes as separate ``ray start --block`` processes on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.marker = uuid.uuid4().hex
+        # Short: Ray's unix sockets live under it (108-byte path limit).
+        self.temp = Path(tempfile.mkdtemp(prefix="csray-", dir="/tmp"))
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        # Ray 2.60 turns token authentication on for `ray start --head`: this cluster gets
+        # a token of its own (not ~/.ray/auth_token), and every process of it uses it.
+        token = self.temp / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in (PASSWORD_ENV, "RAY_ADDRESS") and not k.startswith("RAY_AUTH")}
+        self.env.update({MARKER: self.marker, "RAY_TMPDIR": str(self.temp),
+                         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                         "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "3"})
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _start(self, name: str, *args: str) -> None:
+        ports = {flag: _free_port() for flag in (
+            "--node-manager-port", "--object-manager-port", "--metrics-export-port",
+            "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port", "--ray-client-server-port")}
+        argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
+                "--node-ip-address", "127.0.0.1", "--object-store-memory", str(100 << 20),
+                "--min-worker-port", "0", "--max-worker-port", "0", "--disable-usage-stats",
+                *[f"{flag}={port}" for flag, port in ports.items()], *args]
+        log = (self.temp / f"{name}.log").open("wb")
+        self.procs.append(subprocess.Popen(argv, env=self.env, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True))
+
+    def start(self, workers: list[list[str]]) -> None:
+        self._start("head", "--head", f"--port={self.port}", "--num-cpus=0",
+                    "--include-dashboard=false", f"--temp-dir={self.temp}")
+        self._wait_for(1)
+        # One node at a time: on two busy cores, raylets started together can miss Ray's
+        # fixed 30 s registration window.
+        for i, extra in enumerate(workers):
+            self._start(f"worker{i}", f"--address={self.address}", *extra)
+            self._wait_for(2 + i)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """``ray.nodes()`` of the cluster, read by a short-lived separate driver."""
+        code = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                "print(json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], "
+                "'resources': n['Resources']} for n in ray.nodes()]))")
+        done = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:] + self.logs())
+        return [n for n in json.loads(done.stdout.strip().splitlines()[-1]) if n["alive"]]
+
+    def _wait_for(self, count: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError("a ray node exited early:\n" + self.logs())
+            with contextlib.suppress(RuntimeError, ValueError, subprocess.TimeoutExpired):
+                if len(self.nodes()) >= count:
+                    return
+            time.sleep(1.0)
+        raise RuntimeError(f"{count} ray nodes did not come up in {timeout:g} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        out = []
+        paths = [*self.temp.glob("*.log"), *self.temp.glob("session_*/logs/raylet*.err"),
+                 *self.temp.glob("session_*/logs/raylet*.out")]
+        for path in sorted(paths):
+            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}")
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """SIGTERM every process of the cluster (found by its marker), SIGKILL what stays."""
+        for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+            pids = set(_marked_pids(self.marker))
+            pids.update(p.pid for p in self.procs if p.poll() is None)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and (
+                    _marked_pids(self.marker) or any(p.poll() is None for p in self.procs)):
+                time.sleep(0.3)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        left = _marked_pids(self.marker)
+        shutil.rmtree(self.temp, ignore_errors=True)
+        assert not left, f"processes left running: {left}"
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail("CI is set but PostgreSQL's server binaries are missing", pytrace=False)
+        pytest.skip("no PostgreSQL server binaries (initdb) here")
+    try:
+        server = PostgresServer(bindir)
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    if shutil.which("runuser") is None and os.geteuid() == 0:
+        pytest.skip("no runuser")
+    c = LocalCluster()
+    try:
+        c.start([["--num-cpus=1"], ["--num-cpus=1", "--num-gpus=1"]])
+        yield c
+    finally:
+        c.stop()
+
+
+class _Watch:
+    """While the driver runs: does any process of the cluster hold the password?"""
+
+    def __init__(self, marker: str, password: str, driver_pid: int) -> None:
+        self.marker, self.secret, self.driver = marker, password.encode(), driver_pid
+        self.seen: set[int] = set()
+        self.holders: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in _marked_pids(self.marker):
+                if pid == self.driver:
+                    continue
+                with contextlib.suppress(OSError):
+                    proc = Path(f"/proc/{pid}")
+                    self.seen.add(pid)
+                    for part in ("environ", "cmdline"):
+                        if self.secret in (proc / part).read_bytes():
+                            self.holders.append(f"{pid} {part}")
+            self._stop.wait(0.5)
+
+
+def _run_driver(cluster: LocalCluster, sweep: Path, url_without_password: str,
+                password: str, *extra: str) -> tuple[dict[str, Any], str, _Watch]:
+    env = {**cluster.env, PASSWORD_ENV: password, "RAY_ADDRESS": cluster.address}
+    argv = [sys.executable, "-m", "clonesweep", "run", str(sweep), "--address",
+            cluster.address, "--storage", url_without_password, "--json", *extra]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=sweep.parent)
+    with _Watch(cluster.marker, password, proc.pid) as watch:
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError("the driver did not finish in 300 s:\n" + err[-3000:]
+                                 + cluster.logs()) from None
+    assert proc.returncode == 0, f"driver exit {proc.returncode}:\n{err[-4000:]}"
+    return json.loads(out), out + err, watch
+
+
+def _user_only(url: str) -> str:
+    u = make_url(url)
+    return f"{u.drivername}://{u.username}@{u.host}:{u.port}/{u.database}"
+
+
+def _study_rows(url: str, name: str) -> tuple[list[dict[str, Any]], str]:
+    """Each trial's user attributes, and every attribute of the database as text."""
+    import optuna
+    import sqlalchemy
+
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = [dict(t.user_attrs, state=t.state.name) for t in study.get_trials()]
+    tables = ("study_user_attributes", "study_system_attributes", "trial_user_attributes",
+              "trial_system_attributes")
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = [list(r) for t in tables for r in conn.execute(sqlalchemy.text(
+                f"select * from {t}"))]
+    finally:
+        engine.dispose()
+    return trials, json.dumps(rows, default=str)
+
+
+def _files_holding(secret: str, *folders: Path) -> list[str]:
+    needle = secret.encode()
+    found = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+                    found.append(str(path.relative_to(folder)))
+    return found
+
+
+def test_sweep_spreads_over_nodes_with_the_study_in_postgres(
+        cluster: LocalCluster, pg: PostgresServer, sweep_file: Any) -> None:
+    name = f"multinode-{uuid.uuid4().hex[:8]}"
+    path = sweep_file(name=name, trials=4, parallel=2, epochs=1, limit=200,
+                      sweep_extra="\n  resources: {cpu: 1}")
+    summary, output, watch = _run_driver(cluster, path, _user_only(pg.url), pg.password)
+    assert summary["complete"] == 4 and summary["failed"] == 0, output[-3000:]
+
+    trials, attributes = _study_rows(pg.url, name)
+    assert len(trials) == 4 and {t["state"] for t in trials} == {"COMPLETE"}
+    nodes = {t["node"] for t in trials}
+    alive = {n["id"]: n["resources"] for n in cluster.nodes()}
+    assert len(nodes) == 2 and nodes <= set(alive), (nodes, alive)
+    # Each CPU node ran trials; the head (no CPUs) ran none.
+    assert all(alive[n].get("CPU", 0) == 1 for n in nodes)
+
+    # The study lives in PostgreSQL, not in the run folder; the password leaked nowhere.
+    run_folder = path.parent / "runs" / name
+    assert (run_folder / "summary.json").is_file() and not (run_folder / "study.db").exists()
+    assert summary["storage"].startswith("postgresql+psycopg2://sweeper:***@127.0.0.1:")
+    assert watch.seen, "no cluster process was watched"
+    assert not watch.holders, f"cluster processes hold the password: {watch.holders}"
+    leaks = {"output": pg.password in output, "attributes": pg.password in attributes,
+             "files": _files_holding(pg.password, run_folder, cluster.temp)}
+    assert leaks == {"output": False, "attributes": False, "files": []}, "password leaked"
+
+
+def test_fractional_gpus_pack_four_trials_on_the_gpu_node(
+        cluster: LocalCluster, pg: PostgresServer, sweep_file: Any) -> None:
+    """gpu: 0.25 per trial on a node with one (logical) GPU: four workers share it."""
+    name = f"gpu-share-{uuid.uuid4().hex[:8]}"
+    path = sweep_file(name=name, trials=4, parallel=8, epochs=1, limit=200,
+                      sweep_extra="\n  resources: {cpu: 0.25, gpu: 0.25}")
+    summary, output, _ = _run_driver(cluster, path, _user_only(pg.url), pg.password)
+    assert summary["complete"] == 4, output[-3000:]
+    trials, _ = _study_rows(pg.url, name)
+    gpu_nodes = {n["id"] for n in cluster.nodes() if n["resources"].get("GPU", 0) >= 1}
+    assert {t["node"] for t in trials} == gpu_nodes and len(gpu_nodes) == 1
+    # parallel 8 was capped to the 4 slots one GPU holds, all at once.
+    assert len({t["worker"] for t in trials}) == 4
