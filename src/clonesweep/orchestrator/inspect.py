@@ -18,6 +18,7 @@ import optuna
 from clonesweep.errors import SpecError, StudyError
 from clonesweep.spec.configpaths import index_layers
 from clonesweep.spec.model import SweepSpec
+from clonesweep.spec.searchspace import config_params
 from clonesweep.workers.materialize import Materialized, canonical_hash, materialize
 
 __all__ = ["Change", "StoredTrial", "config_diff", "stored_trial", "trial_diff"]
@@ -47,8 +48,19 @@ class StoredTrial:
         return str(self.trial.user_attrs.get("config_hash", ""))
 
 
-def _base_config(study: optuna.Study) -> dict[str, Any]:
+def _base_config(study: optuna.Study, structure: str | None = None) -> dict[str, Any]:
     attrs = study.user_attrs
+    if structure is not None:
+        # Structural search: each structure's base config is stored once, keyed by its hash.
+        stored = attrs.get(f"structure_config:{structure}")
+        if stored is None:
+            raise StudyError(f"study {study.study_name!r} lacks the base config of structure "
+                             f"{structure}")
+        config: dict[str, Any] = json.loads(stored)
+        if canonical_hash(config) != structure:
+            raise StudyError(f"the stored base config of structure {structure} does not "
+                             "match its hash: the study was altered")
+        return config
     if "base_config" not in attrs:
         raise StudyError(f"study {study.study_name!r} holds no base config; it was not "
                          "written by this version of clonesweep")
@@ -68,9 +80,10 @@ def stored_trial(study: optuna.Study, number: int, *, file: str = "") -> StoredT
     trial = trials[number]
     if "seed" not in trial.user_attrs:
         raise StudyError(f"trial {number} has no recorded seed")
-    params = {**trial.params, **study.user_attrs.get("fixed_params", {})}
+    # switch.* and model.* keys were consumed by the driver (conditions, the factory).
+    params = config_params({**trial.params, **study.user_attrs.get("fixed_params", {})})
     seed = int(trial.user_attrs["seed"])
-    base = _base_config(study)
+    base = _base_config(study, trial.user_attrs.get("structure"))
     return StoredTrial(trial, base, params, seed, materialize(base, params, seed))
 
 

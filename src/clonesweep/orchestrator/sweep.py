@@ -17,6 +17,15 @@ import optuna
 
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator.backend import Backend
+from clonesweep.orchestrator.lease import Lease
+from clonesweep.orchestrator.resume import (
+    BUDGET_ATTR,
+    counted,
+    fail_and_requeue,
+    recover_stale,
+    requeued_seed,
+    reseed_sampler,
+)
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import (
     DriverFailure,
@@ -37,13 +46,15 @@ from clonesweep.orchestrator.study import (
     open_study,
     storage_url,
 )
+from clonesweep.orchestrator.signals import Interrupts
 from clonesweep.spec.model import Direction, SweepSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.materialize import canonical_hash
 from clonesweep.workers.runner import WorkerJob
 from clonesweep.workers.seeding import derive_seed
 
-__all__ = ["BestTrial", "Counts", "NullProgress", "Progress", "SweepOutcome", "run_sweep"]
+__all__ = ["BestTrial", "Counts", "NullProgress", "Progress", "RunOptions", "SweepOutcome",
+           "run_sweep"]
 
 # Stop asking after this many user errors in a row with nothing completed: the data loader
 # or a custom layer is broken, and every further trial would fail the same way.
@@ -61,6 +72,23 @@ class Counts:
     @property
     def finished(self) -> int:
         return self.complete + self.pruned + self.failed
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a driver runs a sweep, beyond the sweep file.
+
+    Attributes:
+        takeover: Take the sweep over even if another driver's lease is fresh.
+        add_trials: Extend the budget: the larger of ``sweep.trials`` and the budget the last
+            driver ran to, plus this many.
+        grace: Seconds running trials may take to finish after Ctrl-C / SIGTERM before they
+            are cancelled (and re-queued).
+    """
+
+    takeover: bool = False
+    add_trials: int = 0
+    grace: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -123,9 +151,11 @@ def _finished_states() -> tuple[optuna.trial.TrialState, ...]:
 
 class _Loop:
     def __init__(self, spec: SweepSpec, study: optuna.Study, backend: Backend,
-                 folder: RunFolder, progress: Progress) -> None:
+                 folder: RunFolder, progress: Progress, budget: int, lease: Lease,
+                 interrupts: Interrupts) -> None:
         self.spec, self.study, self.backend = spec, study, backend
         self.folder, self.progress = folder, progress
+        self.budget, self.lease, self.interrupts = budget, lease, interrupts
         self.maker = TrialMaker(spec)
         self.inflight: dict[int, _InFlight] = {}
         self.counts = Counts()
@@ -135,8 +165,9 @@ class _Loop:
         # A grid or brute-force sampler that has visited every point ends the sweep early.
         self.exhausted = False
         self.structures_stored = {k for k in study.user_attrs if k.startswith("structure_config:")}
+        # Trials failed as driver_died / interrupted were re-queued: they do not count.
         done = study.get_trials(deepcopy=False, states=_finished_states())
-        self.already = len(done)
+        self.already = sum(counted(t) for t in done)
         self.user_errors_in_a_row = 0
         self.stopping = False
         self.trial_s = {"build": 0.0, "train": 0.0, "eval": 0.0}
@@ -147,6 +178,9 @@ class _Loop:
         started = time.monotonic()
         try:
             while True:
+                self.lease.beat()
+                if self.interrupts.cancel_now:
+                    break
                 self._fill()
                 if not self.inflight:
                     break
@@ -159,21 +193,27 @@ class _Loop:
         except BaseException:
             self._abandon_inflight()
             raise
+        if self.interrupts.draining:
+            self._abandon_inflight()
+            raise KeyboardInterrupt
         if self.stopping and self.counts.complete + self.counts.pruned == 0:
             raise SweepFailed(f"stopped after {self.user_errors_in_a_row} trials failed in a row "
                               f"with user errors; the last: {self._last_error}")
 
     def _fill(self) -> None:
-        budget = self.spec.sweep.trials
-        while (not self.stopping and not self.exhausted and self.backend.free_slots() > 0
-               and self.already + self.counts.finished + len(self.inflight) < budget):
+        while (not self.stopping and not self.exhausted and not self.interrupts.draining
+               and self.backend.free_slots() > 0
+               and self.already + self.counts.finished + len(self.inflight) < self.budget):
             # Define-by-run: parents are sampled before the keys whose `when` reads them.
             trial = self.study.ask()
             params = self.maker.params(trial)
-            seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
+            # A re-queued trial keeps the seed of the run that was cut short.
+            seed = requeued_seed(trial)
+            if seed is None:
+                seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
             trial.set_user_attr("seed", seed)
             try:
-                spec = self.maker.make(trial, params)
+                spec = replace(self.maker.make(trial, params), seed=seed)
             except DriverFailure as failure:
                 spec = TrialSpec(trial.number, params, seed)
                 self.progress.on_trial_start(spec)
@@ -214,8 +254,15 @@ class _Loop:
 
     def _result(self, result: TrialResult) -> None:
         entry = self.inflight[result.number]
-        if (result.state is TrialState.FAIL and result.reason is not None
-                and result.reason.retryable and entry.spec.attempt < self.spec.sweep.retries):
+        retryable = (result.state is TrialState.FAIL and result.reason is not None
+                     and result.reason.retryable)
+        if retryable and self.interrupts.draining:  # no retry while draining: next run's
+            del self.inflight[result.number]
+            fail_and_requeue(self.study, entry.trial, "interrupted",
+                             f"{result.reason}: not retried after an interrupt; re-queued")
+            self.counts.running = len(self.inflight)
+            return
+        if retryable and entry.spec.attempt < self.spec.sweep.retries:
             entry.spec = entry.spec.retry()
             self.counts.retried += 1
             self.backend.submit(entry.spec)
@@ -302,12 +349,13 @@ class _Loop:
             self.best = BestTrial(number, value, dict(params))
 
     def _abandon_inflight(self) -> None:
-        """On an interrupt or a crash of the loop: record every running trial as failed."""
+        """On an interrupt or a crash of the loop: fail every running trial as
+        ``interrupted`` and re-queue its params (same seed) for the next run."""
         for number, entry in list(self.inflight.items()):
             try:
-                entry.trial.set_user_attr("fail_reason", "interrupted")
-                self.study.tell(entry.trial, state=optuna.trial.TrialState.FAIL)
-            except Exception:  # storage gone too: nothing more can be recorded
+                fail_and_requeue(self.study, entry.trial, "interrupted",
+                                 "the driver was interrupted; its params were re-queued")
+            except Exception:  # storage gone: the next driver finds it RUNNING and re-queues
                 pass
             del self.inflight[number]
 
@@ -361,8 +409,16 @@ def worker_job(spec: SweepSpec, base_config: dict[str, Any]) -> WorkerJob:
 
 
 def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
-              progress: Progress | None = None) -> SweepOutcome:
+              progress: Progress | None = None,
+              options: RunOptions | None = None) -> SweepOutcome:
     """Run the sweep to its budget of finished trials and return what happened.
+
+    On a study that holds trials this resumes it: trials a dead driver left RUNNING are
+    failed (``driver_died``) and their params re-queued with the same seed, and the sampler
+    is seeded anew so it does not replay the first run's draws. The budget counts finished
+    trials except those failed as ``driver_died`` or ``interrupted`` (see
+    :mod:`clonesweep.orchestrator.resume`). Only one driver runs a sweep at a time
+    (:mod:`clonesweep.orchestrator.lease`).
 
     ``base_config`` is the base model's ``serialize_keras_object`` envelope (see
     :func:`clonesweep.orchestrator.model.base_model_config`). The run folder and the study are
@@ -374,26 +430,37 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         SweepFailed: The workers cannot start (no Ray, too few resources; nothing created).
         StudyError: The storage cannot be opened (a run folder this call made is removed).
         SweepFailed: Trials kept failing on user errors; nothing completed.
+        SweepFailed: Another driver holds the sweep (``options.takeover`` is False).
+        KeyboardInterrupt: SIGINT or SIGTERM; running trials finished within
+            ``options.grace`` seconds or were failed as ``interrupted`` and re-queued.
     """
     progress = progress or NullProgress()
+    options = options or RunOptions()
     started = time.monotonic()
     url = storage_url(spec)
     # Settings errors surface here, before anything is created.
     sampler, pruner = make_sampler(spec), make_pruner(spec)
     queued = warm_start(spec, url)
-    # Workers start importing Keras now, while the driver opens the study.
-    backend.start(worker_job(spec, base_config), spec.sweep.parallel)
-    try:
-        study, folder = _open(spec, url, base_config, sampler, pruner)
-        enqueue(study, queued)  # known configurations run before any sampling
-        loop = _Loop(spec, study, backend, folder, progress)
-        progress.on_start(spec, mask_url(url), loop.already)
-        loop.run()
-        best_model = _save_best_model(backend, folder, loop.best)
-    finally:
-        backend.shutdown()
+    interrupts = Interrupts(options.grace)
+    lease: Lease | None = None
+    with interrupts:
+        # Workers start importing Keras now, while the driver opens the study.
+        backend.start(worker_job(spec, base_config), spec.sweep.parallel)
+        try:
+            study, folder, lease = _open(spec, url, base_config, sampler, pruner,
+                                         options.takeover)
+            budget = _budget(spec, study, options.add_trials)
+            enqueue(study, queued)  # known configurations run before any sampling
+            loop = _Loop(spec, study, backend, folder, progress, budget, lease, interrupts)
+            progress.on_start(spec, mask_url(url), loop.already)
+            loop.run()
+            best_model = _save_best_model(backend, folder, loop.best)
+        finally:
+            backend.shutdown()
+            if lease is not None:
+                lease.release()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
-                           spec.sweep.trials, loop.already, loop.best, best_model,
+                           budget, loop.already, loop.best, best_model,
                            time.monotonic() - started, loop.trial_s, loop.failures)
     folder.write_json("summary.json", _summary(outcome))
     progress.on_end(outcome)
@@ -401,9 +468,10 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
 
 
 def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
-          sampler: optuna.samplers.BaseSampler,
-          pruner: optuna.pruners.BasePruner) -> tuple[optuna.Study, RunFolder]:
-    """Create the run folder and open the study; undo the folder if the study fails."""
+          sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+          takeover: bool) -> tuple[optuna.Study, RunFolder, Lease]:
+    """Create the run folder, open the study and take its lease (before writing to it);
+    undo the folder if the study fails. Then recover what a dead driver left running."""
     folder = RunFolder(spec.run_folder)
     folder.create(spec.file, base_config)
     try:
@@ -411,12 +479,26 @@ def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
     except BaseException:
         folder.remove_if_new()
         raise
+    lease = Lease(study)
+    previous = lease.acquire(takeover)
+    recover_stale(study, previous)
+    reseed_sampler(spec, study)
     study.set_user_attr("fixed_params", fixed_params(spec.parameters))
     # What `clonesweep repro` rebuilds from, kept with the study (not only the run folder).
     study.set_user_attr("base_config_hash", canonical_hash(base_config))
     study.set_user_attr("base_config", json.dumps(base_config, sort_keys=True))
     study.set_user_attr("sweep_seed", spec.sweep.seed)
-    return study, folder
+    return study, folder, lease
+
+
+def _budget(spec: SweepSpec, study: optuna.Study, add_trials: int) -> int:
+    """``sweep.trials``; with ``add_trials``, that many more than the larger of it and the
+    budget the last driver ran to. Kept in the study for the next ``--add-trials``."""
+    budget = spec.sweep.trials
+    if add_trials:
+        budget = max(budget, int(study.user_attrs.get(BUDGET_ATTR, 0))) + add_trials
+    study.set_user_attr(BUDGET_ATTR, budget)
+    return budget
 
 
 def _save_best_model(backend: Backend, folder: RunFolder, best: BestTrial | None) -> Path | None:
