@@ -6,6 +6,7 @@ One trial's state lives in one place: from ``ask`` to ``tell`` it is an entry of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -38,6 +39,7 @@ from clonesweep.orchestrator.search import (
     objective_values,
     warm_start,
 )
+from clonesweep.orchestrator.signals import Interrupts
 from clonesweep.orchestrator.study import (
     fixed_params,
     make_pruner,
@@ -46,7 +48,6 @@ from clonesweep.orchestrator.study import (
     open_study,
     storage_url,
 )
-from clonesweep.orchestrator.signals import Interrupts
 from clonesweep.spec.model import Direction, SweepSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.materialize import canonical_hash
@@ -352,11 +353,10 @@ class _Loop:
         """On an interrupt or a crash of the loop: fail every running trial as
         ``interrupted`` and re-queue its params (same seed) for the next run."""
         for number, entry in list(self.inflight.items()):
-            try:
+            # Storage gone: the next driver finds it RUNNING and re-queues it.
+            with contextlib.suppress(Exception):
                 fail_and_requeue(self.study, entry.trial, "interrupted",
                                  "the driver was interrupted; its params were re-queued")
-            except Exception:  # storage gone: the next driver finds it RUNNING and re-queues
-                pass
             del self.inflight[number]
 
 
