@@ -239,6 +239,16 @@ class PostgresServer:
         finally:
             conn.close()
 
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), keeping its data."""
+        self._run(str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast",
+                  "-w", "-t", "60")
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port with the same data."""
+        self._run(str(self.bindir / "pg_ctl"), "start", "-D", str(self.data), "-l",
+                  str(self.log), "-w", "-t", "60")
+
     def stop(self) -> None:
         """Stop the server (fast shutdown) and delete its folder. Safe to call twice."""
         if self.root is None:

@@ -37,7 +37,8 @@ def _positive(flag: str) -> Any:
 # Commands beyond run/status/best live in their own modules, each with
 # ``add_parser(subparsers)`` returning the parser (or a list of parsers) it added, whose
 # first positional is the sweep ``file``, and ``handle(spec, args) -> int`` (the exit code).
-_COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli_inspect", "clonesweep.cli_ensemble")
+_COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli_inspect", "clonesweep.cli_ensemble",
+                                     "clonesweep.cli_validate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,19 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         for parser in added if isinstance(added, list) else [added]:
             parser.set_defaults(handler=module.handle)
     run = sub.add_parser("run", help="run a sweep to its budget of finished trials")
-    run.add_argument("file", help="the sweep file (YAML)")
-    run.add_argument("--trials", type=_positive("--trials"), help="override sweep.trials")
-    run.add_argument("--parallel", type=_positive("--parallel"), help="override sweep.parallel")
-    run.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
-    _password_flag(run)
-    run.add_argument("--address", default=None,
-                     help="a Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    run.add_argument("--backend", choices=("ray", "inprocess"), default="ray",
-                     help="where trials run (inprocess: one at a time in this process)")
-    run.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    run.add_argument("--enqueue-from", metavar="STUDY", default=None,
-                     help="warm start: enqueue the best trials of study STUDY (in this "
-                          "sweep's storage) before sampling; overrides sweep.enqueue_from")
+    _run_flags(run)
+    run.add_argument("--resume", action="store_true",
+                     help="continue an existing sweep (an error if its study does not exist)")
+    resume = sub.add_parser("resume", help="continue a sweep after a crash or an interrupt "
+                                           "(run --resume)")
+    _run_flags(resume)
+    resume.set_defaults(resume=True)
     for name, text in (("status", "counts of the sweep's trials"),
                        ("best", "the best trial so far")):
         cmd = sub.add_parser(name, help=text)
@@ -75,6 +70,34 @@ def _parser() -> argparse.ArgumentParser:
         if "--storage" in flags and "--storage-password-file" not in flags:
             _password_flag(cmd)
     return p
+
+
+def _run_flags(run: argparse.ArgumentParser) -> None:
+    """The flags of ``run`` and ``resume``."""
+    run.set_defaults(handler=_run)
+    run.add_argument("file", help="the sweep file (YAML)")
+    run.add_argument("--trials", type=_positive("--trials"), help="override sweep.trials")
+    run.add_argument("--parallel", type=_positive("--parallel"), help="override sweep.parallel")
+    run.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
+    _password_flag(run)
+    run.add_argument("--address", default=None,
+                     help="a Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--backend", choices=("ray", "inprocess"), default="ray",
+                     help="where trials run (inprocess: one at a time in this process)")
+    run.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    run.add_argument("--enqueue-from", metavar="STUDY", default=None,
+                     help="warm start: enqueue the best trials of study STUDY (in this "
+                          "sweep's storage) before sampling; overrides sweep.enqueue_from")
+    run.add_argument("--add-trials", type=_positive("--add-trials"), default=0, metavar="N",
+                     help="extend the budget by N finished trials (beyond the larger of "
+                          "sweep.trials and the budget the last run reached)")
+    run.add_argument("--takeover", action="store_true",
+                     help="run even if another driver's lease on the sweep is fresh (that "
+                          "driver stops at its next heartbeat)")
+    run.add_argument("--grace", type=float, default=30.0, metavar="S",
+                     help="after Ctrl-C / SIGTERM, seconds running trials may take to finish "
+                          "before they are cancelled and re-queued (default 30; a second "
+                          "Ctrl-C cancels at once)")
 
 
 def _password_flag(parser: argparse.ArgumentParser) -> None:
@@ -145,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clonesweep: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("clonesweep: interrupted; running trials were recorded as failed",
-              file=sys.stderr)
+        print("clonesweep: interrupted; trials still running were failed as 'interrupted' "
+              "and re-queued: `clonesweep resume FILE` continues", file=sys.stderr)
         return 130
 
 
@@ -158,6 +181,10 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator.backend import Backend, InProcessBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our table says what it would
+    if args.resume:
+        from clonesweep.orchestrator.study import load_study, storage_url
+
+        load_study(spec.name, storage_url(spec))  # StudyError: nothing to resume
     base_config = base_model_config(spec)
     backend: Backend
     if args.backend == "inprocess":
@@ -168,7 +195,10 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         backend = RayBackend(address=args.address, resources=spec.sweep.resources,
                              trial_timeout=spec.sweep.trial_timeout)
     out: TextIO = sys.stderr if args.json else sys.stdout
-    outcome = run_sweep(spec, base_config, backend, make_progress(out))
+    from clonesweep.orchestrator.sweep import RunOptions
+
+    options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace)
+    outcome = run_sweep(spec, base_config, backend, make_progress(out), options)
     if args.json:
         print(json.dumps(_outcome_json(outcome), indent=2))
     c = outcome.counts

@@ -105,8 +105,13 @@ def test_repro_train_is_bitwise_on_cpu(finished: Any, state: optuna.trial.TrialS
     assert report["environment_diff"] == {}
 
 
-def test_report_page_renders_its_plots_in_chromium(finished: Any, tmp_path: Path) -> None:
+def test_report_page_renders_its_plots_in_chromium(finished: Any, tmp_path: Path,
+                                                    ray_cluster: str) -> None:
     path, _, _ = finished
+    # An ensemble of the best trial adds the members-against-ensemble section.
+    ens = cli("ensemble", str(path), "--members", "2", "--from-best", "--address", ray_cluster,
+              cwd=path.parent)
+    assert ens.returncode == 0, ens.stdout + ens.stderr[-2000:]
     out = tmp_path / "report.html"
     assert main(["report", str(path), "--out", str(out)]) == 0
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -121,11 +126,12 @@ def test_report_page_renders_its_plots_in_chromium(finished: Any, tmp_path: Path
          "--virtual-time-budget=20000", "--dump-dom", out.as_uri()],
         capture_output=True, text=True, timeout=180).stdout
     sections = dom.split('<section class="plot">')[1:]
-    assert len(sections) == 4, dom[:500]
+    assert len(sections) == 5, dom[:500]  # 4 sweep plots + the ensemble's spread
     for section in sections:
         # plotly draws each figure into an <svg class="main-svg"> once its script has run.
         assert 'class="main-svg"' in section, section[:300]
     assert "Best trial #" in dom and "layers.hidden.units" in dom
+    assert "Ensemble (2 of 2 members)" in dom and "ensemble 0." in dom
 
 
 def _free_port() -> int:

@@ -104,3 +104,15 @@ def test_mask_url_hides_passwords() -> None:
     url = "postgresql://sweeper:s3cr3t@db.internal:5432/studies"
     assert "s3cr3t" not in mask_url(url)
     assert mask_url(url) == "postgresql://sweeper:***@db.internal:5432/studies"
+
+
+def test_resuming_with_another_search_space_is_refused(sweep_file: Any) -> None:
+    sweep(sweep_file(trials=1, epochs=1))
+    changed = sweep_file(trials=2, epochs=1, parameters="""
+  layers.hidden.units: {values: [8, 32]}
+  optimizer.learning_rate: {min: 0.001, max: 0.01, log: true}""")
+    spec = load_sweep(changed)
+    with pytest.raises(SpecError, match=r"parameters\.layers\.hidden\.units"):
+        run_sweep(spec, base_model_config(spec), InProcessBackend())
+    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    assert len(study.get_trials()) == 1

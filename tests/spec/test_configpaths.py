@@ -24,7 +24,8 @@ def nested_config() -> dict[str, Any]:
     """top: inp -> encoder(x -> dense) -> head(Sequential: sd -> sdrop) -> dense -> out."""
     x = keras.Input((4,), name="x")
     encoder = keras.Model(x, keras.layers.Dense(8, name="dense")(x), name="encoder")
-    head = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, name="sd"),
+    head = keras.Sequential([keras.Input((8,), name="input_layer"),
+                             keras.layers.Dense(6, name="sd"),
                              keras.layers.Dropout(0.1, name="sdrop")], name="head")
     inp = keras.Input((4,), name="inp")
     h = keras.layers.Dense(5, name="dense")(head(encoder(inp)))

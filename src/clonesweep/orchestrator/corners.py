@@ -18,6 +18,7 @@ counts its parameters; a corner that does not build is a :class:`SpecError` nami
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = ["Corner", "build_corners", "corners"]
 
 #: A ``model.<argument>`` int range up to this many values is enumerated (each structure).
 _MAX_ENUMERATED = 32
+_NESTED = "Exception encountered: "
 _DEFAULT_HINT = ("narrow the key's range or drop that value; clonesweep validate rebuilds "
                  "the model at every corner of the search space")
 
@@ -231,4 +233,17 @@ def _split_hint(exc: Exception) -> tuple[str, str | None]:
         return exc.message, exc.hint
     text = str(exc)
     message, _, hint = text.partition("\n  hint: ")
-    return message, hint or None
+    return _condensed(message), hint or None
+
+
+def _condensed(message: str) -> str:
+    """Keras nests the config of every enclosing object in a deserialization error: keep our
+    head and its innermost cause, without Keras's advice to turn safe mode off."""
+    if _NESTED not in message:
+        return message
+    head = re.sub(r"\s*\w+Error:\s*$", "", message.split("<class", 1)[0]).rstrip(" :")
+    cause = message.rsplit(_NESTED, 1)[1].strip()
+    sentences = re.split(r"(?<=\.)\s+", cause)
+    cause = " ".join(s for s in sentences
+                     if "safe_mode=False" not in s and "unsafe_deserialization" not in s)
+    return f"{head}: {cause}"

@@ -69,6 +69,40 @@ def _summary(spec: SweepSpec, study: optuna.Study) -> tuple[str, optuna.trial.Fr
     return _table(rows, ("", "")), best
 
 
+def _ensemble_study(spec: SweepSpec, study: optuna.Study) -> optuna.Study | None:
+    name = f"{spec.name}-ensemble"
+    names = {s.study_name for s in optuna.get_all_study_summaries(study._storage)}
+    if name not in names:
+        return None
+    ens = optuna.load_study(study_name=name, storage=study._storage)
+    return ens if "ensemble" in ens.user_attrs else None
+
+
+def _ensemble_parts(spec: SweepSpec, study: optuna.Study, *, first_plot: bool) -> list[str]:
+    """The members' metric against the ensemble's own, when the sweep has an ensemble."""
+    ens = _ensemble_study(spec, study)
+    if ens is None:
+        return []
+    summary = ens.user_attrs["ensemble"]
+    metric = spec.objective.metric
+    scores: dict[str, float] = summary.get("ensemble", {})
+    own = scores.get(metric, scores.get(metric.removeprefix("val_")))
+
+    def figure() -> Any:
+        fig = optuna.visualization.plot_optimization_history(ens, target_name=metric)
+        if own is not None:
+            fig.add_hline(y=own, line_dash="dash", annotation_text=f"ensemble {own:.4f}")
+        fig.update_layout(title=f"Members (trial = member) against the ensemble's {metric}")
+        return fig
+
+    rows = [(r["metric"], r["ensemble"], r["mean"], r["std"], r["min"], r["max"])
+            for r in summary.get("table", [])]
+    held = f"{summary.get('members_held')} of {summary.get('members_asked')} members"
+    return [f"<h2>Ensemble ({html.escape(held)})</h2>",
+            f'<section class="plot">{_figure_html(figure, first=first_plot)}</section>',
+            _table(rows, ("metric", "ensemble", "mean", "std", "min", "max"))]
+
+
 def render_report(spec: SweepSpec, study: optuna.Study) -> str:
     """The HTML page for the sweep's study (see the module docstring)."""
     summary, best = _summary(spec, study)
@@ -76,6 +110,7 @@ def render_report(spec: SweepSpec, study: optuna.Study) -> str:
     for i, (title, make) in enumerate(_figures(study, spec.objective.metric)):
         parts.append(f'<section class="plot"><h2>{html.escape(title)}</h2>'
                      f"{_figure_html(make, first=i == 0)}</section>")
+    parts.extend(_ensemble_parts(spec, study, first_plot=False))
     if best is not None:
         changes = trial_diff(spec, study, best.number)
         parts.append(f"<h2>Best trial #{best.number} against the base model</h2>")

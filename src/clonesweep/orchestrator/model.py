@@ -75,5 +75,13 @@ def _call_factory(spec: SweepSpec, args: dict[str, Any] | None = None) -> dict[s
     if not isinstance(model, keras.Model):
         raise SpecError(f"the model factory returned {type(model).__name__}, not a keras.Model",
                         file=str(spec.file), field="model.factory", value=ref)
-    config: dict[str, Any] = json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
+    try:
+        config: dict[str, Any] = json.loads(
+            json.dumps(keras.saving.serialize_keras_object(model), allow_nan=False))
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        raise SpecError(f"the factory's model cannot be serialized: {type(exc).__name__}: "
+                        f"{exc}", file=str(spec.file), field="model.factory", value=ref,
+                        hint="every layer's get_config() must return JSON data (numbers, "
+                             "strings, lists, dicts) and include its __init__ arguments")\
+            from exc
     return config

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 # epoch) before the driver kills it: covers a hang inside an epoch.
 _KILL_GRACE_S = 30.0
 _DRAIN_WAIT_S = 1.0
+# A trial sent to a worker actor that is restarting (after its process died) fails at once
+# without running; it is sent again every _RESUBMIT_S until the actor is back, for at most
+# _RESTART_WAIT_S, then failed as worker_died.
+_RESUBMIT_S = 1.0
+_RESTART_WAIT_S = 300.0
 
 
 class _Broker:
@@ -107,6 +112,8 @@ class _Running:
     slot: int
     started: float
     killed_for_timeout: bool = False
+    unavailable_since: float | None = None  # its actor was restarting when it was sent
+    fused: Any = None  # the FusedGroup, for ensemble members (submit_fused)
 
 
 class RayBackend:
@@ -138,6 +145,7 @@ class RayBackend:
         # structure's config JSON is shipped once per worker (again after a restart).
         self._shipped: dict[int, set[str]] = {}
         self._member_slot: dict[int, int] = {}  # fused members -> the slot that trained them
+        self._parked: list[tuple[float, _Running]] = []  # (send again at, trial): see _park
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, job: WorkerJob, slots: int) -> None:
@@ -145,8 +153,11 @@ class RayBackend:
 
         if not ray.is_initialized():
             try:
+                # A Ray this driver starts for itself listens on loopback only.
+                local = self._address is None and not os.environ.get("RAY_ADDRESS")
+                extra: dict[str, Any] = {"_node_ip_address": "127.0.0.1"} if local else {}
                 ray.init(address=self._address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, configure_logging=False)
+                         logging_level=logging.WARNING, configure_logging=False, **extra)
             except Exception as exc:
                 where = self._address or os.environ.get("RAY_ADDRESS") or "a local Ray"
                 raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
@@ -158,6 +169,10 @@ class RayBackend:
             raise
         job = self._stamped(job)
         env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        # max_task_retries=0: Ray itself never re-runs a trial, not even one its memory
+        # monitor killed (task_oom_retries covers plain tasks, not actor methods): that
+        # trial comes back as OutOfMemoryError -> `oom`, and the driver retries it at most
+        # sweep.retries times. max_restarts=-1: the actor itself always comes back.
         actor_cls = ray.remote(_WorkerActor).options(
             num_cpus=self._resources.cpu, num_gpus=self._resources.gpu,
             max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
@@ -208,7 +223,7 @@ class RayBackend:
             ray.kill(actor, no_restart=True)
         if self._broker is not None:
             ray.kill(self._broker, no_restart=True)
-        self._actors, self._running, self._broker = [], {}, None
+        self._actors, self._running, self._broker, self._parked = [], {}, None, []
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
@@ -227,6 +242,7 @@ class RayBackend:
         import ray
 
         self._kill_overdue()
+        self._send_parked()
         refs = [*self._running, self._drain_ref]
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
@@ -237,8 +253,38 @@ class RayBackend:
                 events.extend(ray.get(ref))
                 self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
             else:
-                events.append(self._finish(ref))
+                result = self._finish(ref)
+                if result is not None:
+                    events.append(result)
         return events
+
+    def _park(self, run: _Running, exc: BaseException) -> TrialResult | None:
+        """The trial reached an actor that is restarting and did not run: send it again
+        shortly (the slot stays taken), or fail it once the actor stayed away too long."""
+        now = time.monotonic()
+        since = run.unavailable_since if run.unavailable_since is not None else now
+        if now - since > _RESTART_WAIT_S:
+            self._free.append(run.slot)
+            return TrialResult.failed(run.spec, FailReason.WORKER_DIED,
+                                      f"its worker did not come back within "
+                                      f"{_RESTART_WAIT_S:g} s: {_first_line(exc)}")
+        self._shipped.pop(run.slot, None)
+        run.unavailable_since = since
+        self._parked.append((now + _RESUBMIT_S, run))
+        return None
+
+    def _send_parked(self) -> None:
+        now = time.monotonic()
+        due = [run for at, run in self._parked if at <= now]
+        self._parked = [(at, run) for at, run in self._parked if at > now]
+        for run in due:
+            actor, spec = self._actors[run.slot], run.spec
+            if run.fused is not None:
+                ref = actor.run_fused.remote(run.fused)
+            else:
+                spec = self._ship_once(run.spec, run.slot)
+                ref = actor.run.remote(spec, self._broker)
+            self._running[ref] = dataclasses.replace(run, spec=spec, started=now)
 
     def _ship_once(self, spec: TrialSpec, slot: int) -> TrialSpec:
         """Drop the structure's JSON from ``spec`` if the slot's worker already holds it."""
@@ -250,14 +296,33 @@ class RayBackend:
         held.add(spec.structure)
         return spec
 
-    def _finish(self, ref: Any) -> TrialResult:
+    def _finish(self, ref: Any) -> TrialResult | None:
         import ray
         from ray import exceptions as rex
 
         run = self._running.pop(ref)
-        self._free.append(run.slot)
         try:
             result: TrialResult = ray.get(ref)
+        except rex.RayError as exc:
+            if (isinstance(exc, rex.ActorUnavailableError) and "restarting" in str(exc)
+                    and not run.killed_for_timeout):
+                return self._park(run, exc)  # it never ran: not an attempt
+            self._free.append(run.slot)
+            return self._failure(run, ref)
+        self._free.append(run.slot)
+        if result.reason is FailReason.WORKER_DIED:  # e.g. restarted while idle
+            self._shipped.pop(run.slot, None)
+        if result.reason is None and result.state.value == "complete":
+            self._best_slot[result.number] = run.slot
+        return result
+
+    def _failure(self, run: _Running, ref: Any) -> TrialResult:
+        """The result for a trial whose Ray task raised."""
+        import ray
+        from ray import exceptions as rex
+
+        try:
+            ray.get(ref)
         except rex.OutOfMemoryError as exc:
             return TrialResult.failed(run.spec, FailReason.OOM, _first_line(exc))
         except rex.RayActorError as exc:
@@ -271,11 +336,9 @@ class RayBackend:
             return TrialResult.failed(run.spec, FailReason.WORKER_DIED, _first_line(exc))
         except rex.RayTaskError as exc:
             return TrialResult.failed(run.spec, FailReason.USER_ERROR, str(exc)[-2000:])
-        if result.reason is FailReason.WORKER_DIED:  # e.g. restarted while idle
-            self._shipped.pop(run.slot, None)
-        if result.reason is None and result.state.value == "complete":
-            self._best_slot[result.number] = run.slot
-        return result
+        except rex.RayError as exc:
+            return TrialResult.failed(run.spec, FailReason.WORKER_DIED, _first_line(exc))
+        raise AssertionError("_failure() called for a task that succeeded")
 
     def _kill_overdue(self) -> None:
         import ray
@@ -310,7 +373,7 @@ class RayBackend:
         result numbered ``group.number``. Start the backend with ``keep_members=True``."""
         slot = self._free.pop(0)
         ref = self._actors[slot].run_fused.remote(group)
-        self._running[ref] = _Running(group.as_spec(), slot, time.monotonic())
+        self._running[ref] = _Running(group.as_spec(), slot, time.monotonic(), fused=group)
         self._member_slot.update({m.number: slot for m in group.members})
 
     def fetch_member(self, number: int) -> Any:

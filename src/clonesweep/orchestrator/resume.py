@@ -90,5 +90,8 @@ def reseed_sampler(spec: SweepSpec, study: optuna.Study) -> None:
     n = len(study.get_trials(deepcopy=False))
     if n == 0:
         return
-    seed = derive_seed(spec.sweep.seed, "resume", n)
-    study.sampler = make_sampler(replace(spec, sweep=replace(spec.sweep, seed=seed)))
+    plug = spec.sweep.sampler
+    root = int(plug.settings.get("seed", spec.sweep.seed))  # a seed in the file wins
+    settings = {**plug.settings, "seed": derive_seed(root, "resume", n)}
+    sweep = replace(spec.sweep, sampler=replace(plug, settings=settings))
+    study.sampler = make_sampler(replace(spec, sweep=sweep))

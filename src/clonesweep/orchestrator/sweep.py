@@ -19,6 +19,7 @@ import optuna
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator.backend import Backend
 from clonesweep.orchestrator.lease import Lease
+from clonesweep.orchestrator.outbox import STORAGE_ERRORS, Outbox
 from clonesweep.orchestrator.resume import (
     BUDGET_ATTR,
     counted,
@@ -48,6 +49,7 @@ from clonesweep.orchestrator.study import (
     open_study,
     storage_url,
 )
+from clonesweep.orchestrator.validate import check_resume_compatible
 from clonesweep.spec.model import Direction, SweepSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.materialize import canonical_hash
@@ -173,17 +175,21 @@ class _Loop:
         self.stopping = False
         self.trial_s = {"build": 0.0, "train": 0.0, "eval": 0.0}
         self._last_error = ""
+        # Finished trials' results on their way to the study (held while it is unreachable).
+        self.outbox = Outbox()
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         started = time.monotonic()
         try:
             while True:
-                self.lease.beat()
+                with contextlib.suppress(*STORAGE_ERRORS):  # the lease waits for the storage
+                    self.lease.beat()
                 if self.interrupts.cancel_now:
                     break
+                self.outbox.flush()
                 self._fill()
-                if not self.inflight:
+                if not self.inflight and not self.outbox:
                     break
                 for event in self.backend.poll(0.5):
                     if isinstance(event, Intermediate):
@@ -202,34 +208,54 @@ class _Loop:
                               f"with user errors; the last: {self._last_error}")
 
     def _fill(self) -> None:
+        # Nothing new while results wait for the storage: the budget counts them once written.
         while (not self.stopping and not self.exhausted and not self.interrupts.draining
-               and self.backend.free_slots() > 0
+               and not self.outbox and self.backend.free_slots() > 0
                and self.already + self.counts.finished + len(self.inflight) < self.budget):
-            # Define-by-run: parents are sampled before the keys whose `when` reads them.
-            trial = self.study.ask()
+            try:
+                self._ask_and_submit()
+            except STORAGE_ERRORS:
+                # Keep the loop waiting (not ending short of the budget) until the storage
+                # answers: the outbox holds a read that succeeds once it is back.
+                if not self.outbox:
+                    self.outbox.put("the next trial", self._storage_check)
+                return
+
+    def _storage_check(self) -> None:
+        self.study.user_attrs  # noqa: B018  (a read: raises while the storage is away)
+
+    def _ask_and_submit(self) -> None:
+        """Ask for one trial and submit it (or fail it at once: a DriverFailure)."""
+        # Define-by-run: parents are sampled before the keys whose `when` reads them.
+        trial = self.study.ask()
+        try:
             params = self.maker.params(trial)
             # A re-queued trial keeps the seed of the run that was cut short.
             seed = requeued_seed(trial)
             if seed is None:
                 seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
             trial.set_user_attr("seed", seed)
-            try:
-                spec = replace(self.maker.make(trial, params), seed=seed)
-            except DriverFailure as failure:
-                spec = TrialSpec(trial.number, params, seed)
-                self.progress.on_trial_start(spec)
-                result = TrialResult.failed(spec, failure.reason, failure.message)
-                self._tell(_InFlight(trial, spec, params), result)
-                self.progress.on_trial_end(result, self.counts, self.best, False)
-                continue
-            if spec.structure is not None:
-                self._record_structure(trial, spec)
-            self.inflight[trial.number] = _InFlight(trial, spec, params)
-            self.backend.submit(spec)
-            self.counts.running = len(self.inflight)
-            # Show every active key, the switch.* and model.* ones the worker never sees too.
-            self.progress.on_trial_start(replace(spec, params=params,
-                                                 structure_config_json=None))
+        except STORAGE_ERRORS:
+            # Asked but not set up: fail it and re-queue its params once the storage is back.
+            self.outbox.put(f"trial {trial.number} (asked)", lambda: fail_and_requeue(
+                self.study, trial, "interrupted", "the storage failed while the trial was "
+                "being asked; its params were re-queued"))
+            raise
+        try:
+            spec = replace(self.maker.make(trial, params), seed=seed)
+        except DriverFailure as failure:
+            spec = TrialSpec(trial.number, params, seed)
+            self.progress.on_trial_start(spec)
+            self._finish(_InFlight(trial, spec, params),
+                         TrialResult.failed(spec, failure.reason, failure.message))
+            return
+        if spec.structure is not None:
+            self._record_structure(trial, spec)
+        self.inflight[trial.number] = _InFlight(trial, spec, params)
+        self.backend.submit(spec)
+        self.counts.running = len(self.inflight)
+        # Show every active key, the switch.* and model.* ones the worker never sees too.
+        self.progress.on_trial_start(replace(spec, params=params, structure_config_json=None))
 
     def _record_structure(self, trial: optuna.trial.Trial, spec: TrialSpec) -> None:
         """Structural search: the trial's structure hash, and each structure's base config
@@ -247,10 +273,13 @@ class _Loop:
             # Optuna cannot record intermediate values of a multi-objective trial.
             self.backend.answer(event, False)
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a retried trial reports its steps again
-            entry.trial.report(event.value, event.step)
-            prune = entry.trial.should_prune()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a retried trial reports its steps again
+                entry.trial.report(event.value, event.step)
+                prune = entry.trial.should_prune()
+        except STORAGE_ERRORS:
+            prune = False  # the storage is away: keep training rather than wait
         self.backend.answer(event, prune)
 
     def _result(self, result: TrialResult) -> None:
@@ -259,9 +288,10 @@ class _Loop:
                      and result.reason.retryable)
         if retryable and self.interrupts.draining:  # no retry while draining: next run's
             del self.inflight[result.number]
-            fail_and_requeue(self.study, entry.trial, "interrupted",
-                             f"{result.reason}: not retried after an interrupt; re-queued")
             self.counts.running = len(self.inflight)
+            message = f"{result.reason}: not retried after an interrupt; re-queued"
+            self.outbox.put(f"trial {result.number} (interrupted)", lambda: fail_and_requeue(
+                self.study, entry.trial, "interrupted", message))
             return
         if retryable and entry.spec.attempt < self.spec.sweep.retries:
             entry.spec = entry.spec.retry()
@@ -270,18 +300,20 @@ class _Loop:
             self.progress.on_trial_end(result, self.counts, self.best, True)
             return
         del self.inflight[result.number]
-        self._tell(entry, result)
         self.counts.running = len(self.inflight)
-        self.progress.on_trial_end(result, self.counts, self.best, False)
+        self._finish(entry, result)
+
+    def _finish(self, entry: _InFlight, result: TrialResult) -> None:
+        """Tell the study, now or, while the storage is unreachable, once it is back."""
+        def tell() -> None:
+            self._tell(entry, result)
+            self.progress.on_trial_end(result, self.counts, self.best, False)
+        self.outbox.put(f"trial {result.number} ({result.state.value})", tell)
 
     def _tell(self, entry: _InFlight, result: TrialResult) -> None:
         trial = entry.trial
         for key, value in _attributes(result).items():
             trial.set_user_attr(key, value)
-        for phase, seconds in (("build", result.timings.build_s),
-                               ("train", result.timings.train_s),
-                               ("eval", result.timings.eval_s)):
-            self.trial_s[phase] += seconds
         values: list[float] | None = None
         if result.state is TrialState.COMPLETE:
             got = objective_values(self.spec, result)
@@ -315,6 +347,10 @@ class _Loop:
                 self._last_error = result.message.splitlines()[0] if result.message else ""
                 if self.user_errors_in_a_row >= _USER_ERRORS_BEFORE_ABORT:
                     self.stopping = True
+        for phase, seconds in (("build", result.timings.build_s),
+                               ("train", result.timings.train_s),
+                               ("eval", result.timings.eval_s)):
+            self.trial_s[phase] += seconds
         record = _trial_record(replace(entry.spec, params=entry.params), result)
         if values is not None and self.spec.is_multi_objective:
             metrics = [o.metric for o in self.spec.objectives]
@@ -353,7 +389,7 @@ class _Loop:
         """On an interrupt or a crash of the loop: fail every running trial as
         ``interrupted`` and re-queue its params (same seed) for the next run."""
         for number, entry in list(self.inflight.items()):
-            # Storage gone: the next driver finds it RUNNING and re-queues it.
+            # Storage gone: the next driver finds the trial RUNNING and re-queues it then.
             with contextlib.suppress(Exception):
                 fail_and_requeue(self.study, entry.trial, "interrupted",
                                  "the driver was interrupted; its params were re-queued")
@@ -443,10 +479,11 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     queued = warm_start(spec, url)
     interrupts = Interrupts(options.grace)
     lease: Lease | None = None
-    with interrupts:
-        # Workers start importing Keras now, while the driver opens the study.
-        backend.start(worker_job(spec, base_config), spec.sweep.parallel)
-        try:
+    # Workers start importing Keras now, while the driver opens the study.
+    backend.start(worker_job(spec, base_config), spec.sweep.parallel)
+    try:
+        # After backend.start: ray.init installs a SIGTERM handler of its own.
+        with interrupts:
             study, folder, lease = _open(spec, url, base_config, sampler, pruner,
                                          options.takeover)
             budget = _budget(spec, study, options.add_trials)
@@ -455,10 +492,10 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
             progress.on_start(spec, mask_url(url), loop.already)
             loop.run()
             best_model = _save_best_model(backend, folder, loop.best)
-        finally:
-            backend.shutdown()
-            if lease is not None:
-                lease.release()
+    finally:
+        backend.shutdown()
+        if lease is not None:
+            lease.release()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
                            budget, loop.already, loop.best, best_model,
                            time.monotonic() - started, loop.trial_s, loop.failures)
@@ -476,6 +513,8 @@ def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
     folder.create(spec.file, base_config)
     try:
         study = open_study(spec, url, sampler, pruner)
+        # Resuming with another search space would mix two searches in one study.
+        check_resume_compatible(spec, study)
     except BaseException:
         folder.remove_if_new()
         raise

@@ -29,6 +29,9 @@ MISSING: Any = SpecError._MISSING
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 MODULE_RE = re.compile(rf"^{_DOTTED}$")
 CALLABLE_RE = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
+#: Top-level keys with their own section in docs/sweep-file.md (the default hint links it).
+_DOC_SECTIONS = ("model", "data", "training", "objective", "constraints", "parameters",
+                 "sweep")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -89,7 +92,8 @@ class Block:
         if not isinstance(value, dict):
             raise SpecError(
                 f"expected a mapping, not a {kind_of(value)}", file=file, field=path or None,
-                value=value,
+                value=value, hint="write it as `key: value` lines (or {key: value, ...}); "
+                                  "start from configs/*.yaml",
             )
         for key in value:
             if not isinstance(key, str):
@@ -105,7 +109,10 @@ class Block:
     def fail(self, key: str | None, message: str, value: Any = MISSING,
              hint: str | None = None) -> NoReturn:
         field = self.field(key) if key is not None else (self.path or None)
-        raise SpecError(message, file=self.file, field=field, value=value, hint=hint)
+        top = (field or "").split(".")[0].split("[")[0]
+        raise SpecError(message, file=self.file, field=field, value=value,
+                        hint=hint or f"every key, its type and range: docs/sweep-file.md"
+                                     f"{'#' + top if top in _DOC_SECTIONS else ''}")
 
     def has(self, key: str) -> bool:
         return key in self.data

@@ -199,10 +199,11 @@ def _check_positive_ints(spec: ParamSpec, file: str, field: str) -> None:
         bad = [v for v in spec.values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
         if bad:
             raise SpecError("training settings take ints >= 1", file=file, field=field,
-                            value=bad[0])
+                            value=bad[0], hint="e.g. train.batch_size: {values: [32, 64]}")
     elif spec.distribution not in _INTS or (spec.low is not None and spec.low < 1):
         raise SpecError("training settings take ints >= 1: use int bounds with min >= 1",
-                        file=file, field=field, value={"min": spec.low, "max": spec.high})
+                        file=file, field=field, value={"min": spec.low, "max": spec.high},
+                        hint="e.g. train.batch_size: {min: 16, max: 128}")
 
 
 def _parse_entry(block: Block, key: str) -> ParamSpec:

@@ -47,7 +47,7 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
     return SweepSettings(
         trials=block.integer("trials", defaults.trials, low=1),
         parallel=block.integer("parallel", defaults.parallel, low=1),
-        sampler=_plug(block, "sampler", SAMPLERS, defaults.sampler),
+        sampler=_seeded(block, _plug(block, "sampler", SAMPLERS, defaults.sampler)),
         pruner=pruner,
         storage=_storage(block, base),
         run_dir=run_dir.resolve(),
@@ -57,6 +57,13 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
         seed=block.integer("seed", defaults.seed, low=0, high=_MAX_SEED),
         enqueue_from=_enqueue_from(block, base),
     )
+
+
+def _seeded(block: Block, sampler: PlugSpec) -> PlugSpec:
+    """A sampler ``seed`` is an int in [0, 2**32-1], like ``sweep.seed`` (numpy's range)."""
+    if "seed" in sampler.settings:
+        block.sub("sampler").integer("seed", low=0, high=_MAX_SEED)
+    return sampler
 
 
 def _enqueue_from(block: Block, base: Path) -> EnqueueFrom | None:

@@ -1,0 +1,309 @@
+"""``clonesweep validate``: a dry run that refuses, before any trial exists, what cannot work.
+
+:func:`validate_sweep` takes a loaded :class:`SweepSpec` (the loader has already checked
+every key and resolved the config paths of a config/``.keras`` model) and then, creating
+nothing anywhere:
+
+1. builds the sampler and the pruner (their settings against Optuna's signatures);
+2. checks the storage: a SQLite or journal file's folder is creatable and writable and an
+   existing file is a study database; a server URL answers ``SELECT 1`` (password from
+   ``--storage-password-file`` / ``$CLONESWEEP_STORAGE_PASSWORD``, masked in every message);
+3. if the sweep's study exists, checks it can be resumed: same directions, and the search
+   space its trials were sampled from (:func:`check_resume_compatible`);
+4. imports ``model.imports`` and the data loader (``data=True`` also calls it and checks
+   what it returns against the model's input);
+5. rebuilds the model in safe mode at every corner of the search space and counts its
+   parameters (:mod:`clonesweep.orchestrator.corners`).
+
+Every refusal is a :class:`SpecError` (exit code 2) naming the file, the field, the value
+(storage URLs masked) and a hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clonesweep.errors import SpecError
+from clonesweep.orchestrator.corners import Corner, build_corners
+from clonesweep.orchestrator.storagecheck import (
+    Refuse,
+    check_folder,
+    check_sqlite_file,
+    server_has_study,
+    sqlite_has_study,
+)
+from clonesweep.spec.model import SweepSpec
+from clonesweep.spec.settings import mask_url
+
+__all__ = ["ValidationReport", "check_resume_compatible", "check_storage", "validate_sweep"]
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What a sweep would run with; every field is safe to print (URLs masked)."""
+
+    name: str
+    file: str
+    storage: str
+    study: str
+    sampler: str
+    pruner: str
+    corners: tuple[Corner, ...]
+    data: dict[str, Any] | None = field(default=None, hash=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file, "storage": self.storage,
+                "study": self.study, "sampler": self.sampler, "pruner": self.pruner,
+                "corners": [{"label": c.label, "params": c.params,
+                             "param_count": c.param_count} for c in self.corners],
+                "data": self.data, "ok": True}
+
+
+def validate_sweep(spec: SweepSpec, *, data: bool = False,
+                   storage_field: str = "sweep.storage") -> ValidationReport:
+    """Check everything a run of ``spec`` needs, without creating anything.
+
+    Args:
+        spec: The loaded sweep (its storage URL with the password filled in, if any).
+        data: Also call the data loader and check what it returns.
+        storage_field: The field to name when the storage is refused (``--storage`` when
+            the URL came from the command line).
+
+    Raises:
+        SpecError: Whatever would make the run fail; nothing has been created.
+
+    Example:
+        >>> report = validate_sweep(load_sweep("configs/digits_mlp.yaml"))  # doctest: +SKIP
+        >>> [c.param_count for c in report.corners]
+        [1210, 19210]
+    """
+    from clonesweep.orchestrator.model import base_model_config, build_structure
+    from clonesweep.orchestrator.study import make_pruner, make_sampler, storage_url
+    from clonesweep.workers.seeding import derive_seed
+
+    make_sampler(spec)
+    make_pruner(spec)
+    url = storage_url(spec)
+    field_name = storage_field if spec.sweep.storage else "sweep.run_dir"
+    study = check_storage(spec, url, field_name)
+    _check_warm_start(spec, url)
+    _import_modules(spec)
+    base_config = base_model_config(spec)
+    seed = derive_seed(spec.sweep.seed, "trial", 0)
+    built = build_corners(spec, base_config, lambda args: build_structure(spec, args), seed)
+    checked = _check_data(spec, base_config, seed) if data else None
+    return ValidationReport(
+        name=spec.name, file=str(spec.file), storage=mask_url(url), study=study,
+        sampler=spec.sweep.sampler.name, pruner=spec.sweep.pruner.name,
+        corners=tuple(built), data=checked)
+
+
+# -- storage -------------------------------------------------------------------------------
+def _check_warm_start(spec: SweepSpec, url: str) -> None:
+    """``sweep.enqueue_from`` names a study that exists (read without creating anything)."""
+    source = spec.sweep.enqueue_from
+    if source is None:
+        return
+    other = source.storage or url
+
+    def refuse(problem: str, hint: str) -> SpecError:
+        return SpecError(f"the warm-start storage {problem}", file=str(spec.file),
+                         field="sweep.enqueue_from", value=mask_url(other), hint=hint)
+
+    if other.startswith("sqlite:///"):
+        path = Path(other[len("sqlite:///"):])
+        found = path.is_file()
+        if found:
+            check_sqlite_file(path, refuse)
+            found = sqlite_has_study(path, source.study)
+    elif other.startswith("journal://"):
+        found = Path(other[len("journal://"):]).is_file()
+    else:
+        found = server_has_study(other, source.study, refuse)
+    if not found:
+        raise SpecError(f"cannot warm-start from study {source.study!r}: it does not exist",
+                        file=str(spec.file), field="sweep.enqueue_from", value=source.study,
+                        hint=f"the study must exist in {mask_url(other)}")
+    from clonesweep.orchestrator.search import warm_start
+
+    warm_start(spec, url)  # reads the study; SpecError if it cannot
+
+
+def check_storage(spec: SweepSpec, url: str, field_name: str = "sweep.storage") -> str:
+    """Check that the run could open ``url``; say whether its study is new or resumed.
+
+    Nothing is created: a missing SQLite/journal file is not opened, only its folder is
+    checked; a server gets ``SELECT 1`` and, if Optuna's tables exist, a read of its study.
+
+    Raises:
+        SpecError: The storage cannot be reached or written, is not a study database, or
+            holds a study of this name that this sweep cannot resume.
+    """
+    def refuse(problem: str, hint: str) -> SpecError:
+        return SpecError(f"the storage {problem}", file=str(spec.file), field=field_name,
+                         value=mask_url(url), hint=hint)
+
+    if url.startswith(("sqlite:///", "journal://")):
+        path = Path(url.split("://", 1)[1][1 if url.startswith("sqlite") else 0:])
+        if str(path) == ":memory:":
+            return "new (in memory)"
+        check_folder(path, refuse)
+        if not path.exists():
+            return "new"
+        if url.startswith("sqlite"):
+            check_sqlite_file(path, refuse)
+            if not sqlite_has_study(path, spec.name):
+                return "new"
+    elif not server_has_study(url, spec.name, refuse):
+        return "new"
+    return _check_existing_study(spec, url, refuse)
+
+
+def _check_existing_study(spec: SweepSpec, url: str, refuse: Refuse) -> str:
+    from clonesweep.errors import StudyError
+    from clonesweep.orchestrator.study import load_study
+
+    try:
+        study = load_study(spec.name, url)
+    except StudyError as exc:
+        if "no study named" in str(exc):  # a journal file that holds other studies only
+            return "new"
+        raise refuse(f"holds a study {spec.name!r} that cannot be read: {exc}",
+                     "check the storage, or give the sweep another name") from exc
+    found = [d.name.lower() for d in study.directions]
+    wanted = [o.direction.value for o in spec.objectives]
+    if found != wanted:
+        raise SpecError(f"the existing study {spec.name!r} has directions {found}, the sweep "
+                        f"file asks for {wanted}", file=str(spec.file), field="objective",
+                        value=wanted, hint="resume with the same objectives, or give the "
+                                           "sweep another name (a new study)")
+    check_resume_compatible(spec, study)
+    return f"resumes study {spec.name!r} ({len(study.get_trials(deepcopy=False))} trials)"
+
+
+def check_resume_compatible(spec: SweepSpec, study: Any) -> None:
+    """Refuse to resume ``study`` with a search space other than the one it was sampled from.
+
+    Each trial's recorded Optuna distributions are compared with the sweep's: a key the
+    sweep no longer has, a key whose distribution (bounds, log, step, choices) changed, or
+    an unconditional key that none of the study's finished trials sampled.
+    ``clonesweep run`` / ``resume`` call it right after opening the study.
+
+    Raises:
+        SpecError: Naming ``parameters.<key>``, the sweep's entry and the study's.
+    """
+    import optuna
+
+    from clonesweep.orchestrator.study import distributions
+
+    wanted = distributions(spec.parameters)
+    hint = ("give the sweep another name (a new study), or restore the search space the "
+            "study was run with")
+    sampled: set[str] = set()
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    for trial in study.get_trials(deepcopy=False):
+        for key, dist in trial.distributions.items():
+            sampled.add(key)
+            if key not in wanted:
+                raise SpecError(f"the search space changed: the study's trial {trial.number} "
+                                f"sampled '{key}', which the sweep file no longer has",
+                                file=str(spec.file), field=f"parameters.{key}",
+                                value=_describe(dist), hint=hint)
+            if wanted[key] != dist:
+                raise SpecError(f"the search space changed: the study's trials sampled '{key}' "
+                                f"from {_describe(dist)}", file=str(spec.file),
+                                field=f"parameters.{key}", value=_describe(wanted[key]),
+                                hint=hint)
+    complete = [t for t in finished if t.state is optuna.trial.TrialState.COMPLETE]
+    for p in spec.parameters:
+        if complete and p.path in wanted and not p.is_conditional and p.path not in sampled:
+            raise SpecError(f"the search space changed: '{p.path}' is new; none of the "
+                            f"study's {len(complete)} complete trials sampled it",
+                            file=str(spec.file), field=f"parameters.{p.path}",
+                            value=_describe(wanted[p.path]), hint=hint)
+
+
+def _describe(dist: Any) -> str:
+    import optuna
+
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(dist.choices)!r}"
+    return (f"{type(dist).__name__}(low={dist.low!r}, high={dist.high!r}, log={dist.log}, "
+            f"step={dist.step!r})")
+
+
+# -- code and data -------------------------------------------------------------------------
+def _import_modules(spec: SweepSpec) -> None:
+    from clonesweep.workers.runner import import_object
+
+    for index, module in enumerate(spec.model.imports):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise SpecError(f"cannot import it: {type(exc).__name__}: {exc}",
+                            file=str(spec.file), field=f"model.imports[{index}]", value=module,
+                            hint="every worker imports it before rebuilding; install the "
+                                 "package or fix the name") from exc
+    try:
+        loader = import_object(spec.data.loader)
+    except Exception as exc:
+        raise SpecError(f"cannot import the data loader: {type(exc).__name__}: {exc}",
+                        file=str(spec.file), field="data.loader", value=spec.data.loader,
+                        hint="write it as module:function, importable on every worker")\
+            from exc
+    if not callable(loader):
+        raise SpecError("the data loader is not callable", file=str(spec.file),
+                        field="data.loader", value=spec.data.loader,
+                        hint="it must be a function returning (x_train, y_train, x_val, y_val)")
+
+
+def _check_data(spec: SweepSpec, base_config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Call the loader; check its 4-tuple and that x fits the model's input shape."""
+    from clonesweep.workers.rebuild import rebuild
+    from clonesweep.workers.runner import import_object
+
+    def refuse(problem: str, value: Any, hint: str) -> SpecError:
+        return SpecError(f"the data loader {problem}", file=str(spec.file),
+                         field="data.loader", value=value, hint=hint)
+
+    try:
+        loaded = import_object(spec.data.loader)(**spec.data.kwargs)
+    except Exception as exc:
+        raise refuse(f"failed: {type(exc).__name__}: {exc}", spec.data.loader,
+                     "run it by hand with data.kwargs to see why") from exc
+    if not isinstance(loaded, (tuple, list)) or len(loaded) != 4:
+        what = type(loaded).__name__ + (f" of length {len(loaded)}"
+                                        if isinstance(loaded, (tuple, list)) else "")
+        raise refuse(f"returned a {what}", spec.data.loader,
+                     "return (x_train, y_train, x_val, y_val)")
+    shapes = {name: _shape(array) for name, array in
+              zip(("x_train", "y_train", "x_val", "y_val"), loaded, strict=True)}
+    model = rebuild(base_config, {}, seed=seed).model
+    wanted = [None if d is None else int(d) for d in tuple(model.inputs[0].shape)[1:]] \
+        if len(getattr(model, "inputs", None) or []) == 1 else None
+    for name in ("x_train", "x_val"):
+        got = shapes[name]
+        if wanted is not None and got is not None and not _fits(got[1:], wanted):
+            raise refuse(f"returns {name} of shape {list(got)}, which does not fit the "
+                         f"model's input (batch, {', '.join(map(str, wanted))})", list(got),
+                         "reshape the arrays in the loader, or fix the model's Input")
+    for x, y in (("x_train", "y_train"), ("x_val", "y_val")):
+        x_shape, y_shape = shapes[x], shapes[y]
+        if x_shape and y_shape and x_shape[0] != y_shape[0]:
+            raise refuse(f"returns {x} and {y} of different lengths "
+                         f"({x_shape[0]} and {y_shape[0]})", spec.data.loader,
+                         "return as many targets as samples")
+    return {name: None if s is None else list(s) for name, s in shapes.items()}
+
+
+def _shape(array: Any) -> tuple[int, ...] | None:
+    shape = getattr(array, "shape", None)
+    return None if shape is None else tuple(int(d) for d in shape)
+
+
+def _fits(got: tuple[int, ...], wanted: list[int | None]) -> bool:
+    return len(got) == len(wanted) and all(w is None or w == g
+                                       for g, w in zip(got, wanted, strict=True))

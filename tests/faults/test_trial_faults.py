@@ -1,0 +1,87 @@
+"""Faults 7, 8, 9, 10 at sweep level on a real Ray: a NaN loss, a trial that hangs inside an
+epoch, an exception in a custom layer, each failed with its reason and not retried (attempt
+0); a MemoryError (host OOM, as Ray's OOM killer would report it too: a real OOM is not
+practical on a shared test machine) retried once with the same seed, then failed as ``oom``.
+The sweep goes on to its budget; a trial after the hang runs on the restarted
+worker. The driver runs as its own process so that its Ray workers can import the test's
+custom layer (``PYTHONPATH``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from faults_support import Drivers, assert_invariants, trials
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+S = optuna.trial.TrialState
+
+SWEEP = """
+name: traps
+model:
+  factory: faults_layers:build
+  imports: [faults_layers]
+data:
+  loader: clonesweep.datasets:digits
+  kwargs: {limit: 400}
+training:
+  epochs: 1
+  batch_size: 64
+  optimizer: {name: adam, learning_rate: 0.003}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+objective: {metric: val_accuracy, direction: maximize}
+parameters:
+  layers.trap.mode: {values: [ok, nan, raise, hang, oom]}
+enqueue:
+  - {layers.trap.mode: hang}
+  - {layers.trap.mode: nan}
+  - {layers.trap.mode: raise}
+  - {layers.trap.mode: oom}
+  - {layers.trap.mode: ok}
+sweep:
+  trials: 5
+  parallel: 2
+  retries: 1
+  trial_timeout: 2
+  sampler: {name: random, seed: 0}
+  run_dir: runs
+"""
+
+
+def test_nan_hang_and_user_error_fail_with_their_reason(tmp_path: Path) -> None:
+    path = tmp_path / "traps.yaml"
+    path.write_text(SWEEP)
+    drivers = Drivers(tmp_path)
+    drivers.env["PYTHONPATH"] = str(Path(__file__).parent)
+    try:
+        done = drivers.run("run", str(path), "--json", timeout=500)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary: dict[str, Any] = json.loads(done.stdout)
+        got = trials(tmp_path / "runs" / "traps" / "study.db", "traps")
+        assert_invariants(got, budget=5)
+        mode = {t.number: t.params["layers.trap.mode"] for t in got}
+        by_mode: dict[str, list[optuna.trial.FrozenTrial]] = {}
+        for t in got:
+            by_mode.setdefault(mode[t.number], []).append(t)
+        hang, nan, raised = by_mode["hang"][0], by_mode["nan"][0], by_mode["raise"][0]
+        assert hang.state is S.FAIL and hang.user_attrs["fail_reason"] == "timeout"
+        assert nan.state is S.FAIL and nan.user_attrs["fail_reason"] == "nan_loss"
+        assert raised.state is S.FAIL and raised.user_attrs["fail_reason"] == "user_error"
+        message = raised.user_attrs["message"]
+        assert "trap: user code failed on purpose" in message and "faults_layers.py" in message
+        assert len(message) <= 2000
+        for t in (hang, nan, raised):  # not retried
+            assert t.user_attrs["attempt"] == 0
+        assert [t.state for t in by_mode["ok"]] == [S.COMPLETE]
+        oom = by_mode["oom"][0]
+        assert oom.state is S.FAIL and oom.user_attrs["fail_reason"] == "oom"
+        assert oom.user_attrs["attempt"] == 1  # retried once (sweep.retries), same seed
+        assert summary["retried"] == 1
+        assert summary["failures"] == {"timeout": 1, "nan_loss": 1, "user_error": 1, "oom": 1}
+    finally:
+        drivers.close()
