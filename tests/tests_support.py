@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -43,3 +45,17 @@ sweep:
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+def pids_with_env(variable: str, value: str) -> list[int]:
+    """Processes (other than this one) whose environment holds ``variable=value``: the ones a
+    test started and marked, so it can kill exactly those and nothing else on the machine."""
+    needle = f"{variable}={value}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+    return pids

@@ -20,19 +20,13 @@ from pathlib import Path
 
 import optuna
 
+from tests_support import pids_with_env
+
 MARKER = "CLONESWEEP_TEST_FAULTS"
 
 
 def marked_pids(marker: str) -> list[int]:
-    needle = f"{MARKER}={marker}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-    return pids
+    return pids_with_env(MARKER, marker)
 
 
 def kill_marked(marker: str) -> None:

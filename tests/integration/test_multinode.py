@@ -32,6 +32,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from pgserver import PostgresServer, PostgresUnavailable, find_bindir
+from tests_support import pids_with_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -47,15 +48,7 @@ def _free_port() -> int:
 
 def _marked_pids(marker: str) -> list[int]:
     """Processes whose environment holds ``MARKER=marker``: the ones this test started."""
-    needle = f"{MARKER}={marker}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-    return pids
+    return pids_with_env(MARKER, marker)
 
 
 class LocalCluster:

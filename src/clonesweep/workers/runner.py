@@ -28,6 +28,7 @@ from clonesweep.errors import RebuildError
 from clonesweep.spec.model import DataSpec, Direction, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import FailReason, Reporter, Timings, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.seeding import DATA_ORDER
+from clonesweep.workers.versions import runtime_versions
 
 __all__ = ["TrialRunner", "WorkerJob", "import_object"]
 
@@ -424,16 +425,16 @@ class TrialRunner:
 
 
 def environment() -> dict[str, str]:
-    """Versions this worker runs with: what a reproduction has to match."""
-    import platform
+    """Versions this worker runs with: what a reproduction has to match.
 
+    The versions the driver checks at worker start (:func:`runtime_versions`), plus numpy and
+    the Keras backend's own library.
+    """
     import keras
 
-    from clonesweep import __version__
-
     backend = keras.backend.backend()
-    env = {"python": platform.python_version(), "keras": keras.__version__,
-           "keras_backend": backend, "numpy": np.__version__, "clonesweep": __version__}
+    env = dict(runtime_versions(backend))
+    env["numpy"] = np.__version__
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
     if module is not None:
         env[module] = str(getattr(importlib.import_module(module), "__version__", "?"))
