@@ -24,11 +24,11 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from clonesweep.orchestrator.ensemble import EnsembleRequest, run_ensemble  # noqa: E402
-from clonesweep.orchestrator.ensemble_score import score  # noqa: E402
-from clonesweep.orchestrator.model import base_model_config  # noqa: E402
-from clonesweep.orchestrator.ray_backend import RayBackend  # noqa: E402
-from clonesweep.spec import load_sweep  # noqa: E402
+from clonesweep.orchestrator.ensemble import EnsembleRequest, run_ensemble
+from clonesweep.orchestrator.ensemble_score import score
+from clonesweep.orchestrator.model import base_model_config
+from clonesweep.orchestrator.ray_backend import RayBackend
+from clonesweep.spec import load_sweep
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.json"
 SWEEP = """

@@ -18,9 +18,9 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec  # noqa: E402
-from clonesweep.trials import TrialSpec  # noqa: E402
-from clonesweep.workers.runner import TrialRunner, WorkerJob  # noqa: E402
+from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
+from clonesweep.trials import TrialSpec
+from clonesweep.workers.runner import TrialRunner, WorkerJob
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.json"
 

@@ -7,6 +7,7 @@ Exit codes: 0 the command did its job; 1 the sweep failed (or storage could not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -193,12 +194,16 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         from clonesweep.orchestrator.ray_backend import RayBackend
 
         backend = RayBackend(address=args.address, resources=spec.sweep.resources,
-                             trial_timeout=spec.sweep.trial_timeout)
+                             trial_timeout=spec.sweep.trial_timeout,
+                             resource_wait=spec.sweep.resource_wait)
     out: TextIO = sys.stderr if args.json else sys.stdout
     from clonesweep.orchestrator.sweep import RunOptions
 
     options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace)
-    outcome = run_sweep(spec, base_config, backend, make_progress(out), options)
+    # With --json, stdout holds the JSON alone: Ray prints its cluster events (a node marked
+    # dead, a task retried) on the driver's stdout, so they go to stderr during the run.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        outcome = run_sweep(spec, base_config, backend, make_progress(out), options)
     if args.json:
         print(json.dumps(_outcome_json(outcome), indent=2))
     c = outcome.counts

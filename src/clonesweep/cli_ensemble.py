@@ -83,7 +83,8 @@ def _backend(spec: SweepSpec, args: argparse.Namespace) -> Any:
     from clonesweep.orchestrator.ray_backend import RayBackend
 
     return RayBackend(address=args.address, resources=spec.sweep.resources,
-                      trial_timeout=spec.sweep.trial_timeout)
+                      trial_timeout=spec.sweep.trial_timeout,
+                      resource_wait=spec.sweep.resource_wait)
 
 
 def _member_line(member: Any, retried: bool, out: TextIO) -> None:

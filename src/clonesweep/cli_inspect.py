@@ -107,7 +107,7 @@ def _report(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
 
 def _dashboard(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.errors import SpecError
-    from clonesweep.orchestrator.study import mask_url, storage_url
+    from clonesweep.orchestrator.study import dashboard_storage, mask_url, storage_url
 
     try:
         import optuna_dashboard
@@ -121,5 +121,5 @@ def _dashboard(spec: SweepSpec, args: argparse.Namespace) -> int:
     else:
         print(f"optuna-dashboard for {mask_url(url)} at {where} (Ctrl-C to stop)", flush=True)
     sys.stdout.flush()
-    optuna_dashboard.run_server(url, host=args.host, port=args.port)
+    optuna_dashboard.run_server(dashboard_storage(url), host=args.host, port=args.port)
     return 0

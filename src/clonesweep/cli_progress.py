@@ -62,6 +62,8 @@ class LineProgress:
     def on_trial_end(self, result: TrialResult, counts: Counts, best: BestTrial | None,
                      retried: bool) -> None:
         self._line(self._row(result, retried))
+        if not retried:  # a finished trial's params are not needed again: memory stays flat
+            self.params.pop(result.number, None)
         if result.message and result.reason is not None:
             self._line(f"       {result.message.splitlines()[0][:200]}")
 

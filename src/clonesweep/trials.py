@@ -139,6 +139,8 @@ class TrialResult:
         data_fingerprint: sha256 over the loaded training and validation arrays.
         inference_latency_ms: Median milliseconds of a few ``predict_on_batch`` calls on a
             fixed batch of validation inputs after training (None unless the job asks).
+        resumed_from_epoch: A retry that resumed from its checkpoint: the number of epochs
+            it restored (the first epoch it trained, 0-based); None: trained from epoch 0.
     """
 
     number: int
@@ -158,6 +160,7 @@ class TrialResult:
     environment: dict[str, str] = field(default_factory=dict)
     data_fingerprint: str = ""
     inference_latency_ms: float | None = None
+    resumed_from_epoch: int | None = None
 
     @classmethod
     def failed(cls, spec: TrialSpec, reason: FailReason, message: str, **kw: Any) -> TrialResult:

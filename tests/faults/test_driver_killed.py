@@ -24,17 +24,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 S = optuna.trial.TrialState
 
 
-@pytest.mark.skipif(bool(os.environ.get("CI")), reason=(
-    "flaked once in two full CI runs (driver A showed no finished+running trial within "
-    "240 s); runs outside CI until the cause is found (see the issue 5 note)"))
 def test_driver_killed_then_resumed(sweep_file: Any, tmp_path: Path) -> None:
-    path = sweep_file(name="crash", trials=6, parallel=2, epochs=12, limit=1500)
+    # Trials long enough (40 epochs) that a poll of the study, slow on a loaded machine,
+    # cannot miss the window where one trial has finished and another still runs: with
+    # 12 epochs the whole sweep once ended between two polls and the wait timed out.
+    path = sweep_file(name="crash", trials=6, parallel=2, epochs=40, limit=1500)
     db = tmp_path / "runs" / "crash" / "study.db"
     drivers = Drivers(tmp_path)
     try:
         a = drivers.start("run", str(path))
 
         def mid_sweep() -> bool:
+            if a.poll() is not None:  # A ended (or failed) before it could be killed
+                _, err = a.communicate()
+                raise AssertionError(f"driver A exited {a.returncode} early: {err[-3000:]}")
             got = trials(db, "crash")
             return (any(t.state is S.COMPLETE for t in got)
                     and any(t.state is S.RUNNING for t in got))

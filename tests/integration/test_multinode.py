@@ -6,7 +6,7 @@ The sweep runs from a separate ``python -m clonesweep run --address`` process, e
 cluster, with the storage password in its environment only. Everything runs in processes of
 its own, under its own temp dir, so it never touches the test session's local Ray; every
 process it started (found by a marker in their environment) is killed at the end, even on
-failure. ``ray stop`` is never used: it would stop every Ray on the machine.
+failure (see ``tests/cluster_support.py``).
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,118 +26,12 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+from cluster_support import LocalCluster, marked_pids
 from pgserver import PostgresServer, PostgresUnavailable, find_bindir
-from tests_support import pids_with_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-MARKER = "CLONESWEEP_TEST_CLUSTER"
 PASSWORD_ENV = "CLONESWEEP_STORAGE_PASSWORD"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _marked_pids(marker: str) -> list[int]:
-    """Processes whose environment holds ``MARKER=marker``: the ones this test started."""
-    return pids_with_env(MARKER, marker)
-
-
-class LocalCluster:
-    """Head + worker nodes as separate ``ray start --block`` processes on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.marker = uuid.uuid4().hex
-        # Short: Ray's unix sockets live under it (108-byte path limit).
-        self.temp = Path(tempfile.mkdtemp(prefix="csray-", dir="/tmp"))
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        # Ray 2.60 turns token authentication on for `ray start --head`: this cluster gets
-        # a token of its own (not ~/.ray/auth_token), and every process of it uses it.
-        token = self.temp / "auth_token"
-        token.write_text(secrets.token_hex(32))
-        token.chmod(0o600)
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in (PASSWORD_ENV, "RAY_ADDRESS") and not k.startswith("RAY_AUTH")}
-        self.env.update({MARKER: self.marker, "RAY_TMPDIR": str(self.temp),
-                         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-                         "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "3"})
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def _start(self, name: str, *args: str) -> None:
-        ports = {flag: _free_port() for flag in (
-            "--node-manager-port", "--object-manager-port", "--metrics-export-port",
-            "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-            "--runtime-env-agent-port", "--ray-client-server-port")}
-        argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
-                "--node-ip-address", "127.0.0.1", "--object-store-memory", str(100 << 20),
-                "--min-worker-port", "0", "--max-worker-port", "0", "--disable-usage-stats",
-                *[f"{flag}={port}" for flag, port in ports.items()], *args]
-        log = (self.temp / f"{name}.log").open("wb")
-        self.procs.append(subprocess.Popen(argv, env=self.env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True))
-
-    def start(self, workers: list[list[str]]) -> None:
-        self._start("head", "--head", f"--port={self.port}", "--num-cpus=0",
-                    "--include-dashboard=false", f"--temp-dir={self.temp}")
-        self._wait_for(1)
-        # One node at a time: on two busy cores, raylets started together can miss Ray's
-        # fixed 30 s registration window.
-        for i, extra in enumerate(workers):
-            self._start(f"worker{i}", f"--address={self.address}", *extra)
-            self._wait_for(2 + i)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        """``ray.nodes()`` of the cluster, read by a short-lived separate driver."""
-        code = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-                "print(json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], "
-                "'resources': n['Resources']} for n in ray.nodes()]))")
-        done = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:] + self.logs())
-        return [n for n in json.loads(done.stdout.strip().splitlines()[-1]) if n["alive"]]
-
-    def _wait_for(self, count: int, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError("a ray node exited early:\n" + self.logs())
-            with contextlib.suppress(RuntimeError, ValueError, subprocess.TimeoutExpired):
-                if len(self.nodes()) >= count:
-                    return
-            time.sleep(1.0)
-        raise RuntimeError(f"{count} ray nodes did not come up in {timeout:g} s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        out = []
-        paths = [*self.temp.glob("*.log"), *self.temp.glob("session_*/logs/raylet*.err"),
-                 *self.temp.glob("session_*/logs/raylet*.out")]
-        for path in sorted(paths):
-            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}")
-        return "\n".join(out)
-
-    def stop(self) -> None:
-        """SIGTERM every process of the cluster (found by its marker), SIGKILL what stays."""
-        for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
-            pids = set(_marked_pids(self.marker))
-            pids.update(p.pid for p in self.procs if p.poll() is None)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and (
-                    _marked_pids(self.marker) or any(p.poll() is None for p in self.procs)):
-                time.sleep(0.3)
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        left = _marked_pids(self.marker)
-        shutil.rmtree(self.temp, ignore_errors=True)
-        assert not left, f"processes left running: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +81,7 @@ class _Watch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pid in _marked_pids(self.marker):
+            for pid in marked_pids(self.marker):
                 if pid == self.driver:
                     continue
                 with contextlib.suppress(OSError):
@@ -296,5 +185,7 @@ def test_fractional_gpus_pack_four_trials_on_the_gpu_node(
     trials, _ = _study_rows(pg.url, name)
     gpu_nodes = {n["id"] for n in cluster.nodes() if n["resources"].get("GPU", 0) >= 1}
     assert {t["node"] for t in trials} == gpu_nodes and len(gpu_nodes) == 1
-    # parallel 8 was capped to the 4 slots one GPU holds, all at once.
-    assert len({t["worker"] for t in trials}) == 4
+    # parallel 8 was capped to the 4 slots one GPU holds (worker-0..3; a trial goes to the
+    # first slot whose worker is up, so a quick one may free a slot before all four are).
+    workers = {t["worker"] for t in trials}
+    assert workers <= {f"worker-{i}" for i in range(4)} and len(workers) >= 2, workers

@@ -41,6 +41,19 @@ def test_six_trial_sweep_on_ray(ray_cluster: str, sweep_file: Any) -> None:
     assert outcome.best_model is not None and outcome.best_model.exists()
 
 
+def test_reports_without_a_pruner_do_not_wait_yet_every_epoch_is_recorded(
+        ray_cluster: str, sweep_file: Any) -> None:
+    spec = load_sweep(sweep_file(trials=2, parallel=2, epochs=3))
+    assert spec.sweep.pruner.name == "none"
+    outcome = run_sweep(spec, base_model_config(spec), RayBackend(resources=spec.sweep.resources))
+    assert outcome.counts.complete == 2
+    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    for t in study.get_trials():
+        history = t.user_attrs["history"]["val_accuracy"]
+        assert len(history) == 3
+        assert t.intermediate_values == dict(enumerate(history))
+
+
 def test_resources_the_cluster_lacks_are_refused_before_anything_exists(
         ray_cluster: str, sweep_file: Any, tmp_path: Any) -> None:
     from clonesweep.errors import SweepFailed

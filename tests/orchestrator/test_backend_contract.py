@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,16 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["inprocess", "ray"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, sweep_file: Any) -> Iterator[Backend]:
+    yield from _started(request, sweep_file, await_pruning=True)
+
+
+@pytest.fixture(params=["inprocess", "ray"])
+def nowait_backend(request: pytest.FixtureRequest, sweep_file: Any) -> Iterator[Backend]:
+    yield from _started(request, sweep_file, await_pruning=False)
+
+
+def _started(request: pytest.FixtureRequest, sweep_file: Any,
+             await_pruning: bool) -> Iterator[Backend]:
     spec = load_sweep(sweep_file(epochs=2))
     b: Backend
     if request.param == "ray":
@@ -29,7 +40,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, sweep_file: Any) -> 
         b = RayBackend(resources=spec.sweep.resources)
     else:
         b = InProcessBackend()
-    b.start(worker_job(spec, base_model_config(spec)), 2)
+    job = dataclasses.replace(worker_job(spec, base_model_config(spec)),
+                              await_pruning=await_pruning)
+    b.start(job, 2)
     try:
         yield b
     finally:
@@ -69,6 +82,20 @@ def test_every_spec_yields_one_result_with_its_reports(backend: Backend) -> None
         assert result.node and result.worker
     # The same params and seed twice would give the same hash; different units differ.
     assert len({r.config_hash for r in results.values()}) == 3
+
+
+def test_reports_that_do_not_wait_all_arrive_and_cannot_prune(nowait_backend: Backend) -> None:
+    """Without a pruner (await_pruning=False) a report may reach the driver after its
+    trial's result, but it does reach it; an answer to prune changes nothing."""
+    results, reports = drive(nowait_backend, [TrialSpec(3, {}, seed=3)], prune_at=0)
+    assert results[3].state is TrialState.COMPLETE
+    end = time.monotonic() + 60
+    while len(reports) < 2 and time.monotonic() < end:
+        for event in nowait_backend.poll(0.5):
+            assert isinstance(event, Intermediate)
+            reports.append(event)
+            nowait_backend.answer(event, True)
+    assert sorted(r.step for r in reports) == [0, 1]
 
 
 def test_pruning_decision_reaches_the_worker(backend: Backend) -> None:

@@ -33,6 +33,8 @@ def test_sweep_fills_the_study_and_the_run_folder(sweep_file: Any) -> None:
                     "eval_s", "param_count", "history", "state"):
             assert key in t.user_attrs, key
         assert set(t.params) == {"layers.hidden.units", "optimizer.learning_rate"}
+        # No pruner: reports do not wait for the driver, yet every epoch is recorded.
+        assert t.intermediate_values == dict(enumerate(t.user_attrs["history"]["val_accuracy"]))
         record = json.loads((spec.run_folder / "trials" / f"{t.number:05d}.json").read_text())
         assert record["config_hash"] == t.user_attrs["config_hash"]
         units = record["config"]["config"]["layers"][1]["config"]["units"]

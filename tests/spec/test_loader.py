@@ -129,6 +129,7 @@ sweep:
   resources: {cpu: 2, gpu: 0.25}
   retries: 0
   trial_timeout: 90
+  resource_wait: 45
   seed: 4294967295
 """
 
@@ -155,7 +156,7 @@ def test_every_key_round_trips(workdir: Path) -> None:
         trials=7, parallel=3, sampler=PlugSpec("random"), pruner=PlugSpec("none"),
         storage="postgresql://user:pw@db:5432/optuna", run_dir=workdir / "out" / "runs",
         resources=ResourcesSpec(cpu=2.0, gpu=0.25), retries=0, trial_timeout=90.0,
-        seed=2**32 - 1)
+        resource_wait=45.0, seed=2**32 - 1)
 
 
 def test_relative_paths_resolve_against_the_sweep_folder(

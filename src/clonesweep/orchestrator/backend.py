@@ -52,14 +52,16 @@ class Backend(Protocol):
 
 class _QueueReporter:
     def __init__(self, number: int, events: queue.Queue[Event],
-                 answers: dict[tuple[int, int], queue.Queue[bool]]) -> None:
+                 answers: dict[tuple[int, int], queue.Queue[bool]], wait: bool = True) -> None:
         self._number, self._events, self._answers = number, events, answers
+        self._wait = wait
 
     def report(self, step: int, value: float) -> bool:
         box: queue.Queue[bool] = queue.Queue(maxsize=1)
         self._answers[(self._number, step)] = box
         self._events.put(Intermediate(self._number, step, value))
-        return box.get()
+        # The driver still answers (and the box is dropped then); nothing can prune.
+        return box.get() if self._wait else False
 
 
 class InProcessBackend:
@@ -102,7 +104,8 @@ class InProcessBackend:
             if runner is None:
                 self._events.put(TrialResult.failed(spec, FailReason.USER_ERROR, broken))
                 continue
-            reporter = _QueueReporter(spec.number, self._events, self._answers)
+            reporter = _QueueReporter(spec.number, self._events, self._answers,
+                                      runner.job.await_pruning)
             self._events.put(runner.run(spec, reporter))
 
     def free_slots(self) -> int:

@@ -214,6 +214,8 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
     slots = min(spec.sweep.parallel, n)
     job = dataclasses.replace(worker_job(spec, base_config), keep_best=False,
                               keep_members=True)
+    if job.checkpoint_dir is not None:  # members are numbered in the ensemble's own study
+        job = dataclasses.replace(job, checkpoint_dir=str(Path(job.checkpoint_dir) / name))
     if not spec.run_folder.exists():  # the default SQLite study lives there
         RunFolder(spec.run_folder).create(spec.file, base_config)
     backend.start(job, slots)

@@ -19,6 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from clonesweep.errors import SweepFailed
+from clonesweep.orchestrator.ray_slots import (
+    SlotPool,
+    first_line,
+    fit_slots,
+    never_ran,
+    on_driver_node,
+    start_failure,
+)
 from clonesweep.spec.model import ResourcesSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
 from clonesweep.workers.runner import WorkerJob
@@ -31,11 +39,6 @@ log = logging.getLogger(__name__)
 # epoch) before the driver kills it: covers a hang inside an epoch.
 _KILL_GRACE_S = 30.0
 _DRAIN_WAIT_S = 1.0
-# A trial sent to a worker actor that is restarting (after its process died) fails at once
-# without running; it is sent again every _RESUBMIT_S until the actor is back, for at most
-# _RESTART_WAIT_S, then failed as worker_died.
-_RESUBMIT_S = 1.0
-_RESTART_WAIT_S = 300.0
 
 
 class _Broker:
@@ -68,13 +71,16 @@ class _Broker:
 
 
 class _BrokerReporter:
-    def __init__(self, broker: Any, number: int) -> None:
-        self._broker, self._number = broker, number
+    def __init__(self, broker: Any, number: int, wait: bool = True) -> None:
+        self._broker, self._number, self._wait = broker, number, wait
 
     def report(self, step: int, value: float) -> bool:
         import ray
 
-        return bool(ray.get(self._broker.report.remote(self._number, step, value)))
+        ref = self._broker.report.remote(self._number, step, value)
+        # Without a pruner nothing can stop the trial: send and go on (the driver still
+        # records the value and answers the broker, which then drops the waiter).
+        return bool(ray.get(ref)) if self._wait else False
 
 
 class _WorkerActor:
@@ -94,7 +100,8 @@ class _WorkerActor:
         return self.node, os.getpid()
 
     def run(self, spec: TrialSpec, broker: Any) -> TrialResult:
-        return self.runner.run(spec, _BrokerReporter(broker, spec.number))
+        reporter = _BrokerReporter(broker, spec.number, self.runner.job.await_pruning)
+        return self.runner.run(spec, reporter)
 
     def best_model(self, number: int) -> bytes | None:
         return self.runner.best_model(number)
@@ -112,7 +119,6 @@ class _Running:
     slot: int
     started: float
     killed_for_timeout: bool = False
-    unavailable_since: float | None = None  # its actor was restarting when it was sent
     fused: Any = None  # the FusedGroup, for ensemble members (submit_fused)
 
 
@@ -126,17 +132,33 @@ class RayBackend:
         resources: CPUs and (fractional) GPUs reserved by each worker actor.
         keras_backend: ``KERAS_BACKEND`` for the workers, set before they import Keras.
         trial_timeout: Seconds after which a trial that does not return is killed.
+        resource_wait: Seconds trials may wait while no worker slot can be placed (nodes
+            lost, too few resources left) before :meth:`poll` raises SweepFailed; see
+            :mod:`clonesweep.orchestrator.ray_slots`.
+
+    A submitted trial waits in the backend until a worker slot is live and idle, then runs
+    there; a slot whose worker died (or whose node left) takes no trial until its actor is
+    back. A trial whose node is lost fails as ``worker_died`` at once, so the driver's
+    retry runs on another slot.
     """
 
+    #: The actor class each slot runs: ``__init__(job, name)``, ``where()``, ``run(spec,
+    #: broker) -> TrialResult``, ``best_model(number)`` (benchmarks swap in a trivial one).
+    worker_class: type = _WorkerActor
+
     def __init__(self, *, address: str | None = None, resources: ResourcesSpec | None = None,
-                 keras_backend: str | None = None, trial_timeout: float | None = None) -> None:
+                 keras_backend: str | None = None, trial_timeout: float | None = None,
+                 resource_wait: float = 300.0) -> None:
         self._address = address
         self._resources = resources or ResourcesSpec()
         self._keras_backend = keras_backend or os.environ.get("KERAS_BACKEND", "tensorflow")
         self._timeout = trial_timeout
+        self._resource_wait = resource_wait
         self._owns_ray = False
         self._actors: list[Any] = []
-        self._free: list[int] = []
+        self._pool: SlotPool | None = None
+        self._waiting: list[tuple[TrialSpec, Any]] = []  # (spec, FusedGroup or None)
+        self._failed_now: list[TrialResult] = []  # failed without running, for poll()
         self._running: dict[Any, _Running] = {}
         self._broker: Any = None
         self._drain_ref: Any = None
@@ -145,7 +167,6 @@ class RayBackend:
         # structure's config JSON is shipped once per worker (again after a restart).
         self._shipped: dict[int, set[str]] = {}
         self._member_slot: dict[int, int] = {}  # fused members -> the slot that trained them
-        self._parked: list[tuple[float, _Running]] = []  # (send again at, trial): see _park
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, job: WorkerJob, slots: int) -> None:
@@ -163,7 +184,7 @@ class RayBackend:
                 raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
             self._owns_ray = True
         try:
-            slots = self._fit_slots(slots)
+            slots = fit_slots(self._resources, slots)
         except SweepFailed:
             self.shutdown()
             raise
@@ -173,12 +194,13 @@ class RayBackend:
         # monitor killed (task_oom_retries covers plain tasks, not actor methods): that
         # trial comes back as OutOfMemoryError -> `oom`, and the driver retries it at most
         # sweep.retries times. max_restarts=-1: the actor itself always comes back.
-        actor_cls = ray.remote(_WorkerActor).options(
+        actor_cls: Any = ray.remote(self.worker_class).options(
             num_cpus=self._resources.cpu, num_gpus=self._resources.gpu,
             max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
         self._actors = [actor_cls.remote(job, f"worker-{i}") for i in range(slots)]
-        self._free = list(range(slots))
-        self._broker = ray.remote(_Broker).options(num_cpus=0, max_concurrency=10_000).remote()
+        self._pool = SlotPool(self._actors, self._resources, self._resource_wait)
+        self._broker = ray.remote(_Broker).options(
+            num_cpus=0, max_concurrency=10_000, scheduling_strategy=on_driver_node()).remote()
         self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
 
     def _stamped(self, job: WorkerJob) -> WorkerJob:
@@ -193,27 +215,6 @@ class RayBackend:
             changes["gpu_memory_fraction"] = self._resources.gpu
         return dataclasses.replace(job, **changes) if changes else job
 
-    def _fit_slots(self, slots: int) -> int:
-        """Refuse a per-trial request the cluster can never meet; cap slots to what fits."""
-        import ray
-
-        total = ray.cluster_resources()
-        res = self._resources
-        fits = []
-        for key, need in (("CPU", res.cpu), ("GPU", res.gpu)):
-            if need > 0:
-                have = float(total.get(key, 0.0))
-                if have < need:
-                    raise SweepFailed(
-                        f"each trial asks for {need:g} {key} (sweep.resources) but the Ray "
-                        f"cluster has {have:g} {key} in all; lower sweep.resources or add nodes")
-                fits.append(int(have // need + 1e-9))
-        if fits and min(fits) < slots:
-            log.warning("the cluster fits %d trials at once, not %d: running %d in parallel",
-                        min(fits), slots, min(fits))
-            return min(fits)
-        return slots
-
     def shutdown(self) -> None:
         import ray
 
@@ -223,68 +224,99 @@ class RayBackend:
             ray.kill(actor, no_restart=True)
         if self._broker is not None:
             ray.kill(self._broker, no_restart=True)
-        self._actors, self._running, self._broker, self._parked = [], {}, None, []
+        self._actors, self._running, self._broker, self._pool = [], {}, None, None
+        self._waiting, self._failed_now = [], []
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
 
     # -- trials ---------------------------------------------------------------------------
     def free_slots(self) -> int:
-        return len(self._free)
+        """Room for new trials: the slots that run trials now or will once placed, less the
+        trials they hold or that wait. With no slot left at all (every node with room lost)
+        one trial may still wait, so the sweep goes on and the resource wait can run out."""
+        if self._pool is None:
+            return 0
+        usable = self._pool.usable()
+        held = len(self._running) + len(self._waiting)
+        if usable == 0:
+            return 0 if held else 1
+        return max(0, usable - held)
 
     def submit(self, spec: TrialSpec) -> None:
-        slot = self._free.pop(0)
-        spec = self._ship_once(spec, slot)
-        ref = self._actors[slot].run.remote(spec, self._broker)
-        self._running[ref] = _Running(spec, slot, time.monotonic())
+        """Run ``spec`` on an idle live slot now, or as soon as one is (never refuses)."""
+        self._waiting.append((spec, None))
+        self._dispatch()
 
     def poll(self, timeout: float) -> list[Intermediate | TrialResult]:
         import ray
 
+        if self._pool is None:
+            raise RuntimeError("poll() called before start()")
         self._kill_overdue()
-        self._send_parked()
-        refs = [*self._running, self._drain_ref]
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        events: list[Intermediate | TrialResult] = [*self._lost_trials()]
+        self._dispatch()
+        # SweepFailed once trials waited sweep.resource_wait with no slot able to run.
+        self._pool.check_starved(bool(self._waiting))
+        events.extend(self._failed_now)
+        self._failed_now = []
+        probes = self._pool.probes()
+        refs = [*self._running, *probes, self._drain_ref]
+        ready, _ = ray.wait(refs, num_returns=1, timeout=0 if events else timeout)
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        events: list[Intermediate | TrialResult] = []
         for ref in ready:
             if ref is self._drain_ref:
                 events.extend(ray.get(ref))
                 self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
+            elif ref in probes:
+                self._pool.answered(probes[ref], ref)
+                self._shipped.pop(probes[ref], None)  # a restarted worker holds no structure
             else:
                 result = self._finish(ref)
                 if result is not None:
                     events.append(result)
+        self._dispatch()
+        events.extend(self._failed_now)
+        self._failed_now = []
         return events
 
-    def _park(self, run: _Running, exc: BaseException) -> TrialResult | None:
-        """The trial reached an actor that is restarting and did not run: send it again
-        shortly (the slot stays taken), or fail it once the actor stayed away too long."""
-        now = time.monotonic()
-        since = run.unavailable_since if run.unavailable_since is not None else now
-        if now - since > _RESTART_WAIT_S:
-            self._free.append(run.slot)
-            return TrialResult.failed(run.spec, FailReason.WORKER_DIED,
-                                      f"its worker did not come back within "
-                                      f"{_RESTART_WAIT_S:g} s: {_first_line(exc)}")
-        self._shipped.pop(run.slot, None)
-        run.unavailable_since = since
-        self._parked.append((now + _RESUBMIT_S, run))
-        return None
-
-    def _send_parked(self) -> None:
-        now = time.monotonic()
-        due = [run for at, run in self._parked if at <= now]
-        self._parked = [(at, run) for at, run in self._parked if at > now]
-        for run in due:
-            actor, spec = self._actors[run.slot], run.spec
-            if run.fused is not None:
-                ref = actor.run_fused.remote(run.fused)
+    def _dispatch(self) -> None:
+        """Send waiting trials, oldest first, to idle live slots. A trial meeting a broken
+        slot (its worker cannot start) fails at once, for the next poll to return."""
+        assert self._pool is not None
+        while self._waiting and (index := self._pool.idle()) is not None:
+            spec, fused = self._waiting.pop(0)
+            slot = self._pool.slots[index]
+            if slot.broken is not None:
+                self._failed_now.append(TrialResult.failed(spec, *slot.broken))
+                continue
+            slot.busy = True
+            if fused is not None:
+                ref = slot.actor.run_fused.remote(fused)
+                self._member_slot.update({m.number: index for m in fused.members})
             else:
-                spec = self._ship_once(run.spec, run.slot)
-                ref = actor.run.remote(spec, self._broker)
-            self._running[ref] = dataclasses.replace(run, spec=spec, started=now)
+                ref = slot.actor.run.remote(self._ship_once(spec, index), self._broker)
+            self._running[ref] = _Running(spec, index, time.monotonic(), fused=fused)
+
+    def _lost_trials(self) -> list[TrialResult]:
+        """Fail the trials on slots whose node left the cluster as ``worker_died`` now, so
+        the driver retries them on a live slot, instead of when Ray gives up on them."""
+        import ray
+
+        assert self._pool is not None
+        hit = set(self._pool.check_nodes())
+        lost = []
+        for ref, run in list(self._running.items()):
+            if run.slot in hit and not ray.wait([ref], timeout=0)[0]:
+                del self._running[ref]
+                slot = self._pool.slots[run.slot]
+                slot.busy = False
+                self._shipped.pop(run.slot, None)
+                lost.append(TrialResult.failed(
+                    run.spec, FailReason.WORKER_DIED,
+                    f"{slot.name}'s node {str(slot.node)[:12]} left the Ray cluster"))
+        return lost
 
     def _ship_once(self, spec: TrialSpec, slot: int) -> TrialSpec:
         """Drop the structure's JSON from ``spec`` if the slot's worker already holds it."""
@@ -300,57 +332,54 @@ class RayBackend:
         import ray
         from ray import exceptions as rex
 
+        assert self._pool is not None
         run = self._running.pop(ref)
+        self._pool.slots[run.slot].busy = False
         try:
             result: TrialResult = ray.get(ref)
         except rex.RayError as exc:
-            if (isinstance(exc, rex.ActorUnavailableError) and "restarting" in str(exc)
-                    and not run.killed_for_timeout):
-                return self._park(run, exc)  # it never ran: not an attempt
-            self._free.append(run.slot)
-            return self._failure(run, ref)
-        self._free.append(run.slot)
+            if not isinstance(exc, rex.RayTaskError):  # the worker itself is in doubt
+                self._pool.down(run.slot)
+                self._shipped.pop(run.slot, None)  # a restarted worker holds no structure
+            if never_ran(exc) and not run.killed_for_timeout:
+                self._waiting.insert(0, (run.spec, run.fused))  # not an attempt: send again
+                return None
+            return self._failure(run, exc)
         if result.reason is FailReason.WORKER_DIED:  # e.g. restarted while idle
             self._shipped.pop(run.slot, None)
         if result.reason is None and result.state.value == "complete":
             self._best_slot[result.number] = run.slot
         return result
 
-    def _failure(self, run: _Running, ref: Any) -> TrialResult:
-        """The result for a trial whose Ray task raised."""
-        import ray
+    def _failure(self, run: _Running, exc: BaseException) -> TrialResult:
+        """The result for a trial whose Ray task raised ``exc``."""
         from ray import exceptions as rex
 
-        try:
-            ray.get(ref)
-        except rex.OutOfMemoryError as exc:
-            return TrialResult.failed(run.spec, FailReason.OOM, _first_line(exc))
-        except rex.RayActorError as exc:
-            self._shipped.pop(run.slot, None)  # a restarted worker holds no structure
+        if isinstance(exc, rex.OutOfMemoryError):
+            return TrialResult.failed(run.spec, FailReason.OOM, first_line(exc))
+        if isinstance(exc, rex.RayActorError):
             if run.killed_for_timeout:
                 return TrialResult.failed(run.spec, FailReason.TIMEOUT,
                                           f"killed after {self._timeout:g} s + grace")
             if "creation task" in str(exc):  # __init__ raised: a retry cannot help
                 return TrialResult.failed(run.spec, FailReason.USER_ERROR,
-                                          f"worker failed to start: {_start_failure(exc)}")
-            return TrialResult.failed(run.spec, FailReason.WORKER_DIED, _first_line(exc))
-        except rex.RayTaskError as exc:
+                                          f"worker failed to start: {start_failure(exc)}")
+            return TrialResult.failed(run.spec, FailReason.WORKER_DIED, first_line(exc))
+        if isinstance(exc, rex.RayTaskError):
             return TrialResult.failed(run.spec, FailReason.USER_ERROR, str(exc)[-2000:])
-        except rex.RayError as exc:
-            return TrialResult.failed(run.spec, FailReason.WORKER_DIED, _first_line(exc))
-        raise AssertionError("_failure() called for a task that succeeded")
+        return TrialResult.failed(run.spec, FailReason.WORKER_DIED, first_line(exc))
 
     def _kill_overdue(self) -> None:
         import ray
 
-        if self._timeout is None:
+        if self._timeout is None or self._pool is None:
             return
         limit = self._timeout + max(_KILL_GRACE_S, 0.1 * self._timeout)
         now = time.monotonic()
         for run in self._running.values():
             if not run.killed_for_timeout and now - run.started > limit:
                 run.killed_for_timeout = True
-                ray.kill(self._actors[run.slot], no_restart=False)
+                ray.kill(self._pool.slots[run.slot].actor, no_restart=False)
 
     def answer(self, report: Intermediate, prune: bool) -> None:
         self._broker.decide.remote(report.number, report.step, prune)
@@ -359,10 +388,10 @@ class RayBackend:
         import ray
 
         slot = self._best_slot.get(number)
-        if slot is None:
+        if slot is None or self._pool is None:
             return None
         try:
-            data: bytes | None = ray.get(self._actors[slot].best_model.remote(number))
+            data: bytes | None = ray.get(self._pool.slots[slot].actor.best_model.remote(number))
         except ray.exceptions.RayError:
             return None
         return data
@@ -371,35 +400,17 @@ class RayBackend:
     def submit_fused(self, group: Any) -> None:
         """Run a :class:`~clonesweep.workers.member.FusedGroup` on one worker; it yields one
         result numbered ``group.number``. Start the backend with ``keep_members=True``."""
-        slot = self._free.pop(0)
-        ref = self._actors[slot].run_fused.remote(group)
-        self._running[ref] = _Running(group.as_spec(), slot, time.monotonic(), fused=group)
-        self._member_slot.update({m.number: slot for m in group.members})
+        self._waiting.append((group.as_spec(), group))
+        self._dispatch()
 
     def fetch_member(self, number: int) -> Any:
         """The :class:`~clonesweep.workers.member.MemberOutput` of a completed member, once."""
         import ray
 
         slot = self._member_slot.pop(number, self._best_slot.get(number))
-        if slot is None:
+        if slot is None or self._pool is None:
             return None
         try:
-            return ray.get(self._actors[slot].member_output.remote(number))
+            return ray.get(self._pool.slots[slot].actor.member_output.remote(number))
         except ray.exceptions.RayError:
             return None
-
-
-def _start_failure(exc: BaseException) -> str:
-    """Why an actor's ``__init__`` failed: a version mismatch line first, then the tail."""
-    text = str(exc)
-    mismatch = next((line.strip() for line in text.splitlines() if "version mismatch" in line),
-                    "")
-    if mismatch:
-        mismatch = mismatch[mismatch.index("version mismatch"):]
-        return f"{mismatch}\n{text[-1000:]}"
-    return text[-1500:]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else type(exc).__name__

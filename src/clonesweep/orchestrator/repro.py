@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -71,7 +71,9 @@ def reproduce(spec: SweepSpec, study: optuna.Study, number: int, *,
     stored = stored_trial(study, number, file=str(spec.file))
     # The runner first: it sizes TensorFlow's threads like the sweep's workers did, which
     # must happen before any model is built in this process.
-    runner = TrialRunner(worker_job(spec, stored.base_config), worker="repro")
+    # No checkpoints: a reproduction trains from epoch 0 and leaves nothing behind.
+    job = replace(worker_job(spec, stored.base_config), checkpoint_dir=None)
+    runner = TrialRunner(job, worker="repro")
     variant = rebuild(stored.base_config, stored.params, seed=stored.seed)
     attrs = stored.trial.user_attrs
     report = ReproReport(number, variant.materialized.config_hash, stored.stored_hash,

@@ -25,6 +25,8 @@ __all__ = [
     "CONSTRAINT_AWARE",
     "PRUNERS",
     "SAMPLERS",
+    "commit",
+    "dashboard_storage",
     "distributions",
     "fixed_params",
     "load_study",
@@ -246,13 +248,28 @@ def storage_url(spec: SweepSpec) -> str:
 
 def _storage(url: str) -> Any:
     if url.startswith("journal://"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        # Optuna's journal format, written with one fsync per told trial (group commit).
+        from clonesweep.orchestrator.journal import journal_storage
 
-        path = Path(url[len("journal://"):])
-        return JournalStorage(JournalFileBackend(str(path)))
+        return journal_storage(Path(url[len("journal://"):]))
     if url.startswith("sqlite:///"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
     return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+
+
+def commit(study: optuna.Study) -> None:
+    """Write the operations a group-commit journal holds (see
+    :mod:`clonesweep.orchestrator.journal`) to disk; nothing for other storages, which write
+    each operation at once."""
+    from clonesweep.orchestrator.journal import commit as commit_journal
+
+    commit_journal(study._storage)  # Optuna keeps the storage it was given here
+
+
+def dashboard_storage(url: str) -> str:
+    """``url`` as optuna-dashboard takes it: a journal file by its plain path (the dashboard
+    then reads it with Optuna's own ``JournalFileBackend``)."""
+    return url[len("journal://"):] if url.startswith("journal://") else url
 
 
 def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None,

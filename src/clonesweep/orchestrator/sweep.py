@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ from clonesweep.orchestrator.search import (
 )
 from clonesweep.orchestrator.signals import Interrupts
 from clonesweep.orchestrator.study import (
+    commit,
     fixed_params,
     make_pruner,
     make_sampler,
@@ -145,6 +147,7 @@ class _InFlight:
     trial: optuna.trial.Trial
     spec: TrialSpec
     params: dict[str, Any]  # every active key, switch.* and model.* included
+    reported: set[int] = field(default_factory=set)  # epochs recorded as intermediate values
 
 
 def _finished_states() -> tuple[optuna.trial.TrialState, ...]:
@@ -189,6 +192,7 @@ class _Loop:
                     break
                 self.outbox.flush()
                 self._fill()
+                commit(self.study)  # the trials just asked reach the disk before the wait
                 if not self.inflight and not self.outbox:
                     break
                 for event in self.backend.poll(0.5):
@@ -197,8 +201,8 @@ class _Loop:
                     else:
                         self._result(event)
                 self.progress.on_tick(self.counts, self.best, time.monotonic() - started)
-        except BaseException:
-            self._abandon_inflight()
+        except BaseException as exc:
+            self._abandon_inflight(exc)
             raise
         if self.interrupts.draining:
             self._abandon_inflight()
@@ -277,6 +281,7 @@ class _Loop:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a retried trial reports its steps again
                 entry.trial.report(event.value, event.step)
+                entry.reported.add(event.step)
                 prune = entry.trial.should_prune()
         except STORAGE_ERRORS:
             prune = False  # the storage is away: keep training rather than wait
@@ -312,6 +317,7 @@ class _Loop:
 
     def _tell(self, entry: _InFlight, result: TrialResult) -> None:
         trial = entry.trial
+        self._report_missing(entry, result)
         for key, value in _attributes(result).items():
             trial.set_user_attr(key, value)
         values: list[float] | None = None
@@ -357,6 +363,19 @@ class _Loop:
             record["values"] = dict(zip(metrics, values, strict=True))
         self.folder.write_trial(result.number, record)
 
+    def _report_missing(self, entry: _InFlight, result: TrialResult) -> None:
+        """Record per-epoch values whose report had not reached the driver when the trial's
+        result did (reports that do not wait for an answer can arrive after it)."""
+        if self.spec.is_multi_objective:
+            return
+        values = result.history.get(monitored_objective(self.spec).metric, [])
+        for step, value in enumerate(values):
+            if step not in entry.reported and math.isfinite(value):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    entry.trial.report(value, step)
+                entry.reported.add(step)
+
     def _tell_study(self, trial: optuna.trial.Trial, **kwargs: Any) -> None:
         try:
             self.study.tell(trial, **kwargs)
@@ -385,15 +404,22 @@ class _Loop:
                                   else value < self.best.value)):
             self.best = BestTrial(number, value, dict(params))
 
-    def _abandon_inflight(self) -> None:
+    def _abandon_inflight(self, cause: BaseException | None = None) -> None:
         """On an interrupt or a crash of the loop: fail every running trial as
         ``interrupted`` and re-queue its params (same seed) for the next run."""
         for number, entry in list(self.inflight.items()):
             # Storage gone: the next driver finds the trial RUNNING and re-queues it then.
             with contextlib.suppress(Exception):
                 fail_and_requeue(self.study, entry.trial, "interrupted",
-                                 "the driver was interrupted; its params were re-queued")
+                                 _abandon_message(cause))
             del self.inflight[number]
+
+
+def _abandon_message(cause: BaseException | None) -> str:
+    """Why a running trial was cut short: the sweep's error (nodes lost, say) or an interrupt."""
+    if isinstance(cause, SweepFailed):
+        return f"the sweep stopped: {str(cause)[:1000]}; its params were re-queued"
+    return "the driver was interrupted; its params were re-queued"
 
 
 def _attributes(result: TrialResult) -> dict[str, Any]:
@@ -412,6 +438,7 @@ def _attributes(result: TrialResult) -> dict[str, Any]:
         "inference_latency_ms": result.inference_latency_ms,
         "environment": result.environment,
         "data_fingerprint": result.data_fingerprint,
+        "resumed_from_epoch": result.resumed_from_epoch,
     }
     if result.reason is not None:
         attrs["fail_reason"] = result.reason.value
@@ -441,6 +468,13 @@ def worker_job(spec: SweepSpec, base_config: dict[str, Any]) -> WorkerJob:
         trial_timeout=spec.sweep.trial_timeout,
         cpus=spec.sweep.resources.cpu,
         measure_latency=measures_latency(spec),
+        checkpoint_dir=str(spec.sweep.checkpoint_dir / spec.name if spec.sweep.checkpoint_dir
+                           else spec.run_folder / "checkpoints"),
+        checkpoint_every_s=spec.sweep.checkpoint_every_s,
+        retries=spec.sweep.retries,
+        # Nothing can prune: a worker need not wait for the driver after each epoch.
+        await_pruning=not (spec.is_multi_objective
+                           or spec.sweep.pruner.name in ("none", "nop")),
     )
 
 

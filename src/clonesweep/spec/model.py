@@ -266,8 +266,14 @@ class SweepSettings:
         resources: CPUs and (fractional) GPUs per trial.
         retries: Retries per trial for retryable failures (worker died, OOM).
         trial_timeout: Seconds a trial may run; None for no limit.
+        resource_wait: Seconds trials may wait while no worker can be placed on the cluster
+            (nodes lost) before the sweep stops with SweepFailed.
         seed: The sweep seed; each trial's seed is derived from it and the trial number.
         enqueue_from: Warm start from another study's best trials (None: none).
+        checkpoint_dir: Where workers write per-epoch checkpoints (under ``<name>/``); None:
+            ``<run folder>/checkpoints``. On a cluster, a folder every node reaches.
+        checkpoint_every_s: A trial writes a checkpoint after an epoch only when this many
+            seconds passed since its last one (0: after every epoch).
     """
 
     trials: int = 10
@@ -279,8 +285,11 @@ class SweepSettings:
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     retries: int = 1
     trial_timeout: float | None = None
+    resource_wait: float = 300.0
     seed: int = 0
     enqueue_from: EnqueueFrom | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_every_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://",
                    "mysql+pymysql://", "journal://")
 _KEYS = ("trials", "parallel", "sampler", "pruner", "storage", "run_dir", "resources",
-         "retries", "trial_timeout", "seed", "enqueue_from")
+         "retries", "trial_timeout", "resource_wait", "seed", "enqueue_from",
+         "checkpoint_dir", "checkpoint_every_s")
 _MAX_SEED = 2**32 - 1
 
 
@@ -54,9 +55,20 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
         resources=_resources(block.sub("resources")),
         retries=block.integer("retries", defaults.retries, low=0),
         trial_timeout=_timeout(block),
+        resource_wait=float(block.number("resource_wait", defaults.resource_wait,
+                                         positive=True)),
         seed=block.integer("seed", defaults.seed, low=0, high=_MAX_SEED),
         enqueue_from=_enqueue_from(block, base),
+        checkpoint_dir=_checkpoint_dir(block, base),
+        checkpoint_every_s=float(block.number("checkpoint_every_s",
+                                              defaults.checkpoint_every_s, low=0)),
     )
+
+
+def _checkpoint_dir(block: Block, base: Path) -> Path | None:
+    """``checkpoint_dir``: a folder every node reaches; relative to the sweep file."""
+    given = block.string("checkpoint_dir", None)
+    return None if given is None else (base / Path(given).expanduser()).resolve()
 
 
 def _seeded(block: Block, sampler: PlugSpec) -> PlugSpec:

@@ -4,22 +4,25 @@ A :class:`TrialRunner` is created once per worker (a Ray actor or the in-process
 thread). It imports Keras once, loads the data once, holds the base config, and then runs
 trial after trial, calling ``keras.utils.clear_session()`` before each one. It never sees an
 Optuna trial: per-epoch values go through a :class:`~clonesweep.trials.Reporter`.
+
+A trial trains in one ``model.fit`` call (:mod:`clonesweep.workers.training`); the per-epoch
+work (record, check, report, time limit, checkpoint) is
+:class:`~clonesweep.workers.epochs.TrialEpochs`, which Keras calls at each epoch's end.
+With a checkpoint folder, a retried trial resumes after its last checkpoint
+(:mod:`clonesweep.workers.checkpoint`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import gc
 import importlib
 import json
-import math
 import os
 import socket
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,8 +30,12 @@ import numpy as np
 from clonesweep.errors import RebuildError
 from clonesweep.spec.model import DataSpec, Direction, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import FailReason, Reporter, Timings, TrialResult, TrialSpec, TrialState
+from clonesweep.workers.arrays import data_fingerprint, length, take
+from clonesweep.workers.backend_setup import configure_backend, environment
+from clonesweep.workers.checkpoint import Checkpoints
+from clonesweep.workers.epochs import Stop as _Stop
+from clonesweep.workers.epochs import TrialEpochs
 from clonesweep.workers.seeding import DATA_ORDER
-from clonesweep.workers.versions import runtime_versions
 
 __all__ = ["TrialRunner", "WorkerJob", "import_object"]
 
@@ -55,6 +62,15 @@ class WorkerJob:
             bytes for the driver (ensemble members; see :mod:`clonesweep.workers.member`).
         measure_latency: After training (complete or pruned), time inference: the median
             of a few ``predict_on_batch`` calls on the first validation inputs.
+        checkpoint_dir: Absolute folder for per-epoch checkpoints (one every node reaches, on
+            a cluster); None: no checkpoints, a retry starts from epoch 0.
+        checkpoint_every_s: Write a trial's checkpoint after an epoch only when this many
+            seconds passed since its last one (0: after every epoch but the last).
+        retries: The driver's retries per trial: a retryable failure of an attempt below it
+            keeps its checkpoint for the retry; every other end deletes it.
+        await_pruning: Per-epoch reports wait for the driver's pruning decision. False
+            when no decision can stop a trial (no pruner, or a multi-objective sweep): the
+            report is sent and training goes on at once, saving a round trip per epoch.
     """
 
     base_config_json: str
@@ -69,6 +85,10 @@ class WorkerJob:
     gpu_memory_fraction: float | None = None
     keep_members: bool = False
     measure_latency: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_every_s: float = 30.0
+    retries: int = 0
+    await_pruning: bool = True
 
 
 def import_object(ref: str) -> Any:
@@ -84,57 +104,10 @@ class _UserError(Exception):
     """Raised inside a trial for an error in user code (data loader, custom layer)."""
 
 
-class _Stop(Exception):
-    """Ends a trial early with a state (pruned, or failed with a reason)."""
-
-    def __init__(self, state: TrialState, reason: FailReason | None, message: str) -> None:
-        super().__init__(message)
-        self.state, self.reason, self.message = state, reason, message
-
-    def apply(self, result: TrialResult) -> TrialResult:
-        return replace(result, state=self.state, reason=self.reason, message=self.message)
-
-
 def _short_traceback(exc: BaseException, limit: int = 6) -> str:
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit)
     text = "".join(lines)
     return text[-2000:]
-
-
-def _configure_backend(cpus: float, gpu_memory_fraction: float | None = None) -> None:
-    """Keep packed trials from grabbing a whole GPU, and size TensorFlow's thread pools.
-
-    Runs before Keras is imported. Each backend only touches its own library: JAX must see
-    its allocator settings in the environment before it starts; PyTorch allocates on demand
-    and only takes the cap; TensorFlow grows its GPU memory on demand.
-    """
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend == "jax":
-        # JAX preallocates 75% of the GPU by default: four packed workers could not start.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        if gpu_memory_fraction is not None:
-            os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{gpu_memory_fraction:.3f}")
-        return
-    if backend == "torch":
-        if gpu_memory_fraction is not None:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction)
-        return
-    if backend != "tensorflow":
-        return
-    import tensorflow as tf
-
-    threads = max(1, int(cpus))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        for gpu in tf.config.list_physical_devices("GPU"):
-            # Several fractional-GPU trials share a device: don't let one grab it all.
-            tf.config.experimental.set_memory_growth(gpu, True)
-    except RuntimeError:
-        pass  # TensorFlow already initialized in this process (in-process backend).
 
 
 def _oom_reason(exc: BaseException) -> FailReason | None:
@@ -170,7 +143,7 @@ class TrialRunner:
         self.job = job
         self.worker = worker
         self.node = node or socket.gethostname()
-        _configure_backend(job.cpus, job.gpu_memory_fraction)
+        configure_backend(job.cpus, job.gpu_memory_fraction)
         import keras  # imported once per worker, here
 
         if job.versions:
@@ -190,6 +163,8 @@ class TrialRunner:
         self._members: dict[int, Any] = {}  # number -> MemberOutput (keep_members only)
         # Structural search: base configs by structure hash, parsed once per worker.
         self._structures: dict[str, dict[str, Any]] = {}
+        self._trials_run = 0
+        self._feed_cache: dict[Any, Any] = {}  # built from the data, kept for every trial
 
     # -- data -------------------------------------------------------------------------
     def _load_data(self) -> tuple[Any, Any, Any, Any]:
@@ -217,23 +192,30 @@ class TrialRunner:
         """Run one trial to its end; never raises for a trial-level failure."""
         import keras
 
-        keras.utils.clear_session()
+        keras.utils.clear_session()  # and gc.collect(): the last trial's model is garbage now
+        self._trials_run += 1
+        if self._trials_run == 2:
+            # What survived the first trial (Keras, TensorFlow, their lazily imported parts,
+            # the data) lives as long as the worker: exempt it from collection. A full
+            # collection then scans only a trial's own objects (~15 ms instead of ~250 ms per
+            # trial with TensorFlow; measured in bench/one_fit_ab.py).
+            gc.freeze()
         result = TrialResult(spec.number, TrialState.FAIL, attempt=spec.attempt,
                              node=self.node, worker=self.worker,
                              environment=self.environment)
         try:
             variant, build_s = self._build(spec)
         except _Stop as stop:
-            return stop.apply(result)
+            return self._ended(spec, stop.apply(result))
         mat = variant.materialized
         result = replace(result, data_fingerprint=self._fingerprint, seeds=dict(mat.seeds),
                          config_hash=mat.config_hash,
                          config_json=json.dumps(mat.config, sort_keys=True),
                          param_count=int(variant.model.count_params()))
-        history: dict[str, list[float]] = {}
-        clock = {"train": 0.0, "eval": 0.0}
+        epochs = TrialEpochs(self.job, spec, variant, reporter, self._fingerprint,
+                             self.environment.get("keras_backend", ""))
         try:
-            value = self._train(variant, reporter, history, clock)
+            value = self._train(variant, epochs)
         except _Stop as stop:
             result = stop.apply(result)
         else:
@@ -242,8 +224,24 @@ class TrialRunner:
             result = replace(result, state=TrialState.COMPLETE, value=value)
         if self.job.measure_latency and result.state is not TrialState.FAIL:
             result = replace(result, inference_latency_ms=self._latency_ms(variant.model))
-        return replace(result, history=history,
-                       timings=Timings(build_s, clock["train"], clock["eval"]))
+        clock = epochs.clock
+        return self._ended(spec, replace(result, history=epochs.history,
+                                         timings=Timings(build_s, clock.train_s, clock.eval_s),
+                                         resumed_from_epoch=epochs.resumed_from))
+
+    def _ended(self, spec: TrialSpec, result: TrialResult) -> TrialResult:
+        """Delete the trial's checkpoint unless the driver will retry this failure."""
+        store = self._checkpoints()
+        retried = (result.state is TrialState.FAIL and result.reason is not None
+                   and result.reason.retryable and spec.attempt < self.job.retries)
+        if store is not None and not retried:
+            store.delete(spec.number)
+        return result
+
+    def _checkpoints(self) -> Checkpoints | None:
+        if self.job.checkpoint_dir is None:
+            return None
+        return Checkpoints(self.job.checkpoint_dir, self.job.checkpoint_every_s)
 
     def _build(self, spec: TrialSpec) -> tuple[Any, float]:
         from clonesweep.workers.rebuild import rebuild
@@ -287,7 +285,7 @@ class TrialRunner:
         """Median ms of ``calls`` predict_on_batch calls on the first 32 validation inputs
         (after one warm-up call, which traces the function)."""
         _, _, x_va, _ = self._load_data()
-        batch = _take(x_va, np.arange(min(32, _length(x_va))))
+        batch = take(x_va, np.arange(min(32, length(x_va))))
         try:
             model.predict_on_batch(batch)
             times = []
@@ -312,74 +310,25 @@ class TrialRunner:
         variant.model.compile(optimizer=optimizer, loss=tr.loss, metrics=list(tr.metrics),
                               steps_per_execution=steps, jit_compile=tr.jit_compile)
 
-    def _train(self, variant: Any, reporter: Reporter,
-               history: dict[str, list[float]], clock: dict[str, float]) -> float:
-        x_tr, y_tr, x_va, y_va = self._load_data()
-        tr = self.job.training
-        train = variant.materialized.train
-        epochs = int(train.get("epochs", tr.epochs))
-        batch = int(train.get("batch_size", tr.batch_size))
-        rng = np.random.default_rng(variant.materialized.seeds[DATA_ORDER])
-        n = _length(x_tr)
-        started = time.perf_counter()
-        value = math.nan
-        for epoch in range(epochs):
-            order = rng.permutation(n)
-            logs = self._guarded(partial(self._fit_epoch, variant.model, x_tr, y_tr, order,
-                                         batch, epoch), clock, "train")
-            val = self._guarded(partial(variant.model.evaluate, x_va, y_va,
-                                        batch_size=tr.validation_batch_size, verbose=0,
-                                        return_dict=True), clock, "eval")
-            logs.update({f"val_{k}": v for k, v in val.items()})
-            for key, v in logs.items():
-                history.setdefault(key, []).append(float(v))
-            value = self._objective(logs, epoch)
-            if reporter.report(epoch, value):
-                raise _Stop(TrialState.PRUNED, None, f"pruned after epoch {epoch + 1}")
-            limit = self.job.trial_timeout
-            if limit is not None and time.perf_counter() - started > limit and epoch + 1 < epochs:
-                raise _Stop(TrialState.FAIL, FailReason.TIMEOUT,
-                            f"still training after {limit:g} s (epoch {epoch + 1}/{epochs})")
-        return value
+    def _train(self, variant: Any, epochs: TrialEpochs) -> float:
+        """Fit the trial's epochs (after the checkpoint's, when resuming); its last value."""
+        from clonesweep.workers.training import FitPlan, fit_trial
 
-    @staticmethod
-    def _fit_epoch(model: Any, x: Any, y: Any, order: np.ndarray, batch: int,
-                   epoch: int) -> dict[str, float]:
-        hist = model.fit(_take(x, order), _take(y, order), batch_size=batch, epochs=epoch + 1,
-                         initial_epoch=epoch, shuffle=False, verbose=0)
-        return {k: float(v[-1]) for k, v in hist.history.items()}
-
-    @staticmethod
-    def _guarded(fn: Callable[[], Any], clock: dict[str, float], phase: str) -> Any:
-        t0 = time.perf_counter()
+        data = self._load_data()
+        epochs.resume()
+        plan = FitPlan(epochs.total, epochs.batch_size, self.job.training.validation_batch_size,
+                       variant.materialized.seeds[DATA_ORDER], start_epoch=epochs.done)
         try:
-            return fn()
-        except _Stop:
-            raise
+            fit_trial(variant.model, data, plan, epochs, epochs.clock, self._feed_cache)
         except Exception as exc:
             oom = _oom_reason(exc)
             if oom is not None:
                 raise _Stop(TrialState.FAIL, oom, str(exc)[:500]) from exc
             raise _Stop(TrialState.FAIL, FailReason.USER_ERROR,
                         f"{type(exc).__name__}: {exc}\n{_short_traceback(exc)}") from exc
-        finally:
-            clock[phase] += time.perf_counter() - t0
-
-    def _objective(self, logs: dict[str, float], epoch: int) -> float:
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise _Stop(TrialState.FAIL, FailReason.NAN_LOSS,
-                        f"loss became {loss} in epoch {epoch + 1}")
-        metric = self.job.objective.metric
-        if metric not in logs:
-            raise _Stop(TrialState.FAIL, FailReason.USER_ERROR,
-                        f"objective metric {metric!r} is not among the metrics training "
-                        f"produced: {sorted(logs)}")
-        value = logs[metric]
-        if not math.isfinite(value):
-            raise _Stop(TrialState.FAIL, FailReason.NAN_LOSS,
-                        f"objective {metric} became {value} in epoch {epoch + 1}")
-        return value
+        if epochs.clock.error is not None:  # a _Stop, or the reporter's own failure
+            raise epochs.clock.error
+        return epochs.value
 
     # -- best model ---------------------------------------------------------------------
     def _keep_if_best(self, number: int, value: float, model: Any) -> None:
@@ -422,58 +371,3 @@ class TrialRunner:
         if self._best is not None and self._best[1] == number:
             return self._best[2]
         return None
-
-
-def environment() -> dict[str, str]:
-    """Versions this worker runs with: what a reproduction has to match.
-
-    The versions the driver checks at worker start (:func:`runtime_versions`), plus numpy and
-    the Keras backend's own library.
-    """
-    import keras
-
-    backend = keras.backend.backend()
-    env = dict(runtime_versions(backend))
-    env["numpy"] = np.__version__
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
-    if module is not None:
-        env[module] = str(getattr(importlib.import_module(module), "__version__", "?"))
-    return env
-
-
-def data_fingerprint(arrays: Any) -> str:
-    """sha256 over the arrays' dtypes, shapes and bytes (nested tuples/lists/dicts too)."""
-    digest = hashlib.sha256()
-
-    def feed(x: Any) -> None:
-        if isinstance(x, dict):
-            for key in sorted(x):
-                digest.update(str(key).encode())
-                feed(x[key])
-        elif isinstance(x, (tuple, list)):
-            for item in x:
-                feed(item)
-        else:
-            a = np.ascontiguousarray(np.asarray(x))
-            digest.update(f"{a.dtype.str}{a.shape}".encode())
-            digest.update(a.tobytes())
-
-    feed(arrays)
-    return digest.hexdigest()
-
-
-def _length(x: Any) -> int:
-    if isinstance(x, dict):
-        return len(next(iter(x.values())))
-    if isinstance(x, (tuple, list)):
-        return len(x[0])
-    return len(x)
-
-
-def _take(x: Any, order: np.ndarray) -> Any:
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[order] for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(np.asarray(v)[order] for v in x)
-    return np.asarray(x)[order]
-

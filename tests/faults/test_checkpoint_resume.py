@@ -1,0 +1,129 @@
+"""Fault 12: a long trial whose worker dies resumes from its last epoch checkpoint.
+
+On a real local Ray (the ``ray_cluster`` fixture), a sweep with ``checkpoint_every_s: 0``
+writes a checkpoint after every epoch. Once a trial's checkpoint holds at least two epochs,
+the test SIGKILLs the worker actor running it (one of this process's own descendants). The
+driver retries the trial (``worker_died``, attempt 1) with the same params and seed; the
+retry must load the checkpoint, report only the epochs after it, and finish with the whole
+history. The equality of a resumed trial with an uninterrupted one is checked without Ray in
+tests/workers/test_checkpoints.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from faults_support import assert_invariants, wait_for
+from test_worker_killed import own_workers
+
+from clonesweep.orchestrator import base_model_config, run_sweep
+from clonesweep.orchestrator.ray_backend import RayBackend
+from clonesweep.orchestrator.study import storage_url
+from clonesweep.orchestrator.sweep import NullProgress
+from clonesweep.spec import load_sweep
+from clonesweep.trials import Intermediate
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 8
+# A wide layer and small batches: epochs long enough (a good fraction of a second) to kill
+# the worker between its second checkpoint and its last epoch.
+PARAMETERS = """
+  layers.hidden.units: {values: [1024]}
+  train.batch_size: {values: [8]}"""
+
+
+class Watching(RayBackend):
+    """Records every per-epoch report the driver receives, in order."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reports: list[tuple[int, int]] = []
+
+    def poll(self, timeout: float) -> list[Any]:
+        events = super().poll(timeout)
+        self.reports.extend((e.number, e.step) for e in events if isinstance(e, Intermediate))
+        return events
+
+
+def epochs_done(folder: Path) -> tuple[int, int] | None:
+    """(trial number, epochs done) of a checkpoint in ``folder``, if there is one."""
+    for path in sorted(folder.glob("trial-*.npz")) if folder.exists() else []:
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(str(archive["meta"]))
+            return int(meta["number"]), int(meta["epochs_done"])
+        except (OSError, ValueError, KeyError):
+            continue  # replaced while read
+    return None
+
+
+class Recorder(NullProgress):
+    def __init__(self) -> None:
+        self.retried: list[tuple[int, str]] = []
+
+    def on_trial_end(self, result: Any, counts: Any, best: Any, retried: bool) -> None:
+        if retried:
+            self.retried.append((result.number, result.reason.value))
+
+
+def test_killed_trial_resumes_from_its_last_checkpoint(ray_cluster: str,
+                                                       sweep_file: Any) -> None:
+    spec = load_sweep(sweep_file(name="ckpt", trials=2, parallel=1, epochs=EPOCHS, limit=800,
+                                 parameters=PARAMETERS,
+                                 sweep_extra="\n  checkpoint_every_s: 0\n  retries: 1"))
+    folder = spec.run_folder / "checkpoints"
+    killed: list[tuple[int, int]] = []
+
+    def kill_after_two_checkpointed_epochs() -> None:
+        def ready() -> bool:
+            found = epochs_done(folder)
+            return found is not None and found[1] >= 2 and bool(own_workers(busy=True))
+        wait_for("a checkpoint of two epochs", ready, timeout=240)
+        found = epochs_done(folder)
+        assert found is not None
+        os.kill(own_workers(busy=True)[0], signal.SIGKILL)
+        killed.append(found)
+
+    killer = threading.Thread(target=kill_after_two_checkpointed_epochs, daemon=True)
+    killer.start()
+    recorder = Recorder()
+    backend = Watching(resources=spec.sweep.resources)
+    outcome = run_sweep(spec, base_model_config(spec), backend, recorder)
+    killer.join(timeout=5)
+    assert killed, "no worker was killed"
+    number, done_at_kill = killed[0]
+
+    assert recorder.retried == [(number, "worker_died")]
+    trials = optuna.load_study(study_name="ckpt", storage=storage_url(spec)).get_trials()
+    assert_invariants(trials, budget=2)
+    assert outcome.counts.finished == 2 and outcome.counts.retried == 1
+    assert all(t.state is optuna.trial.TrialState.COMPLETE for t in trials), \
+        [(t.number, t.user_attrs.get("message")) for t in trials]
+    trial = trials[number]
+    resumed = trial.user_attrs["resumed_from_epoch"]
+    assert trial.user_attrs["attempt"] == 1
+    # It resumed after the checkpoint seen at the kill (or a later one written meanwhile).
+    assert resumed is not None and done_at_kill <= resumed < EPOCHS
+    assert all(len(values) == EPOCHS for values in trial.user_attrs["history"].values())
+    assert trials[1 - number].user_attrs["resumed_from_epoch"] is None
+    # The retry reported only the epochs after its checkpoint: the earlier ones did not run
+    # again. The killed attempt reported 0, 1, ... up to where it died (the epoch after its
+    # checkpoint at most).
+    steps = [step for n, step in backend.reports if n == number]
+    tail = EPOCHS - resumed
+    head, retry = steps[:-tail], steps[-tail:]
+    assert retry == list(range(resumed, EPOCHS)), steps
+    assert head == list(range(len(head))) and len(head) <= resumed + 1, steps
+    assert all(steps.count(step) == 1 for step in range(resumed)), steps
+    # Every trial ended: no checkpoint is left behind.
+    assert not list(folder.glob("trial-*.npz"))
+    wait_for("the worker actors to exit", lambda: not own_workers(busy=False), timeout=60)
