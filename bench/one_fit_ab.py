@@ -87,12 +87,12 @@ def main() -> None:
     runners = {"per-epoch": PerEpochRunner(job, worker="old"),
                "one-fit": TrialRunner(dataclasses.replace(job), worker="new")}
     rng = np.random.default_rng(0)
-    specs = [TrialSpec(i, {"layers.hidden.units": int(round(math.exp(rng.uniform(
-        math.log(16), math.log(256))))), "layers.drop.rate": float(rng.uniform(0, 0.5)),
+    specs = [TrialSpec(i, {"layers.hidden.units": round(math.exp(rng.uniform(
+        math.log(16), math.log(256)))), "layers.drop.rate": float(rng.uniform(0, 0.5)),
         "optimizer.learning_rate": float(math.exp(rng.uniform(math.log(1e-4),
                                                                math.log(1e-1))))},
         seed=1000 + i) for i in range(args.trials)]
-    for name, runner in runners.items():  # warm-up: first-trial costs of the process
+    for runner in runners.values():  # warm-up: first-trial costs of the process
         runner.run(TrialSpec(999, {}, seed=1), NoPruning())
     sums = {name: np.zeros(3) for name in runners}
     walls = dict.fromkeys(runners, 0.0)
