@@ -77,7 +77,10 @@ def trials(study_db: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     if not study_db.exists():
         return []
     try:
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_db}")
+        # Read-only: a poller that opened the file read-write while the driver was creating
+        # it would create the schema too, and the two collided (the driver then failed).
+        study = optuna.load_study(study_name=name,
+                                  storage=f"sqlite:///file:{study_db}?mode=ro&uri=true")
     except Exception:  # not created yet
         return []
     return study.get_trials(deepcopy=False)

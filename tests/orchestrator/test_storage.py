@@ -140,3 +140,34 @@ def test_a_password_in_the_sweep_file_stays_out_of_the_run_folder(
     assert from_file and outcome.counts.complete == 1
     leaks = _leaks(make_url(postgres_url).password or "", _files(spec.run_folder))
     assert not leaks, "the storage password is written into run files"
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(
+        sweep_file: Any, tmp_path: Path) -> None:
+    """Optuna creates the schema of a new database when it opens it; a driver creating its
+    study while `clonesweep status` (or a dashboard) opens the same new file collided on the
+    schema version row and failed. Four openers started together all get the study."""
+    import threading
+
+    from clonesweep.orchestrator.study import open_study
+
+    spec = load_sweep(sweep_file())
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    for _ in range(3):  # the collision needs the openers to meet; give them a few rounds
+        (tmp_path / "race.db").unlink(missing_ok=True)
+        barrier, errors = threading.Barrier(4), []
+
+        def opener(barrier: threading.Barrier = barrier, errors: list[str] = errors) -> None:
+            barrier.wait()
+            try:
+                open_study(spec, url)
+            except Exception as exc:  # recorded, asserted below
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=opener) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+    assert optuna.load_study(study_name=spec.name, storage=url).study_name == spec.name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -253,8 +254,29 @@ def _storage(url: str) -> Any:
 
         return journal_storage(Path(url[len("journal://"):]))
     if url.startswith("sqlite:///"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
-    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        return _rdb(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return _rdb(url, heartbeat_interval=None)
+
+
+def _rdb(url: str, attempts: int = 4, **kwargs: Any) -> optuna.storages.RDBStorage:
+    """An RDBStorage, tolerant of another process creating the same database right now.
+
+    Optuna creates the schema when it opens a new database; two processes doing that at once
+    (a driver starting while ``clonesweep status`` or a dashboard opens the same new file)
+    collide on the schema version row or a table. The loser waits and opens what the winner
+    made.
+    """
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, OperationalError) as exc:
+            racing = isinstance(exc, IntegrityError) or "already exists" in str(exc)
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def commit(study: optuna.Study) -> None:
