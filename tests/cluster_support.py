@@ -88,9 +88,31 @@ class LocalCluster:
         self.procs[name] = subprocess.Popen(argv, env={**self.env, NODE_ENV: name}, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
+    def _launch(self, name: str, *args: str, attempts: int = 3) -> None:
+        """Start node ``name`` and wait until its ``ray start`` says it is up. On two busy
+        cores a raylet can miss Ray's registration window and exit (it crashed once in a
+        full CI run): start it again, up to ``attempts`` times in all."""
+        for attempt in range(attempts):
+            self._start(name, *args)
+            log = self.temp / f"{name}.log"
+            deadline = time.monotonic() + 150.0
+            while time.monotonic() < deadline:
+                if self.procs[name].poll() is not None:
+                    break
+                if log.exists() and b"Ray runtime started" in log.read_bytes():
+                    return
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"ray node {name} did not start in 150 s:\n{self.logs()}")
+            if attempt == attempts - 1:
+                raise RuntimeError(f"ray node {name} exited at start {attempts} times:\n"
+                                   + self.logs())
+            log.rename(log.with_suffix(f".failed{attempt}.log"))
+            del self.procs[name]
+
     def start(self, workers: list[list[str]]) -> None:
-        self._start("head", "--head", f"--port={self.port}", "--num-cpus=0",
-                    "--include-dashboard=false", f"--temp-dir={self.temp}")
+        self._launch("head", "--head", f"--port={self.port}", "--num-cpus=0",
+                     "--include-dashboard=false", f"--temp-dir={self.temp}")
         self._wait_for(1)
         for extra in workers:
             self.add(extra)
@@ -100,7 +122,7 @@ class LocalCluster:
         # One node at a time: on two busy cores, raylets started together can miss Ray's
         # fixed 30 s registration window.
         name = f"worker{len(self.procs) - 1}"
-        self._start(name, f"--address={self.address}", *extra)
+        self._launch(name, f"--address={self.address}", *extra)
         self._wait_for(len(self.procs) - len(self.killed()))
         return name
 
@@ -159,7 +181,7 @@ class LocalCluster:
             with contextlib.suppress(RuntimeError, ValueError, subprocess.TimeoutExpired):
                 if len(self.nodes()) >= count:
                     return
-            time.sleep(1.0)
+            time.sleep(2.0)  # each look starts a Python with Ray: not too often
         raise RuntimeError(f"{count} ray nodes did not come up in {timeout:g} s:\n{self.logs()}")
 
     def logs(self) -> str:
