@@ -22,12 +22,11 @@ import numpy as np
 import optuna
 import pytest
 from faults_support import assert_invariants, wait_for
-from test_worker_killed import own_workers
+from test_worker_killed import Recorder, own_workers
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.ray_backend import RayBackend
 from clonesweep.orchestrator.study import storage_url
-from clonesweep.orchestrator.sweep import NullProgress
 from clonesweep.spec import load_sweep
 from clonesweep.trials import Intermediate
 
@@ -64,15 +63,6 @@ def epochs_done(folder: Path) -> tuple[int, int] | None:
         except (OSError, ValueError, KeyError):
             continue  # replaced while read
     return None
-
-
-class Recorder(NullProgress):
-    def __init__(self) -> None:
-        self.retried: list[tuple[int, str]] = []
-
-    def on_trial_end(self, result: Any, counts: Any, best: Any, retried: bool) -> None:
-        if retried:
-            self.retried.append((result.number, result.reason.value))
 
 
 def test_killed_trial_resumes_from_its_last_checkpoint(ray_cluster: str,
