@@ -141,6 +141,9 @@ class TrialResult:
             fixed batch of validation inputs after training (None unless the job asks).
         resumed_from_epoch: A retry that resumed from its checkpoint: the number of epochs
             it restored (the first epoch it trained, 0-based); None: trained from epoch 0.
+        engine: How it trained: ``graph`` (a traced graph shared by the worker's trials of
+            its layer structure, see :mod:`clonesweep.workers.graphfit`) or ``keras``
+            (``model.fit``), then why not ``graph`` when it could have been asked for.
     """
 
     number: int
@@ -161,6 +164,7 @@ class TrialResult:
     data_fingerprint: str = ""
     inference_latency_ms: float | None = None
     resumed_from_epoch: int | None = None
+    engine: str = ""
 
     @classmethod
     def failed(cls, spec: TrialSpec, reason: FailReason, message: str, **kw: Any) -> TrialResult:

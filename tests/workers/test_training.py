@@ -69,7 +69,10 @@ def test_one_fit_gives_the_per_epoch_loops_history_bitwise(runner: TrialRunner) 
 
 
 def test_a_trial_calls_fit_once_and_splits_train_from_eval_time(
-        runner: TrialRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keras's own fit: the shared traced graph (tests/workers/test_graphfit.py) is off.
+    tr = dataclasses.replace(job().training, reuse_graphs=False)
+    runner = TrialRunner(job(training=tr))
     calls: list[dict[str, Any]] = []
     fit = keras.Model.fit
 
@@ -83,6 +86,7 @@ def test_a_trial_calls_fit_once_and_splits_train_from_eval_time(
     assert calls[0]["validation_batch_size"] == 50
     assert len(result.history["val_loss"]) == 4
     assert result.timings.train_s > 0 and result.timings.eval_s > 0
+    assert result.engine == "keras"
 
 
 def test_an_error_inside_fit_is_a_user_error_with_a_short_traceback() -> None:
@@ -108,6 +112,6 @@ def test_a_failing_reporter_is_not_taken_for_a_trial_failure(runner: TrialRunner
 def test_steps_per_execution_never_runs_across_two_epochs() -> None:
     tr = TrainingSpec(epochs=3, batch_size=32, optimizer_config={"learning_rate": 0.01},
                       validation_batch_size=50, steps_per_execution=3)  # 8 steps per epoch
-    runner = TrialRunner(job(training=tr))
+    runner = TrialRunner(job(training=dataclasses.replace(tr, reuse_graphs=False)))
     spec = TrialSpec(5, {"layers.hidden.units": 12}, seed=8)
     assert runner.run(spec, Quiet()).history == per_epoch_history(runner, spec)

@@ -439,6 +439,7 @@ def _attributes(result: TrialResult) -> dict[str, Any]:
         "environment": result.environment,
         "data_fingerprint": result.data_fingerprint,
         "resumed_from_epoch": result.resumed_from_epoch,
+        "engine": result.engine,
     }
     if result.reason is not None:
         attrs["fail_reason"] = result.reason.value

@@ -40,7 +40,8 @@ DEFAULT_LOADER = "clonesweep.datasets:digits"
 _TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sweep",
              "constraints", "enqueue")
 _TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "loss", "metrics",
-                  "steps_per_execution", "jit_compile", "validation_batch_size")
+                  "steps_per_execution", "jit_compile", "validation_batch_size",
+                  "reuse_graphs")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _DIRECTIONS = {"maximize": Direction.MAXIMIZE, "max": Direction.MAXIMIZE,
                "minimize": Direction.MINIMIZE, "min": Direction.MINIMIZE}
@@ -163,6 +164,7 @@ def _training(block: Block) -> TrainingSpec:
         jit_compile=block.boolean("jit_compile", d.jit_compile),
         validation_batch_size=block.integer("validation_batch_size", d.validation_batch_size,
                                             low=1),
+        reuse_graphs=block.boolean("reuse_graphs", d.reuse_graphs),
     )
 
 

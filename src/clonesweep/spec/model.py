@@ -85,6 +85,7 @@ class TrainingSpec:
     steps_per_execution: int = 1
     jit_compile: bool = False
     validation_batch_size: int = 256
+    reuse_graphs: bool = True
 
 
 #: Metrics measured on the built model rather than logged by training: usable as objectives

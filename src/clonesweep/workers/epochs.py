@@ -87,6 +87,10 @@ class TrialEpochs:
             data=data_fingerprint, train=mat.train, optimizer=mat.optimizer,
             training=dataclasses.asdict(job.training), backend=backend)
         self.started = self.saved_at = time.perf_counter()
+        # Run before a checkpoint reads the model: a trainer that keeps the state elsewhere
+        # (clonesweep.workers.graphfit) copies it into the model first.
+        self.before_save: list[Any] = []
+        self.engine = ""  # how the trial trains (TrialResult.engine)
 
     def resume(self) -> None:
         """On a retry, continue after the trial's checkpoint if it has a matching one."""
@@ -138,6 +142,8 @@ class TrialEpochs:
             return [np.asarray(v.numpy()) for v in variables]
 
         assert self.store is not None
+        for sync in self.before_save:
+            sync()
         self.store.save(self.spec.number, self.key, self.done, self.history,
                         arrays(self.model.variables), arrays(self.model.optimizer.variables))
         self.saved_at = time.perf_counter()

@@ -5,7 +5,9 @@ thread). It imports Keras once, loads the data once, holds the base config, and 
 trial after trial, calling ``keras.utils.clear_session()`` before each one. It never sees an
 Optuna trial: per-epoch values go through a :class:`~clonesweep.trials.Reporter`.
 
-A trial trains in one ``model.fit`` call (:mod:`clonesweep.workers.training`); the per-epoch
+A trial trains in one ``model.fit`` call (:mod:`clonesweep.workers.training`), or, when its
+layers allow, on a traced graph the worker keeps for every trial of the same layer structure
+(:mod:`clonesweep.workers.graphfit`, same numbers, no tracing per trial); the per-epoch
 work (record, check, report, time limit, checkpoint) is
 :class:`~clonesweep.workers.epochs.TrialEpochs`, which Keras calls at each epoch's end.
 With a checkpoint folder, a retried trial resumes after its last checkpoint
@@ -227,7 +229,8 @@ class TrialRunner:
         clock = epochs.clock
         return self._ended(spec, replace(result, history=epochs.history,
                                          timings=Timings(build_s, clock.train_s, clock.eval_s),
-                                         resumed_from_epoch=epochs.resumed_from))
+                                         resumed_from_epoch=epochs.resumed_from,
+                                         engine=epochs.engine))
 
     def _ended(self, spec: TrialSpec, result: TrialResult) -> TrialResult:
         """Delete the trial's checkpoint unless the driver will retry this failure."""
@@ -318,8 +321,17 @@ class TrialRunner:
         epochs.resume()
         plan = FitPlan(epochs.total, epochs.batch_size, self.job.training.validation_batch_size,
                        variant.materialized.seeds[DATA_ORDER], start_epoch=epochs.done)
+        tr = self.job.training
         try:
-            fit_trial(variant.model, data, plan, epochs, epochs.clock, self._feed_cache)
+            structure, epochs.engine = self._graph_structure(variant.model, data)
+            if structure is None:
+                fit_trial(variant.model, data, plan, epochs, epochs.clock, self._feed_cache)
+            else:
+                from clonesweep.workers.graphfit import fit_trial_reused
+
+                fit_trial_reused(variant.model, data, plan, epochs, epochs.clock,
+                                 self._feed_cache, structure, tr.loss, tr.metrics,
+                                 epochs.before_save)
         except Exception as exc:
             oom = _oom_reason(exc)
             if oom is not None:
@@ -329,6 +341,20 @@ class TrialRunner:
         if epochs.clock.error is not None:  # a _Stop, or the reporter's own failure
             raise epochs.clock.error
         return epochs.value
+
+    def _graph_structure(self, model: Any, data: Any) -> tuple[Any, str]:
+        """The trial's layer structure when it can train on a shared traced graph
+        (:mod:`clonesweep.workers.graphfit`), else None; and the engine's name for the
+        trial's record (``keras: <why not graph>`` when reuse was on)."""
+        tr = self.job.training
+        if not tr.reuse_graphs:
+            return None, "keras"
+        from clonesweep.workers.graphfit import reuse_blocker, structure_of
+
+        why = reuse_blocker(model, data, tr.loss, tr.metrics, tr.jit_compile)
+        if why is not None:
+            return None, f"keras: {why}"
+        return structure_of(model, data, tr.loss, tr.metrics), "graph"
 
     # -- best model ---------------------------------------------------------------------
     def _keep_if_best(self, number: int, value: float, model: Any) -> None:

@@ -1,0 +1,454 @@
+"""One traced training graph for all of a worker's trials of one layer structure (TensorFlow).
+
+Keras traces a new train function and a new test function for every model it fits: on a
+short trial (the digits MLP, 5 epochs) that tracing is about half of the trial's time, and a
+sweep pays it again for every trial although only unit counts and hyperparameters change.
+Here a worker traces one *epoch* function and one *validation* function per layer structure
+(:class:`Structure`: the layers' kinds and activations, which Dropouts are active, the loss,
+the metrics, the optimizer's kind) and reuses them for every later trial of that structure:
+the weights and the optimizer's slots live in variables of unspecified shape, and learning
+rate, dropout rates and the optimizer's constants are tensors, so a trial with other unit
+counts or another learning rate runs the same graph. The epoch runs in the graph (one call
+per epoch, batches gathered in the epoch's order), and so does each validation pass.
+
+The arithmetic is Keras's own, op for op, so a trial's numbers are bitwise those of the same
+trial fitted by Keras (tests/workers/test_graphfit.py compares histories, trained weights and
+optimizer state with ``==``): per Dense, ``matmul``, ``bias_add`` (what Keras's ``add`` runs
+for a bias) and the layer's own Keras activation function; per active Dropout, the uniform
+draw TensorFlow's ``stateless_dropout`` makes from the next seed of a Keras
+``SeedGenerator`` (cast as Keras casts it; each trial's generator state copied from its own
+Dropout layer), kept where it is at least the rate and scaled by ``1 / (1 - rate)`` rounded
+once to float32, as TensorFlow does for the Python rate Keras passes; the loss and metric
+objects Keras's ``compile`` resolves from the same names (``keras.src.trainers.
+compile_utils``), a ``Mean`` loss tracker weighted by the batch size; Adam and SGD updates
+written as Keras's ``update_step`` writes them, every constant rounded to float32 as Keras
+rounds it. Initial weights come from the trial's own
+Keras model, rebuilt with its seeds as before; the trained weights, optimizer state and
+generator states go back into that model (and its compiled optimizer) at the end and before
+every checkpoint, so saving, checkpoints and ensembles see an ordinary Keras model.
+
+Covered (else :func:`reuse_blocker` says why and the trial fits through Keras as before):
+Sequential models of InputLayer, Dense, Dropout, Activation and Flatten, float32, one
+input and one target array; an optimizer of class ``Adam`` (no amsgrad) or ``SGD``, with a
+constant learning rate and no weight decay, clipping, EMA, loss scaling or gradient
+accumulation; ``jit_compile`` off; built-in activations; losses and metrics that Keras
+resolves from their names; a Keras release in :data:`VERIFIED_KERAS`.
+
+Imports Keras and TensorFlow: import this module only on a worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+
+from clonesweep.workers.training import EpochOrder, FitClock, FitPlan
+
+__all__ = ["VERIFIED_KERAS", "GraphEngine", "Structure", "fit_trial_reused", "reuse_blocker",
+           "structure_of"]
+
+#: Keras releases whose ops this module was checked against, bitwise (tests/workers/
+#: test_graphfit.py); another release trains through Keras's ``fit`` until it is checked.
+VERIFIED_KERAS = ("3.15",)
+_LAYERS = ("InputLayer", "Dense", "Dropout", "Activation", "Flatten")
+_OPTIMIZER_OFF = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
+                  "loss_scale_factor", "gradient_accumulation_steps")
+EpochHook = Callable[[int, dict[str, float]], bool]
+
+
+class Structure(NamedTuple):
+    """What a traced graph is specific to; trials that share it share the graph."""
+
+    layers: tuple[tuple[Any, ...], ...]
+    input_rank: int
+    x_dtype: str
+    y_dtype: str
+    y_rank: int
+    outputs: int
+    loss: str
+    metrics: tuple[str, ...]
+    optimizer: tuple[Any, ...]
+
+
+def _activation_name(fn: Any) -> str | None:
+    """The name of a built-in Keras activation function, else None."""
+    module = getattr(fn, "__module__", "") or ""
+    if not module.startswith("keras.") or not callable(fn):
+        return None
+    name = getattr(fn, "__name__", None)
+    return name if name and keras.activations.get(name) is fn else None
+
+
+def reuse_blocker(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
+                  metrics: Sequence[str], jit_compile: bool) -> str | None:
+    """Why this compiled model's trials cannot share a traced graph, or None when they can."""
+    if keras.backend.backend() != "tensorflow":
+        return f"the Keras backend is {keras.backend.backend()}"
+    if ".".join(keras.__version__.split(".")[:2]) not in VERIFIED_KERAS:
+        return (f"Keras {keras.__version__} is not among the releases checked "
+                f"({', '.join(VERIFIED_KERAS)})")
+    try:
+        from keras.src.trainers.compile_utils import get_loss, get_metric  # noqa: F401
+    except ImportError:
+        return "this Keras has no keras.src.trainers.compile_utils"
+    if jit_compile:
+        return "jit_compile is on"
+    if type(model) is not keras.Sequential:
+        return f"the model is a {type(model).__name__}, not a Sequential"
+    if not all(isinstance(a, np.ndarray) for a in data):
+        return "the data are not four NumPy arrays"
+    if not isinstance(loss, str) or not all(isinstance(m, str) for m in metrics):
+        return "the loss or a metric is not given by name"
+    if model.dtype_policy.name != "float32":
+        return f"the dtype policy is {model.dtype_policy.name}"
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if cls not in _LAYERS or type(layer) is not getattr(keras.layers, cls):
+            return f"layer '{layer.name}' is a {cls}"
+        if layer.dtype_policy.name != "float32":
+            return f"layer '{layer.name}' computes in {layer.dtype_policy.name}"
+        if cls == "Dense":
+            for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                         "kernel_constraint", "bias_constraint"):
+                if getattr(layer, attr, None) is not None:
+                    return f"Dense layer '{layer.name}' has a {attr}"
+            if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode",
+                                                                None):
+                return f"Dense layer '{layer.name}' is LoRA-enabled or quantized"
+            if len(layer.input.shape) != 2:
+                return f"Dense layer '{layer.name}' sees an input of rank above 2"
+        if cls in ("Dense", "Activation") and _activation_name(layer.activation) is None:
+            return f"layer '{layer.name}' has a custom activation"
+        if cls == "Dropout" and layer.noise_shape is not None:
+            return f"Dropout layer '{layer.name}' has a noise_shape"
+        if cls == "Flatten" and layer.data_format == "channels_first":
+            return f"Flatten layer '{layer.name}' is channels_first"
+    if model.losses:
+        return "the model adds losses of its own"
+    return _optimizer_blocker(model.optimizer)
+
+
+def _optimizer_blocker(opt: Any) -> str | None:
+    kind = type(opt)
+    if kind not in (keras.optimizers.Adam, keras.optimizers.SGD):
+        return f"the optimizer is {kind.__name__} (covered: Adam, SGD)"
+    if not isinstance(opt._learning_rate, keras.Variable):
+        return "the learning rate is a schedule or a callable"
+    for attr in _OPTIMIZER_OFF:
+        if getattr(opt, attr, None) is not None:
+            return f"the optimizer sets {attr}"
+    if opt.use_ema:
+        return "the optimizer uses EMA"
+    if kind is keras.optimizers.Adam and opt.amsgrad:
+        return "Adam's amsgrad is on"
+    return None
+
+
+def structure_of(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
+                 metrics: Sequence[str]) -> Structure:
+    """The :class:`Structure` of a model :func:`reuse_blocker` accepts."""
+    layers: list[tuple[Any, ...]] = []
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if cls == "Dense":
+            layers.append((cls, _activation_name(layer.activation), layer.use_bias))
+        elif cls == "Activation":
+            layers.append((cls, _activation_name(layer.activation)))
+        elif cls == "Dropout":
+            layers.append((cls, layer.rate > 0))
+        elif cls == "Flatten":
+            layers.append((cls,))
+    opt = model.optimizer
+    if type(opt) is keras.optimizers.SGD:
+        optimizer: tuple[Any, ...] = ("SGD", opt.momentum != 0, bool(opt.nesterov))
+    else:
+        optimizer = ("Adam",)
+    x_tr, y_tr = data[0], data[1]
+    return Structure(tuple(layers), x_tr.ndim, str(x_tr.dtype), str(y_tr.dtype), y_tr.ndim,
+                     int(model.outputs[0].shape[-1]), loss, tuple(metrics), optimizer)
+
+
+def _f32(value: float) -> Any:
+    """A Python float rounded to float32, as Keras rounds a constant it multiplies a
+    float32 tensor by."""
+    import tensorflow as tf
+
+    return tf.constant(np.float32(value))
+
+
+def _cast_seed(seed: Any) -> Any:
+    """A generator's int64 state as the int32 seed TensorFlow's stateless ops take, cast as
+    Keras's TensorFlow backend casts it."""
+    import tensorflow as tf
+
+    if seed.dtype == tf.int32:
+        return seed
+    return tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+
+
+def _dropout(x: Any, rate: Any, scale: Any, gen: Any) -> Any:
+    """``stateless_dropout`` as TensorFlow computes it for a Python ``rate`` (Keras passes
+    one): ``x`` times ``1 / (1 - rate)`` rounded once to float32, kept where a uniform draw
+    from the generator's next seed is at least ``rate``. A tensor rate would divide by
+    ``1 - rate`` in float32 instead, which rounds differently."""
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    noise = tf.random.stateless_uniform(shape, seed=_cast_seed(gen.next()), dtype=x.dtype)
+    return tf.where(noise >= rate, tf.multiply(x, scale), tf.zeros((), x.dtype))
+
+
+class GraphEngine:
+    """The traced epoch and validation functions of one :class:`Structure`, and the
+    variables they run on (reused by every trial of the structure on this worker)."""
+
+    def __init__(self, structure: Structure, model: Any, y_sample: Any) -> None:
+        import tensorflow as tf
+        from keras.src.trainers.compile_utils import get_loss, get_metric
+
+        self.structure = structure
+        y_pred = model(np.zeros((1, *model.inputs[0].shape[1:]), dtype=np.float32))
+        self._loss = get_loss(structure.loss, y_sample, y_pred)
+        self._tracker = keras.metrics.Mean(name="loss")
+        self._metrics = [get_metric(m, y_sample, y_pred) for m in structure.metrics]
+        self._names = ["loss", *structure.metrics]
+
+        def free(rank: int) -> Any:
+            # Rank known, sizes free: one trace serves every unit count.
+            return tf.Variable(tf.zeros((0,) * rank), shape=tf.TensorShape([None] * rank))
+
+        ranks = [len(v.shape) for v in model.trainable_variables]
+        self.weights = [free(r) for r in ranks]
+        kind = structure.optimizer
+        slots = 2 if kind[0] == "Adam" else (1 if kind[1] else 0)
+        self.slots = [[free(r) for r in ranks] for _ in range(slots)]
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.generators = [keras.random.SeedGenerator(0)
+                           for spec in structure.layers if spec == ("Dropout", True)]
+        self._epoch = tf.function(self._train_epoch)
+        self._validate = tf.function(self._validation)
+
+    # -- the graph ----------------------------------------------------------------------
+    def _forward(self, x: Any, rates: Any, training: bool) -> Any:
+        import tensorflow as tf
+
+        w = iter(self.weights)
+        gens = iter(self.generators)
+        dropout = 0
+        for spec in self.structure.layers:
+            if spec[0] == "Flatten":
+                x = tf.reshape(x, (tf.shape(x)[0], -1))
+            elif spec[0] == "Dense":
+                x = tf.matmul(x, next(w))
+                if spec[2]:  # Keras's add is a bias_add for a (batch, units) + (units,)
+                    x = tf.nn.bias_add(x, next(w))
+                x = keras.activations.get(spec[1])(x)
+            elif spec[0] == "Activation":
+                x = keras.activations.get(spec[1])(x)
+            elif spec[0] == "Dropout" and spec[1]:
+                gen = next(gens)
+                if training:
+                    x = _dropout(x, rates[0][dropout], rates[1][dropout], gen)
+                dropout += 1
+        return x
+
+    def _loss_of(self, y: Any, y_pred: Any) -> Any:
+        import tensorflow as tf
+
+        return tf.cast(self._loss(y, y_pred, None), tf.float32)
+
+    def _apply(self, grads: Sequence[Any], hyper: Any) -> None:
+        import tensorflow as tf
+
+        if self.structure.optimizer[0] == "Adam":
+            lr, beta_1, beta_2, one_minus_1, one_minus_2, epsilon = (hyper[i] for i in range(6))
+            local_step = tf.cast(self.iterations + 1, tf.float32)
+            beta_1_power = tf.pow(beta_1, local_step)
+            beta_2_power = tf.pow(beta_2, local_step)
+            for var, g, m, v in zip(self.weights, grads, *self.slots, strict=True):
+                alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+                m.assign_add(tf.multiply(tf.subtract(g, m), one_minus_1))
+                v.assign_add(tf.multiply(tf.subtract(tf.square(g), v), one_minus_2))
+                var.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), epsilon)))
+        else:
+            lr, momentum = hyper[0], hyper[1]
+            for i, (var, g) in enumerate(zip(self.weights, grads, strict=True)):
+                if not self.slots:
+                    var.assign_sub(tf.multiply(g, lr))
+                    continue
+                m = self.slots[0][i]
+                m.assign(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
+                if self.structure.optimizer[2]:
+                    var.assign_add(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
+                else:
+                    var.assign_add(m)
+        self.iterations.assign_add(1)
+
+    def _results(self) -> list[Any]:
+        return [self._tracker.result(), *(m.result() for m in self._metrics)]
+
+    def _reset(self) -> None:
+        self._tracker.reset_state()
+        for m in self._metrics:
+            m.reset_state()
+
+    def _train_epoch(self, x: Any, y: Any, order: Any, batch: Any, rates: Any,
+                     hyper: Any) -> list[Any]:
+        import tensorflow as tf
+
+        self._reset()
+        n = tf.shape(order, out_type=tf.int64)[0]
+        for step in tf.range((n + batch - 1) // batch):
+            idx = order[step * batch:tf.minimum((step + 1) * batch, n)]
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            with tf.GradientTape() as tape:
+                y_pred = self._forward(xb, rates, training=True)
+                loss = self._loss_of(yb, y_pred)
+                self._tracker.update_state(loss, sample_weight=tf.shape(xb)[0])
+            self._apply(tape.gradient(loss, self.weights), hyper)
+            for metric in self._metrics:
+                metric.update_state(yb, y_pred)
+        return self._results()
+
+    def _validation(self, x: Any, y: Any, batch: Any, rates: Any) -> list[Any]:
+        import tensorflow as tf
+
+        self._reset()
+        n = tf.shape(x, out_type=tf.int64)[0]
+        for step in tf.range((n + batch - 1) // batch):
+            end = tf.minimum((step + 1) * batch, n)
+            xb, yb = x[step * batch:end], y[step * batch:end]
+            y_pred = self._forward(xb, rates, training=False)
+            self._tracker.update_state(self._loss_of(yb, y_pred),
+                                       sample_weight=tf.shape(xb)[0])
+            for metric in self._metrics:
+                metric.update_state(yb, y_pred)
+        return self._results()
+
+    # -- a trial's state in and out of the engine ------------------------------------------
+    def _dropouts(self, model: Any) -> list[Any]:
+        return [layer for layer in model.layers
+                if type(layer).__name__ == "Dropout" and layer.rate > 0]
+
+    def _optimizer_slots(self, opt: Any) -> list[list[Any]]:
+        if self.structure.optimizer[0] == "Adam":
+            return [opt._momentums, opt._velocities]
+        return [opt.momentums] if self.slots else []
+
+    def load(self, model: Any) -> None:
+        """Take the trial's weights, optimizer state and Dropout generator states."""
+        for mine, theirs in zip(self.weights, model.trainable_variables, strict=True):
+            mine.assign(theirs.value)
+        opt = model.optimizer
+        if opt.built:
+            for mine_slots, their_slots in zip(self.slots, self._optimizer_slots(opt),
+                                               strict=True):
+                for mine, theirs in zip(mine_slots, their_slots, strict=True):
+                    mine.assign(theirs.value)
+            self.iterations.assign(opt.iterations.value)
+        else:
+            for mine_slots in self.slots:
+                for mine, var in zip(mine_slots, model.trainable_variables, strict=True):
+                    mine.assign(np.zeros(var.shape, np.float32))
+            self.iterations.assign(0)
+        for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
+            gen.state.assign(layer.seed_generator.state.value)
+
+    def store(self, model: Any) -> None:
+        """Put the trained state back into the trial's Keras model and optimizer."""
+        for mine, theirs in zip(self.weights, model.trainable_variables, strict=True):
+            theirs.assign(mine.numpy())
+        opt = model.optimizer
+        if not opt.built:
+            opt.build(model.trainable_variables)
+        for mine_slots, their_slots in zip(self.slots, self._optimizer_slots(opt),
+                                           strict=True):
+            for mine, theirs in zip(mine_slots, their_slots, strict=True):
+                theirs.assign(mine.numpy())
+        opt.iterations.assign(self.iterations.numpy())
+        for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
+            layer.seed_generator.state.assign(gen.state.value)
+
+    def hyper(self, model: Any) -> tuple[Any, Any]:
+        """The trial's dropout rates and optimizer constants, as graph inputs."""
+        import tensorflow as tf
+
+        dropped = [float(layer.rate) for layer in self._dropouts(model)] or [0.0]
+        rates = tf.constant(np.array([dropped, [1 / (1 - r) for r in dropped]], np.float32))
+        opt = model.optimizer
+        lr = opt._learning_rate.value
+        if self.structure.optimizer[0] == "Adam":
+            values = [lr, _f32(opt.beta_1), _f32(opt.beta_2), _f32(1 - opt.beta_1),
+                      _f32(1 - opt.beta_2), _f32(opt.epsilon)]
+        else:
+            values = [lr, _f32(opt.momentum)]
+        return rates, tf.stack([tf.cast(v, tf.float32) for v in values])
+
+    def train_epoch(self, x: Any, y: Any, order: np.ndarray, batch: int, rates: Any,
+                    hyper: Any) -> dict[str, float]:
+        import tensorflow as tf
+
+        out = self._epoch(x, y, tf.constant(order, tf.int64), tf.constant(batch, tf.int64),
+                          rates, hyper)
+        return {k: float(v) for k, v in zip(self._names, out, strict=True)}
+
+    def validate(self, x: Any, y: Any, batch: int, rates: Any) -> dict[str, float]:
+        import tensorflow as tf
+
+        out = self._validate(x, y, tf.constant(batch, tf.int64), rates)
+        return {f"val_{k}": float(v) for k, v in zip(self._names, out, strict=True)}
+
+
+def fit_trial_reused(model: Any, data: tuple[Any, Any, Any, Any], plan: FitPlan,
+                     hook: EpochHook, clock: FitClock, cache: dict[Any, Any],
+                     structure: Structure, loss: str, metrics: Sequence[str],
+                     before_save: list[Callable[[], None]] | None = None) -> None:
+    """Train ``model`` for epochs ``plan.start_epoch .. plan.epochs-1`` on the structure's
+    traced graph (built on the first trial of ``structure``, kept in ``cache``).
+
+    Same contract as :func:`clonesweep.workers.training.fit_trial`: the hook runs after each
+    epoch's validation, a hook's exception ends training and is left in ``clock.error``;
+    the model holds the trained state when this returns or raises. ``before_save`` gets a
+    function that copies the current state into the model (for a checkpoint mid-trial).
+    """
+    import tensorflow as tf
+
+    key = ("graphfit", structure)
+    engine: GraphEngine | None = cache.get(key)
+    x_tr, y_tr = data[0], data[1]
+    if engine is None:
+        engine = cache[key] = GraphEngine(structure, model, y_tr[:1])
+    if "graphfit-arrays" not in cache:
+        cache["graphfit-arrays"] = tuple(
+            tf.convert_to_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a)
+            for a in data)
+    xt, yt, xv, yv = cache["graphfit-arrays"]
+    engine.load(model)
+    if before_save is not None:
+        before_save.append(lambda: engine.store(model))
+    rates, hyper = engine.hyper(model)
+    order = EpochOrder(plan.data_seed, len(x_tr), plan.start_epoch)
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(plan.start_epoch, plan.epochs):
+            order.epoch = epoch
+            logs = engine.train_epoch(xt, yt, order.current(), plan.batch_size, rates, hyper)
+            t1 = time.perf_counter()
+            logs.update(engine.validate(xv, yv, plan.validation_batch_size, rates))
+            t2 = time.perf_counter()
+            clock.eval_s += t2 - t1
+            try:
+                stop = hook(epoch, logs)
+            except BaseException as exc:  # handed back through the clock
+                clock.error, stop = exc, True
+            finally:
+                clock.hook_s += time.perf_counter() - t2
+            if stop:
+                break
+    finally:
+        clock.total_s += time.perf_counter() - t0
+        engine.store(model)
