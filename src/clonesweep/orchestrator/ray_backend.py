@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +83,22 @@ class _BrokerReporter:
         # Without a pruner nothing can stop the trial: send and go on (the driver still
         # records the value and answers the broker, which then drops the waiter).
         return bool(ray.get(ref)) if self._wait else False
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in this process's environment for the block (the Ray processes it
+    starts inherit them), then put back what was there."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class _WorkerActor:
@@ -172,13 +190,20 @@ class RayBackend:
     def start(self, job: WorkerJob, slots: int) -> None:
         import ray
 
+        env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        inherit = False  # the workers inherit env from the Ray this driver starts
         if not ray.is_initialized():
             try:
                 # A Ray this driver starts for itself listens on loopback only.
                 local = self._address is None and not os.environ.get("RAY_ADDRESS")
-                extra: dict[str, Any] = {"_node_ip_address": "127.0.0.1"} if local else {}
-                ray.init(address=self._address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, configure_logging=False, **extra)
+                extra: dict[str, Any] = {}
+                if local:
+                    extra = {"_node_ip_address": "127.0.0.1", **self._local_start(slots)}
+                    inherit = True
+                with _environment(env if inherit else {}):
+                    ray.init(address=self._address, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.WARNING,
+                             configure_logging=False, **extra)
             except Exception as exc:
                 where = self._address or os.environ.get("RAY_ADDRESS") or "a local Ray"
                 raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
@@ -189,19 +214,40 @@ class RayBackend:
             self.shutdown()
             raise
         job = self._stamped(job)
-        env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         # max_task_retries=0: Ray itself never re-runs a trial, not even one its memory
         # monitor killed (task_oom_retries covers plain tasks, not actor methods): that
         # trial comes back as OutOfMemoryError -> `oom`, and the driver retries it at most
         # sweep.retries times. max_restarts=-1: the actor itself always comes back.
+        # On a Ray this driver started, the workers already have env (and, on TensorFlow,
+        # Keras imported; see _local_start): no runtime_env, so the actors take the
+        # processes Ray prestarted instead of waiting for new ones (~1 s on 2 cores).
         actor_cls: Any = ray.remote(self.worker_class).options(
             num_cpus=self._resources.cpu, num_gpus=self._resources.gpu,
-            max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
+            max_restarts=-1, max_task_retries=0,
+            **({} if inherit else {"runtime_env": {"env_vars": env}}))
         self._actors = [actor_cls.remote(job, f"worker-{i}") for i in range(slots)]
         self._pool = SlotPool(self._actors, self._resources, self._resource_wait)
+        broker_env = {"runtime_env": {"env_vars": {"CLONESWEEP_NO_PRELOAD": "1"}}} if inherit \
+            else {}
         self._broker = ray.remote(_Broker).options(
-            num_cpus=0, max_concurrency=10_000, scheduling_strategy=on_driver_node()).remote()
+            num_cpus=0, max_concurrency=10_000, scheduling_strategy=on_driver_node(),
+            **broker_env).remote()
         self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
+
+    def _local_start(self, slots: int) -> dict[str, Any]:
+        """``ray.init`` settings for the local Ray this driver starts for itself.
+
+        On TensorFlow with CPU trials: as many CPUs as the slots need (at most the
+        machine's), so Ray prestarts one worker process per slot and no more, and each
+        prestarted process imports Keras as it starts (:mod:`clonesweep.workers.preload`),
+        overlapping the ~4 s TensorFlow import with Ray's own start-up and the study's.
+        """
+        if self._keras_backend != "tensorflow" or self._resources.cpu <= 0:
+            return {}
+        cpus = min(os.cpu_count() or 1, max(1, math.ceil(slots * self._resources.cpu)))
+        return {"num_cpus": cpus,
+                "_system_config": {"preload_python_modules": ["clonesweep.workers.preload"],
+                                   "prestart_worker_first_driver": False}}
 
     def _stamped(self, job: WorkerJob) -> WorkerJob:
         """The job with the driver's versions (workers check theirs against them) and, for a
