@@ -25,10 +25,12 @@ S = optuna.trial.TrialState
 
 
 def test_driver_killed_then_resumed(sweep_file: Any, tmp_path: Path) -> None:
-    # Trials long enough (40 epochs) that a poll of the study, slow on a loaded machine,
-    # cannot miss the window where one trial has finished and another still runs: with
-    # 12 epochs the whole sweep once ended between two polls and the wait timed out.
-    path = sweep_file(name="crash", trials=6, parallel=2, epochs=40, limit=1500)
+    # Trials long enough (200 epochs, ~10 s on the shared traced graph) that a poll of the
+    # study, slow on a loaded machine, cannot miss the window where one trial has finished
+    # and another still runs, and that trials still run once driver B has been refused: with
+    # 12 epochs the whole sweep once ended between two polls, and with 40 epochs (~2 s a
+    # trial once trials stopped tracing their own graphs) A finished before it was killed.
+    path = sweep_file(name="crash", trials=6, parallel=2, epochs=200, limit=1500)
     db = tmp_path / "runs" / "crash" / "study.db"
     drivers = Drivers(tmp_path)
     try:
