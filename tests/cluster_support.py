@@ -129,8 +129,10 @@ class LocalCluster:
     def nodes(self) -> list[dict[str, Any]]:
         """The live nodes (``ray.nodes()``), read by a short-lived separate driver: each
         with ``id``, ``resources`` and ``name`` (``head``, ``worker0``...)."""
+        # The list goes out on one line marked NODES: Ray may print cluster events (a
+        # raylet's lagging heartbeats on a loaded machine) on stdout after it.
         code = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-                "print(json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], "
+                "print('NODES', json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], "
                 "'port': n['NodeManagerPort'], 'resources': n['Resources']} "
                 "for n in ray.nodes()]))")
         done = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
@@ -138,7 +140,10 @@ class LocalCluster:
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-2000:] + self.logs())
         names = {port: name for name, port in self._manager_ports.items()}
-        found = json.loads(done.stdout.strip().splitlines()[-1])
+        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("NODES ")), None)
+        if line is None:
+            raise RuntimeError(f"no node list in: {done.stdout[-2000:]}" + self.logs())
+        found = json.loads(line.removeprefix("NODES "))
         return [{**n, "name": names.get(n["port"], "?")} for n in found if n["alive"]]
 
     def node_id(self, name: str, nodes: list[dict[str, Any]] | None = None) -> str:
