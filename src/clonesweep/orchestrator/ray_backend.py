@@ -101,6 +101,26 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _stop_monitor() -> None:
+    """Kill the autoscaler monitor of the local Ray this driver started, before ``ray.shutdown``.
+
+    Ray's shutdown stops its GCS first and the monitor after it; the monitor then spends its
+    whole second of grace trying to tell the GCS that is gone that it ends (measured: 1.02 s
+    of every run's ~1.4 s shutdown). It holds nothing of the sweep's. Best effort: on a Ray
+    whose internals differ, shutdown goes on as before.
+    """
+    try:
+        from ray._private import worker as ray_worker
+
+        node = ray_worker._global_node
+        for info in (node.all_processes.get("monitor") or []) if node is not None else []:
+            if info.process.poll() is None:
+                info.process.kill()
+                info.process.wait(timeout=2)
+    except Exception:  # noqa: BLE001 - an optimisation only
+        pass
+
+
 class _WorkerActor:
     """A Ray actor wrapping one TrialRunner; created once per slot, restarted if it dies."""
 
@@ -273,6 +293,7 @@ class RayBackend:
         self._actors, self._running, self._broker, self._pool = [], {}, None, None
         self._waiting, self._failed_now = [], []
         if self._owns_ray:
+            _stop_monitor()
             ray.shutdown()
             self._owns_ray = False
 

@@ -14,4 +14,6 @@ from __future__ import annotations
 import os
 
 if not os.environ.get("CLONESWEEP_NO_PRELOAD"):
-    import keras  # noqa: F401
+    from clonesweep.workers.backend_setup import import_keras
+
+    import_keras()  # without the packages a worker never uses (see there)
