@@ -171,3 +171,30 @@ def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(
             t.join()
         assert not errors, errors
     assert optuna.load_study(study_name=spec.name, storage=url).study_name == spec.name
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
+def test_user_attributes_of_a_trial_go_in_at_once(kind: str, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    """set_user_attrs writes every attribute (one transaction on SQL storages), keeps the
+    trial's own view current, and the attributes read back from a fresh connection."""
+    from clonesweep.orchestrator.study import _storage, set_user_attrs
+
+    url = {"sqlite": f"sqlite:///{tmp_path / 'attrs.db'}",
+           "journal": f"journal://{tmp_path / 'attrs.journal'}",
+           "postgresql": ""}[kind]
+    if kind == "postgresql":
+        url = str(request.getfixturevalue("postgres_url"))
+    name = f"attrs-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=_storage(url))
+    trial = study.ask()
+    attrs = {"seed": 7, "history": {"loss": [0.5, 0.25]}, "engine": "graph", "note": None}
+    set_user_attrs(trial, attrs)
+    assert trial.user_attrs == attrs
+    study.tell(trial, 0.5)
+    if kind == "journal":
+        from clonesweep.orchestrator.study import commit
+
+        commit(study)
+    again = optuna.load_study(study_name=name, storage=_storage(url))
+    assert again.trials[0].user_attrs == attrs

@@ -1,15 +1,15 @@
 """The Ray backend: one long-lived worker actor per parallel slot, and a pruning broker.
 
-Each :class:`_WorkerActor` imports Keras once (its ``__init__`` builds a
-:class:`~clonesweep.workers.runner.TrialRunner`) and then runs trial after trial. Per-epoch
-values reach the driver through :class:`_Broker`, a small async actor: a worker's ``report``
-call waits there until the driver, the only writer to the study, has decided whether to prune.
-The driver long-polls the broker with ``drain`` so a report wakes the sweep loop at once.
+Each worker actor (:mod:`clonesweep.workers.actors`) imports Keras once (its ``__init__``
+builds a :class:`~clonesweep.workers.runner.TrialRunner`) and then runs trial after trial.
+Per-epoch values reach the driver through the broker, a small async actor: a worker's
+``report`` call waits there until the driver, the only writer to the study, has decided
+whether to prune. The driver long-polls the broker with ``drain`` so a report wakes the
+sweep loop at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -31,6 +31,7 @@ from clonesweep.orchestrator.ray_slots import (
 )
 from clonesweep.spec.model import ResourcesSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
+from clonesweep.workers.actors import _Broker, _WorkerActor
 from clonesweep.workers.runner import WorkerJob
 
 __all__ = ["RayBackend"]
@@ -41,48 +42,6 @@ log = logging.getLogger(__name__)
 # epoch) before the driver kills it: covers a hang inside an epoch.
 _KILL_GRACE_S = 30.0
 _DRAIN_WAIT_S = 1.0
-
-
-class _Broker:
-    """Holds per-epoch reports until the driver answers them (async actor: many waiters)."""
-
-    def __init__(self) -> None:
-        self._pending: list[Intermediate] = []
-        self._waiters: dict[tuple[int, int], asyncio.Future[bool]] = {}
-        self._wake = asyncio.Event()
-
-    async def report(self, number: int, step: int, value: float) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters[(number, step)] = future
-        self._pending.append(Intermediate(number, step, value))
-        self._wake.set()
-        return await future
-
-    async def drain(self, wait_s: float) -> list[Intermediate]:
-        if not self._pending:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
-        self._wake.clear()
-        out, self._pending = self._pending, []
-        return out
-
-    async def decide(self, number: int, step: int, prune: bool) -> None:
-        future = self._waiters.pop((number, step), None)
-        if future is not None and not future.done():
-            future.set_result(prune)
-
-
-class _BrokerReporter:
-    def __init__(self, broker: Any, number: int, wait: bool = True) -> None:
-        self._broker, self._number, self._wait = broker, number, wait
-
-    def report(self, step: int, value: float) -> bool:
-        import ray
-
-        ref = self._broker.report.remote(self._number, step, value)
-        # Without a pruner nothing can stop the trial: send and go on (the driver still
-        # records the value and answers the broker, which then drops the waiter).
-        return bool(ray.get(ref)) if self._wait else False
 
 
 @contextlib.contextmanager
@@ -112,43 +71,14 @@ def _stop_monitor() -> None:
     try:
         from ray._private import worker as ray_worker
 
-        node = ray_worker._global_node
-        for info in (node.all_processes.get("monitor") or []) if node is not None else []:
+        node: Any = ray_worker._global_node
+        infos: list[Any] = [] if node is None else node.all_processes.get("monitor") or []
+        for info in infos:
             if info.process.poll() is None:
                 info.process.kill()
                 info.process.wait(timeout=2)
-    except Exception:  # noqa: BLE001 - an optimisation only
+    except Exception:  # an optimisation only: Ray shuts down as before
         pass
-
-
-class _WorkerActor:
-    """A Ray actor wrapping one TrialRunner; created once per slot, restarted if it dies."""
-
-    def __init__(self, job: WorkerJob, name: str) -> None:
-        import ray
-
-        from clonesweep.workers.runner import TrialRunner
-
-        ctx = ray.get_runtime_context()
-        self.node = ctx.get_node_id()
-        self.name = name
-        self.runner = TrialRunner(job, worker=name, node=self.node)
-
-    def where(self) -> tuple[str, int]:
-        return self.node, os.getpid()
-
-    def run(self, spec: TrialSpec, broker: Any) -> TrialResult:
-        reporter = _BrokerReporter(broker, spec.number, self.runner.job.await_pruning)
-        return self.runner.run(spec, reporter)
-
-    def best_model(self, number: int) -> bytes | None:
-        return self.runner.best_model(number)
-
-    def run_fused(self, group: Any) -> TrialResult:
-        return self.runner.run_fused(group)
-
-    def member_output(self, number: int) -> Any:
-        return self.runner.member_output(number)
 
 
 @dataclass

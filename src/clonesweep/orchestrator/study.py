@@ -279,6 +279,32 @@ def _rdb(url: str, attempts: int = 4, **kwargs: Any) -> optuna.storages.RDBStora
     raise AssertionError("unreachable")
 
 
+def set_user_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+    """Set several user attributes of a running trial at once.
+
+    On a SQL storage all of them go in one transaction: one commit instead of one per
+    attribute (a told trial carries ~17; on SQLite ~65 -> ~8 ms of the driver's time per
+    trial, in the digits sweep's profile), and a trial never holds half of them. Other
+    storages (a journal, memory) take them one by one, as Optuna's own setter does; so does
+    an Optuna whose internals differ from the ones used here.
+    """
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    write = getattr(backend, "_set_trial_attr_without_commit", None)
+    try:
+        from optuna.storages._rdb.models import TrialUserAttributeModel
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        write = None
+    if write is None or not isinstance(backend, optuna.storages.RDBStorage) or len(attrs) < 2:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            write(session, TrialUserAttributeModel, trial._trial_id, key, value)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
 def commit(study: optuna.Study) -> None:
     """Write the operations a group-commit journal holds (see
     :mod:`clonesweep.orchestrator.journal`) to disk; nothing for other storages, which write

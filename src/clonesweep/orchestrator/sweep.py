@@ -49,6 +49,7 @@ from clonesweep.orchestrator.study import (
     make_sampler,
     mask_url,
     open_study,
+    set_user_attrs,
     storage_url,
 )
 from clonesweep.orchestrator.validate import check_resume_compatible
@@ -318,8 +319,7 @@ class _Loop:
     def _tell(self, entry: _InFlight, result: TrialResult) -> None:
         trial = entry.trial
         self._report_missing(entry, result)
-        for key, value in _attributes(result).items():
-            trial.set_user_attr(key, value)
+        set_user_attrs(trial, _attributes(result))
         values: list[float] | None = None
         if result.state is TrialState.COMPLETE:
             got = objective_values(self.spec, result)
