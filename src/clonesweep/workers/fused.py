@@ -18,6 +18,11 @@ is raised at build time for what only shapes reveal.
 
 Trained members are pulled back out (:func:`extract_members`) into their separately built
 models, which then predict as the fused model does.
+
+On TensorFlow, with ``training.reuse_graphs`` on and members
+:func:`~clonesweep.workers.graphfit.reuse_blocker` accepts, :func:`train_fused` runs the
+same stacked arithmetic on :class:`~clonesweep.workers.fusedgraph.StackedEngine` instead:
+traced once per worker and layer structure, not once per group.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "fusion_blocker",
     "member_metrics",
     "run_group",
+    "stacked_metrics",
     "train_fused",
 ]
 
@@ -241,11 +247,48 @@ def member_metrics(training: TrainingSpec, y: Any, pred: np.ndarray) -> dict[str
     return out
 
 
+def stacked_metrics(training: TrainingSpec, y: Any,
+                    preds: np.ndarray) -> list[dict[str, float]]:
+    """:func:`member_metrics` of every member at once, equal to it member by member.
+
+    ``preds``: ``(members, n, ...)``. The loss and the accuracies are per-sample functions:
+    computed on all members' rows at once, then each member's mean over its own contiguous
+    row (for accuracies, 0/1 values, a NumPy mean equals the Keras metric's exactly). Other
+    metrics are computed member by member, as :func:`member_metrics` does.
+    """
+    import keras
+
+    k, n = preds.shape[0], preds.shape[1]
+    flat = preds.reshape((k * n, *preds.shape[2:]))
+    y_all = np.concatenate([np.asarray(y)] * k)
+
+    def means(values: Any) -> list[float]:
+        rows = np.asarray(keras.ops.convert_to_numpy(values)).reshape(k, n)
+        return [float(v) for v in np.mean(rows, axis=1)]
+
+    out = {"val_loss": means(keras.losses.get(training.loss)(y_all, flat))}
+    for name in training.metrics:
+        fn_name = _ACCURACY.get(training.loss, "accuracy") if name in ("accuracy", "acc") \
+            else name
+        if fn_name in _ACCURACY.values():
+            y_true = y_all[:, None] if fn_name == "sparse_categorical_accuracy" and \
+                np.ndim(y) == 1 else y_all
+            out[f"val_{name}"] = means(getattr(keras.metrics, fn_name)(y_true, flat))
+        else:
+            out[f"val_{name}"] = [member_metrics(training, y, p)[f"val_{name}"] for p in preds]
+    return [{key: values[i] for key, values in out.items()} for i in range(k)]
+
+
 def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any, Any],
-                group: FusedGroup, *, node: str = "", worker: str = "") -> list[MemberOutput]:
+                group: FusedGroup, *, node: str = "", worker: str = "",
+                cache: dict[Any, Any] | None = None) -> list[MemberOutput]:
     """Rebuild, fuse, train and pull out the group's members; one output per member.
 
-    ``job`` is the worker's :class:`~clonesweep.workers.runner.WorkerJob`.
+    ``job`` is the worker's :class:`~clonesweep.workers.runner.WorkerJob`. With a ``cache``
+    (the worker's, kept across groups) and ``training.reuse_graphs`` on, members that
+    :mod:`clonesweep.workers.graphfit` covers train on the structure's stacked traced graph
+    (:mod:`clonesweep.workers.fusedgraph`, traced once per worker); others on a stacked
+    Keras model traced for the group.
 
     Raises:
         FusionUnsupported: the members cannot be fused (train them separately).
@@ -260,17 +303,25 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
     variants = [rebuild(base_config, m.params, seed=m.seed) for m in group.members]
     mats = [v.materialized for v in variants]
     members = [v.model for v in variants]
-    fused = build_fused(members)
     tr = job.training
     settings = {**tr.optimizer_config, **mats[0].optimizer}
-    fused.compile(optimizer=keras.optimizers.get({"class_name": tr.optimizer,
-                                                  "config": settings}),
-                  loss=_summed_loss(tr.loss), jit_compile=tr.jit_compile)
-    build_s = time.perf_counter() - t0
-    x_tr, y_tr, x_va, y_va = data
+    optimizer = keras.optimizers.get({"class_name": tr.optimizer, "config": settings})
     epochs = int(mats[0].train.get("epochs", tr.epochs))
     batch = int(mats[0].train.get("batch_size", tr.batch_size))
     rngs = [np.random.default_rng(m.seeds[DATA_ORDER]) for m in mats]
+    if cache is not None and tr.reuse_graphs:
+        on_graph = _train_on_graph(job, members, optimizer, data, epochs, batch, rngs,
+                                   cache, t0)
+        if on_graph is not None:
+            hist, timings = on_graph
+            return [_output(job, spec, mat, model, hist[i], timings, (data[2], data[3]),
+                            node, worker)
+                    for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
+                                                               strict=True))]
+    fused = build_fused(members)
+    fused.compile(optimizer=optimizer, loss=_summed_loss(tr.loss), jit_compile=tr.jit_compile)
+    build_s = time.perf_counter() - t0
+    x_tr, y_tr, x_va, y_va = data
     x_tr, y_tr, x_va = np.asarray(x_tr), np.asarray(y_tr), np.asarray(x_va)
     x_va_k = np.repeat(x_va[:, None], len(members), axis=1)
     histories: list[dict[str, list[float]]] = [{} for _ in members]
@@ -292,6 +343,46 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
     return [_output(job, spec, mat, model, histories[i], timings, (x_va, y_va), node, worker)
             for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                        strict=True))]
+
+
+def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
+                    data: tuple[Any, Any, Any, Any], epochs: int, batch: int,
+                    rngs: Sequence[Any], cache: dict[Any, Any],
+                    t0: float) -> tuple[list[dict[str, list[float]]], Timings] | None:
+    """Train the members on the structure's stacked traced graph; their histories and the
+    group's timings, or None when the graph does not cover them."""
+    from clonesweep.workers.graphfit import graph_arrays, reuse_blocker, structure_of
+
+    tr = job.training
+    if reuse_blocker(members[0], data, tr.loss, tr.metrics, tr.jit_compile,
+                     optimizer=optimizer) is not None:
+        return None
+    from clonesweep.workers.fusedgraph import StackedEngine
+
+    structure = structure_of(members[0], data, tr.loss, tr.metrics, optimizer=optimizer)
+    key = ("fusedgraph", structure)
+    engine = cache.get(key)
+    if engine is None:
+        engine = cache[key] = StackedEngine(structure, members[0])
+    xt, yt, xv, _ = graph_arrays(cache, data)
+    engine.load(members)
+    rates, hyper = engine.hyper(members[0], optimizer)
+    build_s = time.perf_counter() - t0
+    n, y_va = len(data[0]), data[3]
+    histories: list[dict[str, list[float]]] = [{} for _ in members]
+    train_s = eval_s = 0.0
+    for _ in range(epochs):
+        t1 = time.perf_counter()
+        engine.train_epoch(xt, yt, np.stack([rng.permutation(n) for rng in rngs]), batch,
+                           rates, hyper)
+        t2 = time.perf_counter()
+        pred = engine.predict(xv, tr.validation_batch_size, len(members))
+        for history, metrics in zip(histories, stacked_metrics(tr, y_va, pred), strict=True):
+            for key_, value in metrics.items():
+                history.setdefault(key_, []).append(value)
+        train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
+    engine.store(members)
+    return histories, Timings(build_s, train_s, eval_s)
 
 
 def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[float]],
@@ -337,7 +428,8 @@ def run_group(runner: Any, group: FusedGroup) -> TrialResult:
     try:
         data = runner._load_data()
         outputs = train_fused(runner.job, runner._base_config, data, group,
-                              node=runner.node, worker=runner.worker)
+                              node=runner.node, worker=runner.worker,
+                              cache=runner._feed_cache)
     except FusionUnsupported as exc:
         for member in group.members:
             result = runner.run(member, _NoPruning())

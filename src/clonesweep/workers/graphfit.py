@@ -84,8 +84,10 @@ def _activation_name(fn: Any) -> str | None:
 
 
 def reuse_blocker(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
-                  metrics: Sequence[str], jit_compile: bool) -> str | None:
-    """Why this compiled model's trials cannot share a traced graph, or None when they can."""
+                  metrics: Sequence[str], jit_compile: bool,
+                  optimizer: Any = None) -> str | None:
+    """Why this compiled model's trials cannot share a traced graph, or None when they can.
+    ``optimizer``: the one to train with, when the model itself is not compiled."""
     if keras.backend.backend() != "tensorflow":
         return f"the Keras backend is {keras.backend.backend()}"
     if ".".join(keras.__version__.split(".")[:2]) not in VERIFIED_KERAS:
@@ -129,7 +131,7 @@ def reuse_blocker(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
             return f"Flatten layer '{layer.name}' is channels_first"
     if model.losses:
         return "the model adds losses of its own"
-    return _optimizer_blocker(model.optimizer)
+    return _optimizer_blocker(optimizer if optimizer is not None else model.optimizer)
 
 
 def _optimizer_blocker(opt: Any) -> str | None:
@@ -149,8 +151,9 @@ def _optimizer_blocker(opt: Any) -> str | None:
 
 
 def structure_of(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
-                 metrics: Sequence[str]) -> Structure:
-    """The :class:`Structure` of a model :func:`reuse_blocker` accepts."""
+                 metrics: Sequence[str], optimizer: Any = None) -> Structure:
+    """The :class:`Structure` of a model :func:`reuse_blocker` accepts (trained with
+    ``optimizer``, or the one it was compiled with)."""
     layers: list[tuple[Any, ...]] = []
     for layer in model.layers:
         cls = type(layer).__name__
@@ -162,14 +165,14 @@ def structure_of(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
             layers.append((cls, layer.rate > 0))
         elif cls == "Flatten":
             layers.append((cls,))
-    opt = model.optimizer
+    opt = optimizer if optimizer is not None else model.optimizer
     if type(opt) is keras.optimizers.SGD:
-        optimizer: tuple[Any, ...] = ("SGD", opt.momentum != 0, bool(opt.nesterov))
+        kind: tuple[Any, ...] = ("SGD", opt.momentum != 0, bool(opt.nesterov))
     else:
-        optimizer = ("Adam",)
+        kind = ("Adam",)
     x_tr, y_tr = data[0], data[1]
     return Structure(tuple(layers), x_tr.ndim, str(x_tr.dtype), str(y_tr.dtype), y_tr.ndim,
-                     int(model.outputs[0].shape[-1]), loss, tuple(metrics), optimizer)
+                     int(model.outputs[0].shape[-1]), loss, tuple(metrics), kind)
 
 
 def _f32(value: float) -> Any:
@@ -200,6 +203,66 @@ def _dropout(x: Any, rate: Any, scale: Any, gen: Any) -> Any:
     shape = tf.shape(x)
     noise = tf.random.stateless_uniform(shape, seed=_cast_seed(gen.next()), dtype=x.dtype)
     return tf.where(noise >= rate, tf.multiply(x, scale), tf.zeros((), x.dtype))
+
+
+def apply_update(kind: tuple[Any, ...], weights: Sequence[Any], slots: Sequence[Any],
+                 iterations: Any, grads: Sequence[Any], hyper: Any) -> None:
+    """One optimizer step on ``weights`` (Adam or SGD, as Keras's ``update_step`` writes
+    it); elementwise, so stacked members' variables take each member's own step."""
+    import tensorflow as tf
+
+    if kind[0] == "Adam":
+        lr, beta_1, beta_2, one_minus_1, one_minus_2, epsilon = (hyper[i] for i in range(6))
+        local_step = tf.cast(iterations + 1, tf.float32)
+        beta_1_power = tf.pow(beta_1, local_step)
+        beta_2_power = tf.pow(beta_2, local_step)
+        for var, g, m, v in zip(weights, grads, *slots, strict=True):
+            alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+            m.assign_add(tf.multiply(tf.subtract(g, m), one_minus_1))
+            v.assign_add(tf.multiply(tf.subtract(tf.square(g), v), one_minus_2))
+            var.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), epsilon)))
+    else:
+        lr, momentum = hyper[0], hyper[1]
+        for i, (var, g) in enumerate(zip(weights, grads, strict=True)):
+            if not slots:
+                var.assign_sub(tf.multiply(g, lr))
+                continue
+            m = slots[0][i]
+            m.assign(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
+            if kind[2]:
+                var.assign_add(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
+            else:
+                var.assign_add(m)
+    iterations.assign_add(1)
+
+
+def hyper_inputs(kind: tuple[Any, ...], dropout_rates: Sequence[float],
+                 optimizer: Any) -> tuple[Any, Any]:
+    """The active Dropouts' rates (and their float32 ``1 / (1 - rate)``) and the optimizer's
+    learning rate and constants, as graph inputs."""
+    import tensorflow as tf
+
+    dropped = list(dropout_rates) or [0.0]
+    rates = tf.constant(np.array([dropped, [1 / (1 - r) for r in dropped]], np.float32))
+    opt = optimizer
+    lr = opt._learning_rate.value
+    if kind[0] == "Adam":
+        values = [lr, _f32(opt.beta_1), _f32(opt.beta_2), _f32(1 - opt.beta_1),
+                  _f32(1 - opt.beta_2), _f32(opt.epsilon)]
+    else:
+        values = [lr, _f32(opt.momentum)]
+    return rates, tf.stack([tf.cast(v, tf.float32) for v in values])
+
+
+def graph_arrays(cache: dict[Any, Any], data: tuple[Any, Any, Any, Any]) -> tuple[Any, ...]:
+    """The data as tensors (floats as float32), converted once per worker."""
+    import tensorflow as tf
+
+    if "graphfit-arrays" not in cache:
+        cache["graphfit-arrays"] = tuple(
+            tf.convert_to_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a)
+            for a in data)
+    return cache["graphfit-arrays"]
 
 
 class GraphEngine:
@@ -262,31 +325,8 @@ class GraphEngine:
         return tf.cast(self._loss(y, y_pred, None), tf.float32)
 
     def _apply(self, grads: Sequence[Any], hyper: Any) -> None:
-        import tensorflow as tf
-
-        if self.structure.optimizer[0] == "Adam":
-            lr, beta_1, beta_2, one_minus_1, one_minus_2, epsilon = (hyper[i] for i in range(6))
-            local_step = tf.cast(self.iterations + 1, tf.float32)
-            beta_1_power = tf.pow(beta_1, local_step)
-            beta_2_power = tf.pow(beta_2, local_step)
-            for var, g, m, v in zip(self.weights, grads, *self.slots, strict=True):
-                alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-                m.assign_add(tf.multiply(tf.subtract(g, m), one_minus_1))
-                v.assign_add(tf.multiply(tf.subtract(tf.square(g), v), one_minus_2))
-                var.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), epsilon)))
-        else:
-            lr, momentum = hyper[0], hyper[1]
-            for i, (var, g) in enumerate(zip(self.weights, grads, strict=True)):
-                if not self.slots:
-                    var.assign_sub(tf.multiply(g, lr))
-                    continue
-                m = self.slots[0][i]
-                m.assign(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
-                if self.structure.optimizer[2]:
-                    var.assign_add(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
-                else:
-                    var.assign_add(m)
-        self.iterations.assign_add(1)
+        apply_update(self.structure.optimizer, self.weights, self.slots, self.iterations,
+                     grads, hyper)
 
     def _results(self) -> list[Any]:
         return [self._tracker.result(), *(m.result() for m in self._metrics)]
@@ -375,18 +415,9 @@ class GraphEngine:
 
     def hyper(self, model: Any) -> tuple[Any, Any]:
         """The trial's dropout rates and optimizer constants, as graph inputs."""
-        import tensorflow as tf
-
-        dropped = [float(layer.rate) for layer in self._dropouts(model)] or [0.0]
-        rates = tf.constant(np.array([dropped, [1 / (1 - r) for r in dropped]], np.float32))
-        opt = model.optimizer
-        lr = opt._learning_rate.value
-        if self.structure.optimizer[0] == "Adam":
-            values = [lr, _f32(opt.beta_1), _f32(opt.beta_2), _f32(1 - opt.beta_1),
-                      _f32(1 - opt.beta_2), _f32(opt.epsilon)]
-        else:
-            values = [lr, _f32(opt.momentum)]
-        return rates, tf.stack([tf.cast(v, tf.float32) for v in values])
+        return hyper_inputs(self.structure.optimizer,
+                            [float(layer.rate) for layer in self._dropouts(model)],
+                            model.optimizer)
 
     def train_epoch(self, x: Any, y: Any, order: np.ndarray, batch: int, rates: Any,
                     hyper: Any) -> dict[str, float]:
@@ -415,18 +446,12 @@ def fit_trial_reused(model: Any, data: tuple[Any, Any, Any, Any], plan: FitPlan,
     the model holds the trained state when this returns or raises. ``before_save`` gets a
     function that copies the current state into the model (for a checkpoint mid-trial).
     """
-    import tensorflow as tf
-
     key = ("graphfit", structure)
     engine: GraphEngine | None = cache.get(key)
     x_tr, y_tr = data[0], data[1]
     if engine is None:
         engine = cache[key] = GraphEngine(structure, model, y_tr[:1])
-    if "graphfit-arrays" not in cache:
-        cache["graphfit-arrays"] = tuple(
-            tf.convert_to_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a)
-            for a in data)
-    xt, yt, xv, yv = cache["graphfit-arrays"]
+    xt, yt, xv, yv = graph_arrays(cache, data)
     engine.load(model)
     if before_save is not None:
         before_save.append(lambda: engine.store(model))
