@@ -31,6 +31,7 @@ from clonesweep.orchestrator.study import (
     load_study,
     mask_url,
     open_study,
+    set_user_attrs,
     storage_url,
 )
 from clonesweep.orchestrator.sweep import worker_job
@@ -180,9 +181,8 @@ def _ask(study: optuna.Study, params: dict[str, Any], index: int, seed: int,
         k: optuna.distributions.CategoricalDistribution([v]) for k, v in primitives.items()}
     trial = study.ask(dists)
     mseed = member_seed(seed, index)
-    for key, value in (("member_index", index), ("member_seed", mseed),
-                       ("ensemble_seed", seed), ("params", params), ("source", source)):
-        trial.set_user_attr(key, value)
+    set_user_attrs(trial, {"member_index": index, "member_seed": mseed, "ensemble_seed": seed,
+                           "params": params, "source": source})
     return Member(index, trial, TrialSpec(trial.number, dict(params), mseed))
 
 
@@ -314,9 +314,8 @@ class _Loop:
                                          reason=FailReason.WORKER_DIED, value=None,
                                          message="the member's model was lost with its worker")
         member.result, member.output = result, out
-        for key, value in _attributes(result).items():
-            member.trial.set_user_attr(key, value)
-        member.trial.set_user_attr("fused", bool(out is not None and out.fused))
+        set_user_attrs(member.trial, {**_attributes(result),
+                                      "fused": bool(out is not None and out.fused)})
         if result.state is TrialState.COMPLETE and result.value is not None:
             self.study.tell(member.trial, result.value)
         else:

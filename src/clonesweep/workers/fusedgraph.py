@@ -30,7 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from clonesweep.workers.graphfit import Structure, _cast_seed, apply_update, hyper_inputs
+from clonesweep.workers.graphfit import Structure, _cast_seed, apply_update, hyper_inputs, steps
 
 __all__ = ["StackedEngine"]
 
@@ -65,10 +65,10 @@ class StackedEngine:
         x = spec(structure.input_rank, structure.x_dtype)
         y = spec(structure.y_rank, structure.y_dtype)
         scalar = tf.TensorSpec([], tf.int64)
-        self._epoch = tf.function(self._train_epoch, input_signature=[
+        self._epoch = tf.function(self._train_epoch, autograph=False, input_signature=[
             x, y, tf.TensorSpec([None, None], tf.int64), scalar,
             tf.TensorSpec([2, None], tf.float32), tf.TensorSpec([None], tf.float32)])
-        self._predict = tf.function(self._predictions, input_signature=[
+        self._predict = tf.function(self._predictions, autograph=False, input_signature=[
             x, scalar, tf.TensorSpec([], tf.int32)])
 
     # -- the graph ----------------------------------------------------------------------
@@ -112,8 +112,8 @@ class StackedEngine:
         import tensorflow as tf
 
         n = tf.shape(orders, out_type=tf.int64)[1]
-        total = tf.constant(0.0)
-        for step in tf.range((n + batch - 1) // batch):
+
+        def step_(step: Any, total: Any) -> tuple[Any, Any]:
             idx = orders[:, step * batch:tf.minimum((step + 1) * batch, n)]
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)
             members, size = tf.shape(idx)[0], tf.shape(idx)[1]
@@ -129,7 +129,9 @@ class StackedEngine:
                                      / tf.cast(size, tf.float32))
             apply_update(self.structure.optimizer, self.weights, self.slots, self.iterations,
                          tape.gradient(loss, self.weights), hyper)
-            total += loss
+            return step + 1, total + loss
+
+        (total,) = steps(n, batch, step_, (tf.constant(0.0),))
         return total
 
     def _predictions(self, x: Any, batch: Any, members: Any) -> Any:
@@ -137,13 +139,16 @@ class StackedEngine:
         import tensorflow as tf
 
         n = tf.shape(x, out_type=tf.int64)[0]
-        steps = (n + batch - 1) // batch
-        out = tf.TensorArray(tf.float32, size=tf.cast(steps, tf.int32), infer_shape=False)
-        for step in tf.range(steps):
+        count = tf.cast((n + batch - 1) // batch, tf.int32)
+
+        def step_(step: Any, out: Any) -> tuple[Any, Any]:
             xb = x[step * batch:tf.minimum((step + 1) * batch, n)]
             xk = tf.repeat(xb[None], members, axis=0)
-            out = out.write(tf.cast(step, tf.int32), tf.transpose(
+            return step + 1, out.write(tf.cast(step, tf.int32), tf.transpose(
                 self._forward(xk, None, training=False), (1, 0, 2)))
+
+        (out,) = steps(n, batch, step_,
+                       (tf.TensorArray(tf.float32, size=count, infer_shape=False),))
         return tf.transpose(out.concat(), (1, 0, 2))
 
     # -- a group's state in and out of the engine ------------------------------------------
