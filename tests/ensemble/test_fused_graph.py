@@ -102,3 +102,34 @@ def test_all_members_metrics_at_once_equal_member_by_member() -> None:
     together = stacked_metrics(training, y, preds)
     assert together == [member_metrics(training, y, p) for p in preds]
     assert len({m["val_accuracy"] for m in together}) > 1  # members differ
+
+
+def test_image_inputs_through_flatten_and_a_biasless_output() -> None:
+    """8x8x1 digits images: Flatten -> Dense(tanh) -> Activation -> Dropout -> Dense without
+    bias; the stacked engine agrees with the stacked Keras model."""
+    import json
+
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(12, activation="tanh", name="hidden"),
+        keras.layers.Activation("relu", name="act"),
+        keras.layers.Dropout(0.25, name="drop"),
+        keras.layers.Dense(10, activation="softmax", use_bias=False, name="out"),
+    ], name="flat_mlp")
+    config = json.dumps(keras.saving.serialize_keras_object(model))
+
+    def image_runner(reuse: bool) -> TrialRunner:
+        training = TrainingSpec(epochs=2, batch_size=32, reuse_graphs=reuse,
+                                optimizer_config={"learning_rate": 0.01})
+        return TrialRunner(WorkerJob(config, (), DataSpec("clonesweep.datasets:digits_images",
+                                                          {"limit": 300}),
+                                     training, ObjectiveSpec(), keep_best=False,
+                                     keep_members=True))
+
+    graph, keras_model = image_runner(True), image_runner(False)
+    g = group(0, 3, {"layers.hidden.units": 9})
+    ours = members(graph, g)
+    assert any(isinstance(k, tuple) and k[0] == "fusedgraph" for k in graph._feed_cache)
+    assert_close(ours, members(keras_model, g))
