@@ -21,6 +21,7 @@ from clonesweep.cli import _parser, main
 from clonesweep.errors import UnsafeConfigError
 from clonesweep.spec.settings import PASSWORD_ENV
 from clonesweep.workers import materialize as materialize_module
+from clonesweep.workers import rebuild as rebuild_module
 from clonesweep.workers.rebuild import rebuild
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,9 +54,15 @@ def test_every_deserialization_of_a_rebuild_is_in_safe_mode(
         return original(config, *args, **kwargs)
 
     monkeypatch.setattr(keras.saving, "deserialize_keras_object", spy)
+    # A process deserializes each base config once (rebuild._BASES): start from none.
+    monkeypatch.setattr(rebuild_module, "_BASES", {})
     rebuild(MLP, {"layers.hidden.units": 8}, seed=1)
     names = [name for name, _ in calls]
     assert "Sequential" in names and "Dense" in names  # the base model and the clone_function
+    assert all(safe is True for _, safe in calls), calls
+    calls.clear()
+    rebuild(MLP, {"layers.hidden.units": 9}, seed=2)  # the cached base: only the layers
+    assert "Sequential" not in [name for name, _ in calls] and calls
     assert all(safe is True for _, safe in calls), calls
 
 
