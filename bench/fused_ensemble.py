@@ -2,20 +2,29 @@
 
 Both runs go through ``run_ensemble`` on the same local Ray (``--parallel`` workers, one CPU
 each): unfused, each member is a trial of its own on a worker; fused, the members are split
-into one stacked group per worker. Worker start-up (importing TensorFlow, ~9 s, the same for
-both) is excluded: the clock starts once every worker actor answers, and stops when the last
-member's result is in. Prints the wall times, their ratio, and each member's val_accuracy and
-val_loss under both, with the largest difference.
+into one stacked group per worker. Worker start-up (importing TensorFlow, ~4 s, the same for
+both) is excluded: the clock starts once every worker actor answers, and stops when the
+ensemble's loop hands the workers back, i.e. once every member's result, predictions and model
+have been fetched and recorded in the study. The study's storage (the run folder's SQLite
+file, its schema) is created before either run, so that neither pays for it. Prints the wall
+times, their ratio, and each member's val_accuracy and val_loss under both, with the largest
+difference. ``--repeat N`` runs the pair N times (fresh workers each time) and reports the
+median ratio; ``--keras-fit`` adds a third run, unfused with ``training.reuse_graphs: false``
+(every member traced and trained by Keras's own ``fit``, as the ensemble benchmark's baseline
+was first measured).
 
     python bench/fused_ensemble.py                # members 8, parallel 2
-    python bench/fused_ensemble.py --members 8 --parallel 1
+    python bench/fused_ensemble.py --repeat 3 --keras-fit
+    python bench/fused_ensemble.py --members 32
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +37,8 @@ from clonesweep.orchestrator.ensemble import EnsembleRequest, run_ensemble
 from clonesweep.orchestrator.ensemble_score import score
 from clonesweep.orchestrator.model import base_model_config
 from clonesweep.orchestrator.ray_backend import RayBackend
+from clonesweep.orchestrator.runfolder import RunFolder
+from clonesweep.orchestrator.study import storage_url
 from clonesweep.spec import load_sweep
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.json"
@@ -62,20 +73,19 @@ class _Timed:
         ray.get([actor.where.remote() for actor in self.inner._actors])
         self.ready = time.perf_counter()
 
-    def poll(self, timeout: float) -> Any:
-        events = self.inner.poll(timeout)
-        if events:
-            self.finished = time.perf_counter()
-        return events
+    def shutdown(self) -> None:
+        self.finished = time.perf_counter()  # every member fetched and told
+        self.inner.shutdown()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-def _one(spec: Any, base: dict[str, Any], members: int, fused: bool) -> dict[str, Any]:
+def _one(spec: Any, base: dict[str, Any], members: int, fused: bool,
+         study: str) -> dict[str, Any]:
     backend = _Timed(RayBackend())
-    outcome = run_ensemble(spec, base, backend, EnsembleRequest(  # type: ignore[arg-type]
-        members=members, fused=fused, study="fused" if fused else "unfused"))
+    outcome = run_ensemble(spec, base, backend, EnsembleRequest(
+        members=members, fused=fused, study=study))
     rows = {}
     for m in outcome.members:
         assert m.result is not None and m.output is not None, m
@@ -86,29 +96,15 @@ def _one(spec: Any, base: dict[str, Any], members: int, fused: bool) -> dict[str
             "note": outcome.fused_note, "members": rows}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--members", type=int, default=8)
-    ap.add_argument("--parallel", type=int, default=2)
-    args = ap.parse_args()
-    import ray
+def _storage_ready(spec: Any, base: dict[str, Any]) -> None:
+    """Create the run folder and its study database's schema before anything is timed."""
+    import optuna
 
-    ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.yaml"
-        path.write_text(SWEEP.format(config=CONFIG, parallel=args.parallel, run_dir=tmp))
-        spec = load_sweep(path)
-        base = base_model_config(spec)
-        unfused = _one(spec, base, args.members, fused=False)
-        fused = _one(spec, base, args.members, fused=True)
-    ray.shutdown()
-    print(f"{args.members} members, 5 epochs, batch 64, {args.parallel} workers "
-          "(worker start-up excluded)")
-    print(f"unfused: {unfused['wall_s']:.2f} s   fused: {fused['wall_s']:.2f} s   "
-          f"ratio: {unfused['wall_s'] / fused['wall_s']:.2f}x")
-    if fused["note"]:
-        print(fused["note"])
+    RunFolder(spec.run_folder).create(spec.file, base)
+    optuna.storages.RDBStorage(storage_url(spec))
+
+
+def _table(unfused: dict[str, Any], fused: dict[str, Any]) -> None:
     print(f"{'member':>6} {'acc unfused':>12} {'acc fused':>10} {'loss unfused':>13} "
           f"{'loss fused':>11}")
     diff = {"val_accuracy": 0.0, "val_loss": 0.0}
@@ -119,6 +115,50 @@ def main() -> None:
         print(f"{i:>6} {u['val_accuracy']:>12.4f} {f['val_accuracy']:>10.4f} "
               f"{u['val_loss']:>13.6f} {f['val_loss']:>11.6f}")
     print("max |difference|: " + json.dumps(diff))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--members", type=int, default=8)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--keras-fit", action="store_true",
+                    help="also run the members unfused on Keras's own fit (no graph reuse)")
+    args = ap.parse_args()
+    import ray
+
+    ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    ratios, keras_ratios = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(SWEEP.format(config=CONFIG, parallel=args.parallel, run_dir=tmp))
+        spec = load_sweep(path)
+        base = base_model_config(spec)
+        _storage_ready(spec, base)
+        keras_fit = dataclasses.replace(
+            spec, training=dataclasses.replace(spec.training, reuse_graphs=False))
+        print(f"{args.members} members, 5 epochs, batch 64, {args.parallel} workers "
+              "(worker start-up excluded)")
+        for r in range(args.repeat):
+            unfused = _one(spec, base, args.members, False, f"unfused-{r}")
+            fused = _one(spec, base, args.members, True, f"fused-{r}")
+            ratios.append(unfused["wall_s"] / fused["wall_s"])
+            line = (f"run {r + 1}: unfused {unfused['wall_s']:.2f} s   fused "
+                    f"{fused['wall_s']:.2f} s   ratio {ratios[-1]:.2f}x")
+            if args.keras_fit:
+                slow = _one(keras_fit, base, args.members, False, f"keras-fit-{r}")
+                keras_ratios.append(slow["wall_s"] / fused["wall_s"])
+                line += (f"   | unfused on Keras's fit {slow['wall_s']:.2f} s: "
+                         f"{keras_ratios[-1]:.2f}x")
+            print(line, flush=True)
+    ray.shutdown()
+    print(f"median ratio over {args.repeat} run(s): {statistics.median(ratios):.2f}x"
+          + (f"   (against Keras's fit: {statistics.median(keras_ratios):.2f}x)"
+             if keras_ratios else ""))
+    if fused["note"]:
+        print(fused["note"])
+    _table(unfused, fused)
 
 
 if __name__ == "__main__":
