@@ -90,13 +90,13 @@ def _backend(spec: SweepSpec, args: argparse.Namespace) -> Any:
 def _member_line(member: Any, retried: bool, out: TextIO) -> None:
     r = member.result
     if retried or r is None:
-        print(f"  member {member.index:>2} (trial {member.spec.number}): retry "
+        print(f"  member {member.index:>2} (trial {member.number}): retry "
               f"(attempt {member.spec.attempt})", file=out, flush=True)
         return
     state = r.state.value + (f":{r.reason.value}" if r.reason else "")
     value = "" if r.value is None else f"{r.value:.4f}"
     how = "fused" if member.output is not None and member.output.fused else "separate"
-    print(f"  member {member.index:>2} (trial {member.spec.number}, seed {member.spec.seed}): "
+    print(f"  member {member.index:>2} (trial {member.number}, seed {member.spec.seed}): "
           f"{state} {value} [{how}] train {r.timings.train_s:.1f}s", file=out, flush=True)
 
 

@@ -136,6 +136,28 @@ def test_failed_members_are_retried_per_the_rules_and_counted(sweep_file: Any) -
         "val_accuracy"] == 1.0
 
 
+def test_a_multi_objective_sweeps_members_are_told_on_one_direction(sweep_file: Any) -> None:
+    """A member's value is the objective its worker monitors; its study has that direction
+    only (a study with the sweep's three directions would fail every one-value tell)."""
+    path = sweep_file()
+    path.write_text(path.read_text().replace(
+        "objective:\n  metric: val_accuracy\n  direction: maximize\n",
+        "objective:\n  - {metric: val_accuracy, direction: maximize}\n"
+        "  - {metric: param_count, direction: minimize}\n"))
+    spec = load_sweep(path)
+    assert spec.is_multi_objective
+    outcome = run_ensemble(spec, base_model_config(spec), FakeBackend({}),
+                           EnsembleRequest(members=3, study="pareto-members"))
+    assert len(outcome.held) == 3
+    study = optuna.load_study(study_name="pareto-members", storage=outcome.storage_url)
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    trials = study.get_trials()
+    assert [(t.number, t.state.name, t.value) for t in trials] == [
+        (i, "COMPLETE", 0.5) for i in range(3)]
+    assert [t.user_attrs["member_index"] for t in trials] == [0, 1, 2]
+    assert [m.number for m in outcome.members] == [0, 1, 2]
+
+
 def test_an_ensemble_study_is_never_reused(sweep_file: Any) -> None:
     from clonesweep.errors import SpecError
 
@@ -151,7 +173,7 @@ def test_members_scored_against_different_targets_are_refused() -> None:
     from clonesweep.orchestrator.ensemble import Member, check_targets
 
     outs = [MemberOutput(np.zeros((2, 2)), np.array(y), b"") for y in ([0, 1], [1, 0])]
-    members = [Member(i, None, TrialSpec(i, {}, i), output=o)  # type: ignore[arg-type]
+    members = [Member(i, None, TrialSpec(i, {}, i), output=o)
                for i, o in enumerate(outs)]
     with pytest.raises(SweepFailed, match="different validation targets"):
         check_targets(members)

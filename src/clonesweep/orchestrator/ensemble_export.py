@@ -71,7 +71,7 @@ def finish(spec: SweepSpec, outcome: EnsembleOutcome) -> EnsembleReport:
 
         averaged = average_models(files, folder.root / "averaged.keras")
     members = [_member_row(m, s, f) for m, s, f in zip(held, scores, files, strict=True)]
-    failed = [{"index": m.index, "trial": m.spec.number,
+    failed = [{"index": m.index, "trial": m.number,
                "reason": m.result.reason.value if m.result and m.result.reason else "unknown",
                "message": (m.result.message if m.result else "")[:300]}
               for m in outcome.members if m not in held]
@@ -106,7 +106,7 @@ def finish(spec: SweepSpec, outcome: EnsembleOutcome) -> EnsembleReport:
 
 def _member_row(m: Any, scores: dict[str, float], file: Path) -> dict[str, Any]:
     assert m.result is not None
-    return {"index": m.index, "trial": m.spec.number, "member_seed": m.spec.seed,
+    return {"index": m.index, "trial": m.number, "member_seed": m.spec.seed,
             "seeds": m.result.seeds, "config_hash": m.result.config_hash,
             "file": str(file), "sha256": _sha256(file), "scores": scores,
             "objective": m.result.value, "fused": bool(m.output and m.output.fused),
