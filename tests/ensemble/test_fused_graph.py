@@ -7,14 +7,16 @@ batched kernels add in)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from test_fused_training import load
 
 from clonesweep.orchestrator.ensemble import member_seed
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import TrialSpec, TrialState
-from clonesweep.workers.member import FusedGroup
+from clonesweep.workers.member import FusedGroup, predict
 from clonesweep.workers.runner import TrialRunner, WorkerJob
 from tests_support import CONFIGS
 
@@ -53,7 +55,8 @@ def assert_close(a: list[Any], b: list[Any]) -> None:
         np.testing.assert_allclose(x.val_pred, y.val_pred, atol=1e-5)
 
 
-def test_groups_of_one_structure_share_one_trace_and_match_the_keras_stacked_model() -> None:
+def test_groups_of_one_structure_share_one_trace_and_match_the_keras_stacked_model(
+        tmp_path: Path) -> None:
     graph, keras_model = runner(True), runner(False)
     groups = [group(0, 3, {"layers.hidden.units": 16, "layers.drop.rate": 0.3}),
               group(10, 2, {"layers.hidden.units": 24, "layers.drop.rate": 0.1,
@@ -65,12 +68,17 @@ def test_groups_of_one_structure_share_one_trace_and_match_the_keras_stacked_mod
     engines = [v for k, v in graph._feed_cache.items()
                if isinstance(k, tuple) and k[0] == "fusedgraph"]
     assert len(engines) == 1  # one structure, one engine
+    # One function per structure: an epoch's training and the members' predictions.
     assert engines[0]._epoch.experimental_get_tracing_count() == 1
-    assert engines[0]._predict.experimental_get_tracing_count() == 1
     assert not any(isinstance(k, tuple) and k[0] == "fusedgraph"
                    for k in keras_model._feed_cache)
     # A group's members differ (their own seeds): the comparison is not of equal members.
     assert not np.allclose(ours[0][0].val_pred, ours[0][1].val_pred, atol=1e-3)
+    # The predictions a member is scored on are those of its exported model.
+    x_val = graph._load_data()[2]
+    for i, out in enumerate(ours[1]):
+        model = load(out.model_bytes, tmp_path, f"member{i}")
+        np.testing.assert_allclose(predict(model, x_val, 256), out.val_pred, rtol=0, atol=1e-6)
 
 
 def test_sgd_with_momentum_and_a_group_retried_start_from_the_members_own_state() -> None:

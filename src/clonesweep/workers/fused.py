@@ -313,9 +313,9 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
         on_graph = _train_on_graph(job, members, optimizer, data, epochs, batch, rngs,
                                    cache, t0)
         if on_graph is not None:
-            hist, timings = on_graph
+            hist, timings, preds = on_graph
             return [_output(job, spec, mat, model, hist[i], timings, (data[2], data[3]),
-                            node, worker)
+                            node, worker, val_pred=preds[i])
                     for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                                strict=True))]
     fused = build_fused(members)
@@ -348,9 +348,10 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
 def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
                     data: tuple[Any, Any, Any, Any], epochs: int, batch: int,
                     rngs: Sequence[Any], cache: dict[Any, Any],
-                    t0: float) -> tuple[list[dict[str, list[float]]], Timings] | None:
-    """Train the members on the structure's stacked traced graph; their histories and the
-    group's timings, or None when the graph does not cover them."""
+                    t0: float) -> tuple[list[dict[str, list[float]]], Timings, np.ndarray] | None:
+    """Train the members on the structure's stacked traced graph; their histories, the
+    group's timings and the members' final validation predictions ``(members, n_val, ...)``,
+    or None when the graph does not cover them."""
     from clonesweep.workers.graphfit import graph_arrays, reuse_blocker, structure_of
 
     tr = job.training
@@ -371,22 +372,26 @@ def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
     n, y_va = len(data[0]), data[3]
     histories: list[dict[str, list[float]]] = [{} for _ in members]
     train_s = eval_s = 0.0
+    pred = np.zeros(0)
     for _ in range(epochs):
         t1 = time.perf_counter()
-        engine.train_epoch(xt, yt, np.stack([rng.permutation(n) for rng in rngs]), batch,
-                           rates, hyper)
+        # Training and the validation predictions in one call: train_s holds both.
+        _, pred = engine.train_epoch(xt, yt, np.stack([rng.permutation(n) for rng in rngs]),
+                                     batch, rates, hyper, xv, tr.validation_batch_size)
         t2 = time.perf_counter()
-        pred = engine.predict(xv, tr.validation_batch_size, len(members))
         for history, metrics in zip(histories, stacked_metrics(tr, y_va, pred), strict=True):
             for key_, value in metrics.items():
                 history.setdefault(key_, []).append(value)
         train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
     engine.store(members)
-    return histories, Timings(build_s, train_s, eval_s)
+    return histories, Timings(build_s, train_s, eval_s), pred
 
 
 def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[float]],
-            timings: Timings, val: tuple[Any, Any], node: str, worker: str) -> MemberOutput:
+            timings: Timings, val: tuple[Any, Any], node: str, worker: str,
+            val_pred: np.ndarray | None = None) -> MemberOutput:
+    """A trained member's output. ``val_pred``: its validation predictions when the fused
+    run already made them with the member's final weights (else predicted here)."""
     metric = job.objective.metric
     value = history.get(metric, [float("nan")])[-1]
     loss = history.get("val_loss", [float("nan")])[-1]
@@ -400,7 +405,8 @@ def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[f
         config_json=json.dumps(mat.config, sort_keys=True),
         param_count=int(model.count_params()), timings=timings, node=node, worker=worker,
         attempt=spec.attempt)
-    pred = predict(model, val[0], job.training.validation_batch_size)
+    pred = val_pred if val_pred is not None else \
+        predict(model, val[0], job.training.validation_batch_size)
     return MemberOutput(pred, np.asarray(val[1]),
                         model_bytes(model, f"member-{spec.number}") if ok else b"",
                         result=result, fused=True)

@@ -65,11 +65,11 @@ class StackedEngine:
         x = spec(structure.input_rank, structure.x_dtype)
         y = spec(structure.y_rank, structure.y_dtype)
         scalar = tf.TensorSpec([], tf.int64)
+        # One function per epoch: the training steps, then every member's predictions on
+        # the validation inputs (one trace and one first call per worker, not two).
         self._epoch = tf.function(self._train_epoch, autograph=False, input_signature=[
             x, y, tf.TensorSpec([None, None], tf.int64), scalar,
-            tf.TensorSpec([2, None], tf.float32), tf.TensorSpec([None], tf.float32)])
-        self._predict = tf.function(self._predictions, autograph=False, input_signature=[
-            x, scalar, tf.TensorSpec([], tf.int32)])
+            tf.TensorSpec([2, None], tf.float32), tf.TensorSpec([None], tf.float32), x, scalar])
 
     # -- the graph ----------------------------------------------------------------------
     def _forward(self, x: Any, rates: Any, training: bool) -> Any:
@@ -107,8 +107,9 @@ class StackedEngine:
         return x
 
     def _train_epoch(self, x: Any, y: Any, orders: Any, batch: Any, rates: Any,
-                     hyper: Any) -> Any:
-        """One epoch of every member; ``orders``: ``(members, n)``, each its own order."""
+                     hyper: Any, x_val: Any, val_batch: Any) -> tuple[Any, Any]:
+        """One epoch of every member (``orders``: ``(members, n)``, each its own order), then
+        their predictions on ``x_val``: the summed loss and ``(members, n_val, out)``."""
         import tensorflow as tf
 
         n = tf.shape(orders, out_type=tf.int64)[1]
@@ -132,7 +133,8 @@ class StackedEngine:
             return step + 1, total + loss
 
         (total,) = steps(n, batch, step_, (tf.constant(0.0),))
-        return total
+        with tf.control_dependencies([total]):  # predict with the epoch's final weights
+            return total, self._predictions(x_val, val_batch, tf.shape(orders)[0])
 
     def _predictions(self, x: Any, batch: Any, members: Any) -> Any:
         """Every member's inference-mode outputs on ``x`` (shared), ``(members, n, out)``."""
@@ -179,19 +181,16 @@ class StackedEngine:
                             optimizer)
 
     def train_epoch(self, x: Any, y: Any, orders: np.ndarray, batch: int, rates: Any,
-                    hyper: Any) -> float:
+                    hyper: Any, x_val: Any, val_batch: int) -> tuple[float, np.ndarray]:
+        """One epoch; the summed training loss and the members' validation predictions,
+        ``(members, n_val, ...)``, made with the weights the epoch ended with."""
         import tensorflow as tf
 
         with _without_graph_optimizer():
-            return float(self._epoch(x, y, tf.constant(orders, tf.int64),
-                                     tf.constant(batch, tf.int64), rates, hyper))
-
-    def predict(self, x: Any, batch: int, members: int) -> np.ndarray:
-        import tensorflow as tf
-
-        with _without_graph_optimizer():
-            return np.asarray(self._predict(x, tf.constant(batch, tf.int64),
-                                            tf.constant(members, tf.int32)))
+            total, preds = self._epoch(x, y, tf.constant(orders, tf.int64),
+                                       tf.constant(batch, tf.int64), rates, hyper, x_val,
+                                       tf.constant(val_batch, tf.int64))
+        return float(total), np.asarray(preds)
 
 
 @contextlib.contextmanager
