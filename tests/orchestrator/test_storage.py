@@ -198,3 +198,35 @@ def test_user_attributes_of_a_trial_go_in_at_once(kind: str, tmp_path: Path,
         commit(study)
     again = optuna.load_study(study_name=name, storage=_storage(url))
     assert again.trials[0].user_attrs == attrs
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
+def test_trials_finished_together_are_written_whole(kind: str, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    """finish_trials records each trial's attributes, state and value (one transaction on
+    SQL storages); a batch holding an already finished trial is refused and, on SQL
+    storages, writes nothing at all."""
+    from clonesweep.orchestrator.study import _storage, commit, finish_trials
+
+    url = {"sqlite": f"sqlite:///{tmp_path / 'finish.db'}",
+           "journal": f"journal://{tmp_path / 'finish.journal'}",
+           "postgresql": ""}[kind]
+    if kind == "postgresql":
+        url = str(request.getfixturevalue("postgres_url"))
+    name = f"finish-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=_storage(url))
+    trials = [study.ask() for _ in range(4)]
+    done, fail = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    finish_trials(study, [(trials[0], {"seed": 1, "history": {"loss": [0.5]}}, done, 0.25),
+                          (trials[1], {"seed": 2, "fail_reason": "oom"}, fail, None)])
+    if kind != "journal":
+        with pytest.raises(RuntimeError, match="finished"):
+            finish_trials(study, [(trials[2], {"seed": 3}, done, 0.75),
+                                  (trials[0], {"seed": 9}, done, 0.0)])
+    commit(study)
+    again = optuna.load_study(study_name=name, storage=_storage(url))
+    got = [(t.state, t.value, t.user_attrs) for t in again.trials]
+    assert got[0] == (done, 0.25, {"seed": 1, "history": {"loss": [0.5]}})
+    assert got[1] == (fail, None, {"seed": 2, "fail_reason": "oom"})
+    assert got[2:] == [(optuna.trial.TrialState.RUNNING, None, {})] * 2
+    assert again.trials[0].datetime_complete is not None

@@ -29,11 +29,11 @@ from clonesweep.orchestrator.backend import Backend
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import monitored_objective
 from clonesweep.orchestrator.study import (
+    finish_trials,
     fixed_params,
     load_study,
     mask_url,
     open_study,
-    set_user_attrs,
     storage_url,
 )
 from clonesweep.orchestrator.sweep import worker_job
@@ -332,37 +332,42 @@ class _Loop:
         if isinstance(item, FusedGroup):
             if result.state is TrialState.COMPLETE and "does not apply" in result.message:
                 self.group_notes.append(result.message)
+            told = []
             for spec in item.members:
                 out = (self.backend.fetch_member(spec.number)
                        if result.state is TrialState.COMPLETE else None)
                 own = out.result if out is not None and out.result is not None else \
                     TrialResult.failed(spec, result.reason or FailReason.WORKER_DIED,
                                        result.message or "the fused group failed")
-                self._tell(by_number[spec.number], own, out)
+                told.append((by_number[spec.number], own, out))
+            self._tell(told)
         else:
             out = (self.backend.fetch_member(result.number)
                    if result.state is TrialState.COMPLETE else None)
-            self._tell(by_number[result.number], result, out)
+            self._tell([(by_number[result.number], result, out)])
         return None
 
-    def _tell(self, member: Member, result: TrialResult, out: MemberOutput | None) -> None:
-        if result.state is TrialState.COMPLETE and out is None:
-            result = dataclasses.replace(result, state=TrialState.FAIL,
-                                         reason=FailReason.WORKER_DIED, value=None,
-                                         message="the member's model was lost with its worker")
-        member.result, member.output = result, out
-        assert member.trial is not None  # asked before the first poll
-        set_user_attrs(member.trial, {**_attributes(result),
-                                      "fused": bool(out is not None and out.fused)})
-        # Straight to the storage: the ensemble's sampler learns nothing from a member, and
-        # study.tell's three re-reads of the trial cost the driver ~8 ms each on SQLite.
-        if result.state is TrialState.COMPLETE and result.value is not None:
-            self.study._storage.set_trial_state_values(
-                member.trial._trial_id, optuna.trial.TrialState.COMPLETE, [result.value])
-        else:
-            self.study._storage.set_trial_state_values(member.trial._trial_id,
-                                                       optuna.trial.TrialState.FAIL)
-        self.on_member(member, False)
+    def _tell(self, told: list[tuple[Member, TrialResult, MemberOutput | None]]) -> None:
+        """Record members as finished: a fused group's members in one storage transaction,
+        straight to the storage (the ensemble's sampler learns nothing from a member; see
+        :func:`~clonesweep.orchestrator.study.finish_trials`)."""
+        rows = []
+        for member, result, out in told:
+            if result.state is TrialState.COMPLETE and out is None:
+                result = dataclasses.replace(
+                    result, state=TrialState.FAIL, reason=FailReason.WORKER_DIED, value=None,
+                    message="the member's model was lost with its worker")
+            member.result, member.output = result, out
+            assert member.trial is not None  # asked before the first poll
+            ok = result.state is TrialState.COMPLETE and result.value is not None
+            rows.append((member.trial, {**_attributes(result),
+                                        "fused": bool(out is not None and out.fused)},
+                         optuna.trial.TrialState.COMPLETE if ok
+                         else optuna.trial.TrialState.FAIL,
+                         result.value if ok else None))
+        finish_trials(self.study, rows)
+        for member, _, _ in told:
+            self.on_member(member, False)
 
 
 def _attributes(result: TrialResult) -> dict[str, Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "commit",
     "dashboard_storage",
     "distributions",
+    "finish_trials",
     "fixed_params",
     "load_study",
     "make_pruner",
@@ -282,27 +283,91 @@ def _rdb(url: str, attempts: int = 4, **kwargs: Any) -> optuna.storages.RDBStora
 def set_user_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
     """Set several user attributes of a running trial at once.
 
-    On a SQL storage all of them go in one transaction: one commit instead of one per
-    attribute (a told trial carries ~17; on SQLite ~65 -> ~8 ms of the driver's time per
-    trial, in the digits sweep's profile), and a trial never holds half of them. Other
-    storages (a journal, memory) take them one by one, as Optuna's own setter does; so does
-    an Optuna whose internals differ from the ones used here.
+    On SQLite and PostgreSQL all of them go in one statement of one transaction (a told trial
+    carries ~17: one commit and one upsert instead of a commit and a look-up per attribute),
+    and a trial never holds half of them. Other storages (a journal, memory, another SQL
+    database) take them one by one, as Optuna's own setter does; so does an Optuna whose
+    internals differ from the ones used here.
     """
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    write = getattr(backend, "_set_trial_attr_without_commit", None)
-    try:
-        from optuna.storages._rdb.models import TrialUserAttributeModel
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:
-        write = None
-    if write is None or not isinstance(backend, optuna.storages.RDBStorage) or len(attrs) < 2:
+    sql = _sql_writer(trial.storage)
+    if sql is None or len(attrs) < 2:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for key, value in attrs.items():
-            write(session, TrialUserAttributeModel, trial._trial_id, key, value)
+    sql([(trial._trial_id, attrs, None, None)])
     trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def finish_trials(study: optuna.Study,
+                  told: list[tuple[optuna.trial.Trial, dict[str, Any],
+                                   optuna.trial.TrialState, float | None]]) -> None:
+    """Record running trials as finished: each one's user attributes, state and value.
+
+    For trials whose sampler learns nothing from them (an ensemble's members): no
+    ``study.tell`` (which re-reads the trial three times). On SQLite and PostgreSQL the whole
+    batch is one transaction (~2.5 ms per trial on SQLite against ~15 for attributes, then a
+    state write); elsewhere one trial at a time. Either way a trial is written whole or not.
+    """
+    sql = _sql_writer(study._storage)
+    if sql is not None:
+        sql([(trial._trial_id, attrs, state, value) for trial, attrs, state, value in told])
+        return
+    for trial, attrs, state, value in told:
+        set_user_attrs(trial, attrs)
+        study._storage.set_trial_state_values(trial._trial_id, state,
+                                              None if value is None else [value])
+
+
+_Row = tuple[int, dict[str, Any], "optuna.trial.TrialState | None", "float | None"]
+
+
+def _sql_writer(storage: Any) -> Callable[[list[_Row]], None] | None:
+    """A function writing (trial id, user attributes, final state or None, value) rows in one
+    transaction of ``storage``'s SQLite or PostgreSQL database; None for other storages."""
+    import datetime
+    import json
+
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return None
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(
+            backend.engine.name)
+        set_value = backend._set_trial_value_without_commit
+    except (ImportError, AttributeError):
+        return None
+    if insert is None:
+        return None
+    table = models.TrialUserAttributeModel
+
+    def write(rows: list[_Row]) -> None:
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            trials: dict[int, Any] = {}
+            for trial_id, _, _, _ in rows:  # refuse a finished trial, as Optuna's setters do
+                trials[trial_id] = models.TrialModel.find_or_raise_by_id(trial_id, session,
+                                                                          for_update=True)
+                backend.check_trial_is_updatable(trial_id, trials[trial_id].state)
+            values = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                      for trial_id, attrs, _, _ in rows for key, value in attrs.items()]
+            if values:
+                stmt: Any = insert(table).values(values)
+                session.execute(stmt.on_conflict_do_update(
+                    index_elements=[table.trial_id, table.key],
+                    set_={"value_json": stmt.excluded.value_json}))
+            for trial_id, _, state, value in rows:
+                if state is None:
+                    continue
+                trial = trials[trial_id]
+                if value is not None:
+                    set_value(session, trial, 0, value)
+                trial.state = state
+                trial.datetime_complete = datetime.datetime.now()
+
+    return write
 
 
 def commit(study: optuna.Study) -> None:
