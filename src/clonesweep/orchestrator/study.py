@@ -312,6 +312,10 @@ def finish_trials(study: optuna.Study,
     if sql is not None:
         sql([(trial._trial_id, attrs, state, value) for trial, attrs, state, value in told])
         return
+    storage = study._storage
+    for trial, _, _, _ in told:  # refuse the whole batch before writing any of it
+        storage.check_trial_is_updatable(trial._trial_id,
+                                         storage.get_trial(trial._trial_id).state)
     for trial, attrs, state, value in told:
         set_user_attrs(trial, attrs)
         study._storage.set_trial_state_values(trial._trial_id, state,
