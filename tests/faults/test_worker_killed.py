@@ -68,17 +68,21 @@ class Recorder(NullProgress):
 
 def test_worker_killed_mid_trial_is_retried_with_same_params_and_seed(
         ray_cluster: str, sweep_file: Any) -> None:
-    spec = load_sweep(sweep_file(name="wkill", trials=3, parallel=1, epochs=40, limit=1500))
+    # 100 epochs: a warm trial here takes ~1 s with reused graphs (40 took 0.4 s, and the kill
+    # could fall between trials).
+    spec = load_sweep(sweep_file(name="wkill", trials=3, parallel=1, epochs=100, limit=1500))
     killed: list[int] = []
 
     def kill_one() -> None:
-        def running() -> bool:
-            return bool(own_workers(busy=True))
-        wait_for("a worker running a trial", running, timeout=180)
-        time.sleep(1.0)  # into its epochs
-        pid = own_workers(busy=True)[0]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        end = time.monotonic() + 180
+        while time.monotonic() < end and not killed:
+            if own_workers(busy=True):
+                time.sleep(0.3)  # into its epochs
+                busy = own_workers(busy=True)
+                if busy:  # still running a trial (the same or the next): kill it there
+                    os.kill(busy[0], signal.SIGKILL)
+                    killed.append(busy[0])
+            time.sleep(0.02)
 
     killer = threading.Thread(target=kill_one, daemon=True)
     killer.start()
@@ -99,6 +103,6 @@ def test_worker_killed_mid_trial_is_retried_with_same_params_and_seed(
     assert retried.state is optuna.trial.TrialState.COMPLETE
     assert retried.user_attrs["attempt"] == 1
     assert retried.user_attrs["seed"] == trials[number].user_attrs["seed"]
-    assert len(retried.user_attrs["history"]["loss"]) == 40  # a complete history
+    assert len(retried.user_attrs["history"]["loss"]) == 100  # a complete history
     # No worker actor of this sweep outlives run_sweep.
     wait_for("the worker actors to exit", lambda: not own_workers(busy=False), timeout=60)
