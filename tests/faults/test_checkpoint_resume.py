@@ -12,10 +12,7 @@ tests/workers/test_checkpoints.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ import numpy as np
 import optuna
 import pytest
 from faults_support import assert_invariants, wait_for
-from test_worker_killed import Recorder, own_workers
+from test_worker_killed import Recorder, kill_busy_worker, own_workers
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.ray_backend import RayBackend
@@ -75,18 +72,13 @@ def test_killed_trial_resumes_from_its_last_checkpoint(ray_cluster: str,
     killed: list[tuple[int, int]] = []
 
     def kill_after_two_checkpointed_epochs() -> None:
-        # Polled every 20 ms, not wait_for's 0.5 s: with traced graphs reused, an epoch here
-        # is a fraction of a second, and a slow look can miss the whole trial.
-        end = time.monotonic() + 240
-        while time.monotonic() < end:
-            found = epochs_done(folder)
-            if found is not None and found[1] >= 2:
-                busy = own_workers(busy=True)
-                if busy:
-                    os.kill(busy[0], signal.SIGKILL)
-                    killed.append(found)
-                    return
-            time.sleep(0.02)
+        seen: list[tuple[int, int] | None] = [None]
+
+        def ready() -> bool:
+            seen[0] = epochs_done(folder)
+            return seen[0] is not None and seen[0][1] >= 2
+        if kill_busy_worker(ready, timeout=240) is not None and seen[0] is not None:
+            killed.append(seen[0])
 
     killer = threading.Thread(target=kill_after_two_checkpointed_epochs, daemon=True)
     killer.start()

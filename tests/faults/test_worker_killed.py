@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,23 @@ def own_workers(busy: bool) -> list[int]:
     return [p for p in _descendants(os.getpid()) if _title(p).startswith(want)]
 
 
+def kill_busy_worker(ready: Callable[[], bool] = lambda: True, settle_s: float = 0.0,
+                     timeout: float = 180.0) -> int | None:
+    """SIGKILL a worker actor that runs a trial, once ``ready()`` holds and ``settle_s``
+    later if it still runs one; its pid, or None at ``timeout``. Looks every 20 ms (not
+    wait_for's 0.5 s): with traced graphs reused, a test trial lasts well under a second."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ready() and own_workers(busy=True):
+            time.sleep(settle_s)
+            busy = own_workers(busy=True)
+            if busy:
+                os.kill(busy[0], signal.SIGKILL)
+                return busy[0]
+        time.sleep(0.02)
+    return None
+
+
 class Recorder(NullProgress):
     def __init__(self) -> None:
         self.retried: list[tuple[int, str]] = []
@@ -68,21 +86,15 @@ class Recorder(NullProgress):
 
 def test_worker_killed_mid_trial_is_retried_with_same_params_and_seed(
         ray_cluster: str, sweep_file: Any) -> None:
-    # 100 epochs: a warm trial here takes ~1 s with reused graphs (40 took 0.4 s, and the kill
-    # could fall between trials).
+    # 100 epochs: a warm trial here takes ~0.7 s with reused graphs (40 took 0.4 s, and the
+    # kill could fall between trials).
     spec = load_sweep(sweep_file(name="wkill", trials=3, parallel=1, epochs=100, limit=1500))
     killed: list[int] = []
 
     def kill_one() -> None:
-        end = time.monotonic() + 180
-        while time.monotonic() < end and not killed:
-            if own_workers(busy=True):
-                time.sleep(0.3)  # into its epochs
-                busy = own_workers(busy=True)
-                if busy:  # still running a trial (the same or the next): kill it there
-                    os.kill(busy[0], signal.SIGKILL)
-                    killed.append(busy[0])
-            time.sleep(0.02)
+        pid = kill_busy_worker(settle_s=0.3)  # 0.3 s into its epochs
+        if pid is not None:
+            killed.append(pid)
 
     killer = threading.Thread(target=kill_one, daemon=True)
     killer.start()

@@ -318,8 +318,8 @@ def finish_trials(study: optuna.Study,
                                          storage.get_trial(trial._trial_id).state)
     for trial, attrs, state, value in told:
         set_user_attrs(trial, attrs)
-        study._storage.set_trial_state_values(trial._trial_id, state,
-                                              None if value is None else [value])
+        storage.set_trial_state_values(trial._trial_id, state,
+                                       None if value is None else [value])
 
 
 _Row = tuple[int, dict[str, Any], "optuna.trial.TrialState | None", "float | None"]
