@@ -57,8 +57,7 @@ class LocalCluster:
         self.marker = uuid.uuid4().hex
         # Short: Ray's unix sockets live under it (108-byte path limit).
         self.temp = Path(tempfile.mkdtemp(prefix="csray-", dir="/tmp"))
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.port, self.address = 0, ""  # the head's GCS port: chosen at each start of it
         # Ray 2.60 turns token authentication on for `ray start --head`: this cluster gets
         # a token of its own (not ~/.ray/auth_token), and every process of it uses it.
         token = self.temp / "auth_token"
@@ -78,6 +77,10 @@ class LocalCluster:
             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
             "--runtime-env-agent-port", "--ray-client-server-port")}
         self._manager_ports[name] = ports["--node-manager-port"]
+        if name == "head":  # a fresh port on a retry too: the last one may have been taken
+            self.port = _free_port()
+            self.address = f"127.0.0.1:{self.port}"
+            ports["--port"] = self.port
         argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
                 "--node-ip-address", "127.0.0.1", "--object-store-memory", str(100 << 20),
                 "--min-worker-port", "0", "--max-worker-port", "0", "--disable-usage-stats",
@@ -111,7 +114,7 @@ class LocalCluster:
             del self.procs[name]
 
     def start(self, workers: list[list[str]]) -> None:
-        self._launch("head", "--head", f"--port={self.port}", "--num-cpus=0",
+        self._launch("head", "--head", "--num-cpus=0",
                      "--include-dashboard=false", f"--temp-dir={self.temp}")
         self._wait_for(1)
         for extra in workers:
