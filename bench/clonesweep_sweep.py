@@ -23,9 +23,9 @@ from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from clonesweep.cli_progress import LineProgress  # noqa: E402
+from clonesweep.cli.progress import LineProgress  # noqa: E402
 from clonesweep.orchestrator import base_model_config, run_sweep  # noqa: E402
-from clonesweep.orchestrator.ray_backend import RayBackend  # noqa: E402
+from clonesweep.orchestrator.backends.ray.backend import RayBackend  # noqa: E402
 from clonesweep.spec import load_sweep  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -106,7 +106,7 @@ def run_clonesweep(trials: int, slots: int, sampler: str, storage: str,
     import ray
 
     from clonesweep.orchestrator import base_model_config, run_sweep
-    from clonesweep.orchestrator.ray_backend import RayBackend
+    from clonesweep.orchestrator.backends.ray.backend import RayBackend
     from clonesweep.spec import load_sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -225,7 +225,7 @@ def storage_alone(kind: str, trials: int) -> dict[str, Any]:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from clonesweep.orchestrator.journal import commit, journal_storage
+    from clonesweep.orchestrator.study.journal import commit, journal_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:

@@ -27,7 +27,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.json"
 def _case(name: str) -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from clonesweep.orchestrator.ensemble import member_seed
+    from clonesweep.orchestrator.ensemble.run import member_seed
     from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
     from clonesweep.trials import TrialSpec
     from clonesweep.workers import fusedgraph

@@ -33,12 +33,12 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from clonesweep.orchestrator.ensemble import EnsembleRequest, run_ensemble
-from clonesweep.orchestrator.ensemble_score import score
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
+from clonesweep.orchestrator.ensemble.run import EnsembleRequest, run_ensemble
+from clonesweep.orchestrator.ensemble.score import score
 from clonesweep.orchestrator.model import base_model_config
-from clonesweep.orchestrator.ray_backend import RayBackend
 from clonesweep.orchestrator.runfolder import RunFolder
-from clonesweep.orchestrator.study import storage_url
+from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.spec import load_sweep
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.json"

@@ -28,7 +28,7 @@ import numpy as np
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import TrialSpec
 from clonesweep.workers.arrays import length, take
-from clonesweep.workers.epochs import TrialEpochs, objective_value
+from clonesweep.workers.engines.epochs import TrialEpochs, objective_value
 from clonesweep.workers.runner import TrialRunner, WorkerJob
 from clonesweep.workers.seeding import DATA_ORDER
 

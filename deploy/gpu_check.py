@@ -10,7 +10,7 @@ device:
    :class:`clonesweep.workers.runner.TrialRunner`, the code a Ray worker actor runs.
    Prints trials per minute and the peak GPU memory of each worker (one trial at a time).
 2. **Fused ensemble.** ``--members`` seeded members of ``configs/digits_mlp.json`` trained one
-   after another, then as one fused model (:mod:`clonesweep.workers.fused`). Prints both
+   after another, then as one fused model (:mod:`clonesweep.workers.engines.fused`). Prints both
    times, the speedup and how far the members' validation accuracies differ.
 
 The data are synthetic 8x8 images (class templates plus noise), made here: no download and

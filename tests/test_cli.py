@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from clonesweep.cli import main
+from clonesweep.cli.main import main
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,

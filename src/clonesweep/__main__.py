@@ -2,6 +2,6 @@
 
 import sys
 
-from clonesweep.cli import main
+from clonesweep.cli.main import main
 
 sys.exit(main())

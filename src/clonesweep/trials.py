@@ -142,7 +142,7 @@ class TrialResult:
         resumed_from_epoch: A retry that resumed from its checkpoint: the number of epochs
             it restored (the first epoch it trained, 0-based); None: trained from epoch 0.
         engine: How it trained: ``graph`` (a traced graph shared by the worker's trials of
-            its layer structure, see :mod:`clonesweep.workers.graphfit`) or ``keras``
+            its layer structure, see :mod:`clonesweep.workers.engines.graphfit`) or ``keras``
             (``model.fit``), then why not ``graph`` when it could have been asked for.
     """
 

@@ -94,7 +94,7 @@ def test_kuberay_cluster_spec(name: str) -> None:
 
 
 def test_rayjob_entrypoint_runs_a_sweep_from_configs_on_postgres(tmp_path: Path) -> None:
-    from clonesweep.cli import _parser
+    from clonesweep.cli.main import _parser
     from clonesweep.spec import load_sweep
 
     (doc,) = _load(DEPLOY / "kuberay" / "rayjob.yaml")

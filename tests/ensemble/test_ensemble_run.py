@@ -10,10 +10,10 @@ import optuna
 import pytest
 
 from clonesweep.datasets import digits
-from clonesweep.orchestrator.backend import Event
-from clonesweep.orchestrator.ensemble import EnsembleRequest, member_seed, run_ensemble
-from clonesweep.orchestrator.ensemble_export import finish
-from clonesweep.orchestrator.ensemble_score import score
+from clonesweep.orchestrator.backends.base import Event
+from clonesweep.orchestrator.ensemble.export import finish
+from clonesweep.orchestrator.ensemble.run import EnsembleRequest, member_seed, run_ensemble
+from clonesweep.orchestrator.ensemble.score import score
 from clonesweep.orchestrator.model import base_model_config
 from clonesweep.spec import load_sweep
 from clonesweep.trials import FailReason, TrialResult, TrialSpec, TrialState
@@ -27,7 +27,7 @@ LOSS = "sparse_categorical_crossentropy"
 def test_ray_ensemble_scores_and_exports(ray_cluster: str, sweep_file: Any) -> None:
     import keras
 
-    from clonesweep.orchestrator.ray_backend import RayBackend
+    from clonesweep.orchestrator.backends.ray.backend import RayBackend
 
     spec = load_sweep(sweep_file(epochs=2, parallel=2, limit=300))
     outcome = run_ensemble(spec, base_model_config(spec), RayBackend(address=ray_cluster),
@@ -170,7 +170,7 @@ def test_an_ensemble_study_is_never_reused(sweep_file: Any) -> None:
 
 def test_members_scored_against_different_targets_are_refused() -> None:
     from clonesweep.errors import SweepFailed
-    from clonesweep.orchestrator.ensemble import Member, check_targets
+    from clonesweep.orchestrator.ensemble.run import Member, check_targets
 
     outs = [MemberOutput(np.zeros((2, 2)), np.array(y), b"") for y in ([0, 1], [1, 0])]
     members = [Member(i, None, TrialSpec(i, {}, i), output=o)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from clonesweep.orchestrator.ensemble import member_seed
+from clonesweep.orchestrator.ensemble.run import member_seed
 from clonesweep.workers.rebuild import rebuild
 from tests_support import CONFIGS
 

@@ -1,4 +1,5 @@
-"""Fused groups on one stacked traced graph per layer structure (clonesweep.workers.fusedgraph):
+"""Fused groups on one stacked traced graph per layer structure
+(clonesweep.workers.engines.fusedgraph):
 one trace serves every later group of the structure, whatever its member count, unit count,
 dropout rate or learning rate, and the members end as the stacked Keras model trains them
 (same tolerance as tests/ensemble/test_fused_training.py: the two differ only in the order
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 from test_fused_training import load
 
-from clonesweep.orchestrator.ensemble import member_seed
+from clonesweep.orchestrator.ensemble.run import member_seed
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import TrialSpec, TrialState
 from clonesweep.workers.member import FusedGroup, predict
@@ -100,7 +101,7 @@ def test_all_members_metrics_at_once_equal_member_by_member() -> None:
     """stacked_metrics (one call for every member) returns exactly what member_metrics
     returns for each member: the loss and accuracies computed at once, another metric
     member by member."""
-    from clonesweep.workers.fused import member_metrics, stacked_metrics
+    from clonesweep.workers.engines.fused import member_metrics, stacked_metrics
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(5, 37, 10)).astype(np.float32)

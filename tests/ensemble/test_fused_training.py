@@ -22,10 +22,10 @@ import keras
 import numpy as np
 import pytest
 
-from clonesweep.orchestrator.ensemble import member_seed
+from clonesweep.orchestrator.ensemble.run import member_seed
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import TrialSpec, TrialState
-from clonesweep.workers.fused import build_fused, extract_members, fusion_blocker
+from clonesweep.workers.engines.fused import build_fused, extract_members, fusion_blocker
 from clonesweep.workers.member import FusedGroup
 from clonesweep.workers.rebuild import rebuild
 from clonesweep.workers.runner import TrialRunner, WorkerJob

@@ -90,7 +90,7 @@ def assert_invariants(all_trials: list[optuna.trial.FrozenTrial], budget: int) -
     """Each trial finished in exactly one state; the budget is met exactly, not counting
     trials failed as driver_died / interrupted; each of those was re-queued once, with the
     same params and seed, and that re-run finished."""
-    from clonesweep.orchestrator.resume import REQUEUED_REASONS, counted
+    from clonesweep.orchestrator.study.resume import REQUEUED_REASONS, counted
 
     S = optuna.trial.TrialState
     assert all(t.state in (S.COMPLETE, S.PRUNED, S.FAIL) for t in all_trials), \

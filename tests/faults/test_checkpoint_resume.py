@@ -23,8 +23,8 @@ from faults_support import assert_invariants, wait_for
 from test_worker_killed import Recorder, kill_busy_worker, own_workers
 
 from clonesweep.orchestrator import base_model_config, run_sweep
-from clonesweep.orchestrator.ray_backend import RayBackend
-from clonesweep.orchestrator.study import storage_url
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
+from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.spec import load_sweep
 from clonesweep.trials import Intermediate
 

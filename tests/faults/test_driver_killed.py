@@ -88,9 +88,9 @@ def test_driver_killed_then_resumed(sweep_file: Any, tmp_path: Path) -> None:
 def test_lease_refuses_takes_over_stale_and_takeover(sweep_file: Any, tmp_path: Path) -> None:
     from clonesweep.errors import SweepFailed
     from clonesweep.orchestrator import base_model_config, run_sweep
-    from clonesweep.orchestrator.backend import InProcessBackend
-    from clonesweep.orchestrator.lease import HEARTBEAT_S, STALE_AFTER
-    from clonesweep.orchestrator.study import storage_url
+    from clonesweep.orchestrator.backends.base import InProcessBackend
+    from clonesweep.orchestrator.study.lease import HEARTBEAT_S, STALE_AFTER
+    from clonesweep.orchestrator.study.storage import storage_url
     from clonesweep.orchestrator.sweep import RunOptions
     from clonesweep.spec import load_sweep
 
@@ -119,7 +119,7 @@ def test_lease_refuses_takes_over_stale_and_takeover(sweep_file: Any, tmp_path: 
 
 def test_resume_of_a_sweep_that_never_ran_is_refused(sweep_file: Any, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from clonesweep.cli import main
+    from clonesweep.cli.main import main
 
     path = sweep_file(name="never", trials=1, epochs=1)
     assert main(["resume", str(path), "--backend", "inprocess"]) == 1

@@ -18,8 +18,8 @@ S = optuna.trial.TrialState
 
 def test_sigterm_lets_the_running_trial_finish(sweep_file: Any) -> None:
     from clonesweep.orchestrator import base_model_config, run_sweep
-    from clonesweep.orchestrator.backend import InProcessBackend
-    from clonesweep.orchestrator.study import storage_url
+    from clonesweep.orchestrator.backends.base import InProcessBackend
+    from clonesweep.orchestrator.study.storage import storage_url
     from clonesweep.orchestrator.sweep import NullProgress, RunOptions
     from clonesweep.spec import load_sweep
 

@@ -19,8 +19,8 @@ import pytest
 from faults_support import assert_invariants
 
 from clonesweep.orchestrator import base_model_config, run_sweep
-from clonesweep.orchestrator.backend import InProcessBackend
-from clonesweep.orchestrator.study import storage_url
+from clonesweep.orchestrator.backends.base import InProcessBackend
+from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.orchestrator.sweep import NullProgress
 from clonesweep.spec import load_sweep
 from pgserver import PostgresServer, PostgresUnavailable, find_bindir
@@ -67,7 +67,7 @@ class Outage(NullProgress):
 def test_results_are_held_while_storage_is_down(own_postgres: PostgresServer,
                                                 sweep_file: Any,
                                                 caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="clonesweep.orchestrator.outbox")
+    caplog.set_level(logging.WARNING, logger="clonesweep.orchestrator.study.outbox")
     path = sweep_file(name="outage", trials=4, epochs=2,
                       sweep_extra=f"\n  storage: {own_postgres.url}")
     spec = load_sweep(path)

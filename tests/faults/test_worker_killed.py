@@ -22,8 +22,8 @@ import pytest
 from faults_support import assert_invariants, wait_for
 
 from clonesweep.orchestrator import base_model_config, run_sweep
-from clonesweep.orchestrator.ray_backend import RayBackend
-from clonesweep.orchestrator.study import storage_url
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
+from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.orchestrator.sweep import NullProgress
 from clonesweep.spec import load_sweep
 

@@ -16,11 +16,11 @@ from typing import Any
 import optuna
 import pytest
 
-from clonesweep.cli import main
+from clonesweep.cli.main import main
 from clonesweep.orchestrator import base_model_config, run_sweep
-from clonesweep.orchestrator.inspect import config_diff, trial_diff
-from clonesweep.orchestrator.ray_backend import RayBackend
-from clonesweep.orchestrator.report import open_study_of
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
+from clonesweep.orchestrator.commands.inspect import config_diff, trial_diff
+from clonesweep.orchestrator.commands.report import open_study_of
 from clonesweep.spec import load_sweep
 from tests_support import write_sweep
 

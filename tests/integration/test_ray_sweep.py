@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from clonesweep.orchestrator import base_model_config, run_sweep
-from clonesweep.orchestrator.ray_backend import RayBackend
-from clonesweep.orchestrator.study import storage_url
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
+from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.spec import load_sweep
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import pytest
 
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator import base_model_config, run_sweep
-from clonesweep.orchestrator.ray_backend import RayBackend
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
 from clonesweep.spec import load_sweep
 from clonesweep.workers import versions
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from clonesweep.orchestrator.backend import Backend, InProcessBackend
+from clonesweep.orchestrator.backends.base import Backend, InProcessBackend
 from clonesweep.orchestrator.model import base_model_config
 from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec import load_sweep
@@ -35,7 +35,7 @@ def _started(request: pytest.FixtureRequest, sweep_file: Any,
     b: Backend
     if request.param == "ray":
         request.getfixturevalue("ray_cluster")
-        from clonesweep.orchestrator.ray_backend import RayBackend
+        from clonesweep.orchestrator.backends.ray.backend import RayBackend
 
         b = RayBackend(resources=spec.sweep.resources)
     else:

@@ -19,9 +19,9 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.journal import GroupCommitJournal, commit, journal_storage
-from clonesweep.orchestrator.report import best_payload, status_payload
-from clonesweep.orchestrator.study import dashboard_storage, storage_url
+from clonesweep.orchestrator.commands.report import best_payload, status_payload
+from clonesweep.orchestrator.study.journal import GroupCommitJournal, commit, journal_storage
+from clonesweep.orchestrator.study.storage import dashboard_storage, storage_url
 from clonesweep.spec import load_sweep
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -91,7 +91,7 @@ def test_commit_writes_what_an_ask_left_held(tmp_path: Path) -> None:
 
 _CHILD = textwrap.dedent("""
     import sys, time, optuna
-    from clonesweep.orchestrator.journal import journal_storage
+    from clonesweep.orchestrator.study.journal import journal_storage
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="s", storage=journal_storage(sys.argv[1]))
     dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.report import best_payload, status_payload
-from clonesweep.orchestrator.study import mask_url, storage_url
+from clonesweep.orchestrator.commands.report import best_payload, status_payload
+from clonesweep.orchestrator.study.storage import mask_url, storage_url
 from clonesweep.spec import load_sweep
 
 STORAGES = ["sqlite", "postgresql"]
@@ -149,7 +149,7 @@ def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(
     schema version row and failed. Four openers started together all get the study."""
     import threading
 
-    from clonesweep.orchestrator.study import open_study
+    from clonesweep.orchestrator.study.storage import open_study
 
     spec = load_sweep(sweep_file())
     url = f"sqlite:///{tmp_path / 'race.db'}"
@@ -178,7 +178,7 @@ def test_user_attributes_of_a_trial_go_in_at_once(kind: str, tmp_path: Path,
                                                   request: pytest.FixtureRequest) -> None:
     """set_user_attrs writes every attribute (one transaction on SQL storages), keeps the
     trial's own view current, and the attributes read back from a fresh connection."""
-    from clonesweep.orchestrator.study import _storage, set_user_attrs
+    from clonesweep.orchestrator.study.storage import _storage, set_user_attrs
 
     url = {"sqlite": f"sqlite:///{tmp_path / 'attrs.db'}",
            "journal": f"journal://{tmp_path / 'attrs.journal'}",
@@ -193,7 +193,7 @@ def test_user_attributes_of_a_trial_go_in_at_once(kind: str, tmp_path: Path,
     assert trial.user_attrs == attrs
     study.tell(trial, 0.5)
     if kind == "journal":
-        from clonesweep.orchestrator.study import commit
+        from clonesweep.orchestrator.study.storage import commit
 
         commit(study)
     again = optuna.load_study(study_name=name, storage=_storage(url))
@@ -206,7 +206,7 @@ def test_trials_finished_together_are_written_whole(kind: str, tmp_path: Path,
     """finish_trials records each trial's attributes, state and value (one transaction on
     SQL storages); a batch holding an already finished trial is refused and writes nothing
     at all."""
-    from clonesweep.orchestrator.study import _storage, commit, finish_trials
+    from clonesweep.orchestrator.study.storage import _storage, commit, finish_trials
 
     url = {"sqlite": f"sqlite:///{tmp_path / 'finish.db'}",
            "journal": f"journal://{tmp_path / 'finish.journal'}",

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from sqlalchemy.engine import make_url
 
-from clonesweep.cli import main
+from clonesweep.cli.main import main
 from clonesweep.errors import SpecError
 from clonesweep.spec.settings import PASSWORD_ENV, read_password_file, with_password
 

@@ -11,7 +11,7 @@ import pytest
 
 from clonesweep.errors import SpecError, SweepFailed
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.study import mask_url, storage_url
+from clonesweep.orchestrator.study.storage import mask_url, storage_url
 from clonesweep.spec import load_sweep
 
 PRUNABLE = """

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.study import storage_url
+from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.spec import SweepSpec, load_sweep
 from tests_support import CONFIGS
 

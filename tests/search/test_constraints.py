@@ -10,7 +10,7 @@ import pytest
 from search_support import run
 
 from clonesweep.errors import SpecError
-from clonesweep.orchestrator.report import best_payload
+from clonesweep.orchestrator.commands.report import best_payload
 from clonesweep.spec import load_sweep
 
 UNITS = """

@@ -9,9 +9,9 @@ import optuna
 import pytest
 from search_support import run
 
-from clonesweep.cli import main
+from clonesweep.cli.main import main
 from clonesweep.errors import SpecError
-from clonesweep.orchestrator.report import best_payload, status_payload
+from clonesweep.orchestrator.commands.report import best_payload, status_payload
 from clonesweep.spec import load_sweep
 
 TWO = """

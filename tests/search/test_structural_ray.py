@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from clonesweep.orchestrator import base_model_config, run_sweep
-from clonesweep.orchestrator.ray_backend import RayBackend
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
 from clonesweep.trials import TrialSpec
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from search_support import run
 
-from clonesweep.cli import main
+from clonesweep.cli.main import main
 from clonesweep.errors import SpecError
 from clonesweep.spec import load_sweep
 

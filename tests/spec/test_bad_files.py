@@ -175,7 +175,7 @@ def test_bad_sweep_file(workdir: Path, text: str, field: str | None, value: str)
 def test_cli_exits_2_and_creates_no_study(workdir: Path, text: str, field: str | None,
                                           value: str, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from clonesweep.cli import main
+    from clonesweep.cli.main import main
 
     monkeypatch.chdir(workdir)  # the default run folder would go under ./runs
     sweep = workdir / "sweep.yaml"

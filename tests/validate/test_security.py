@@ -17,7 +17,7 @@ import optuna
 import pytest
 from sqlalchemy.engine import make_url
 
-from clonesweep.cli import _parser, main
+from clonesweep.cli.main import _parser, main
 from clonesweep.errors import UnsafeConfigError
 from clonesweep.spec.settings import PASSWORD_ENV
 from clonesweep.workers import materialize as materialize_module
@@ -168,7 +168,7 @@ def _database(url: str) -> str:
 def test_the_password_is_nowhere_after_a_sweep(
         postgres_url: str, sweep_file: Any, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
-    from clonesweep.orchestrator.backend import InProcessBackend
+    from clonesweep.orchestrator.backends.base import InProcessBackend
 
     password = make_url(postgres_url).password or ""
     assert password
@@ -232,7 +232,7 @@ def _ray_init_kwargs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     import ray
 
     from clonesweep.errors import SweepFailed
-    from clonesweep.orchestrator.ray_backend import RayBackend
+    from clonesweep.orchestrator.backends.ray.backend import RayBackend
 
     seen: dict[str, Any] = {}
 

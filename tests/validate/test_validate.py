@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 import pytest
 
-from clonesweep.cli import main
+from clonesweep.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -370,7 +370,7 @@ def test_resume_with_the_same_space_passes(workdir: Path,
 def test_check_resume_compatible_is_callable_by_run(workdir: Path) -> None:
     """The function `clonesweep run` can call before asking for a trial."""
     from clonesweep.errors import SpecError
-    from clonesweep.orchestrator.validate import check_resume_compatible
+    from clonesweep.orchestrator.commands.validate import check_resume_compatible
     from clonesweep.spec import load_sweep
 
     study = optuna.create_study(direction="maximize")

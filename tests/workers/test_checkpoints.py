@@ -14,8 +14,8 @@ import pytest
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import FailReason, TrialSpec, TrialState
 from clonesweep.workers.checkpoint import Checkpoints
+from clonesweep.workers.engines.kerasfit import epoch_orders
 from clonesweep.workers.runner import TrialRunner, WorkerJob
-from clonesweep.workers.training import epoch_orders
 from tests_support import CONFIGS
 
 PARAMS = {"layers.hidden.units": 24, "layers.drop.rate": 0.3, "train.epochs": 6}

@@ -75,8 +75,8 @@ def test_a_gpu_oom_fails_the_trial_and_the_worker_runs_the_next(
                      "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc")
 
     # The trial's training (Keras's fit, or the shared traced graph) runs out of memory.
-    monkeypatch.setattr("clonesweep.workers.training.fit_trial", out_of_memory)
-    monkeypatch.setattr("clonesweep.workers.graphfit.fit_trial_reused", out_of_memory)
+    monkeypatch.setattr("clonesweep.workers.engines.kerasfit.fit_trial", out_of_memory)
+    monkeypatch.setattr("clonesweep.workers.engines.graphfit.fit_trial_reused", out_of_memory)
     failed = runner.run(TrialSpec(0, {}, seed=1), _Quiet())
     assert failed.state is TrialState.FAIL and failed.reason is FailReason.GPU_OOM
     assert "GPU_0_bfc" in failed.message

@@ -1,5 +1,5 @@
-"""Trials of one layer structure share one traced graph (clonesweep.workers.graphfit) and end
-bitwise as Keras's own ``fit`` ends them: the same history, weights, optimizer state and
+"""Trials of one layer structure share one traced graph (clonesweep.workers.engines.graphfit)
+and end bitwise as Keras's own ``fit`` ends them: the same history, weights, optimizer state and
 Dropout generator states, on real Keras and real (small) digits data."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import TrialSpec, TrialState
-from clonesweep.workers.graphfit import reuse_blocker
+from clonesweep.workers.engines.graphfit import reuse_blocker
 from clonesweep.workers.rebuild import rebuild
 from clonesweep.workers.runner import TrialRunner, WorkerJob
 from tests_support import CONFIGS

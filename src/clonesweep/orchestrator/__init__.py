@@ -1,15 +1,25 @@
-"""The driver side: the sweep loop, the Optuna study, execution backends, the run folder."""
+"""The driver side: the sweep loop, the Optuna study, execution backends, the run folder.
 
-from clonesweep.orchestrator.backend import Backend, InProcessBackend
-from clonesweep.orchestrator.model import base_model_config
-from clonesweep.orchestrator.sweep import (
-    BestTrial,
-    Counts,
-    NullProgress,
-    Progress,
-    SweepOutcome,
-    run_sweep,
-)
+The map (each folder's ``__init__`` says more):
+
+- ``sweep.py``: a sweep's set-up and the loop that asks, submits, collects and tells.
+- ``search.py``: the search side of a trial (Optuna's ask, params, seeds, constraints).
+- ``model.py``: the base model config on the driver, read and serialized once.
+- ``study/``: the Optuna study: storage, journal, outbox, lease, resume, storage checks.
+- ``backends/``: the execution contract, its in-process twin, and ``ray/``.
+- ``ensemble/``: members of a seeded ensemble, their scoring and export.
+- ``commands/``: what the read-only commands compute (validate, corners, inspect, repro,
+  report); the CLI only parses and prints.
+
+Importing this package is free: the names below load their module on first use, so a worker
+process that unpickles a Ray actor class from ``backends/ray`` imports neither Optuna nor
+SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "Backend",
@@ -22,3 +32,22 @@ __all__ = [
     "base_model_config",
     "run_sweep",
 ]
+
+_HOMES = {
+    "Backend": "clonesweep.orchestrator.backends.base",
+    "InProcessBackend": "clonesweep.orchestrator.backends.base",
+    "base_model_config": "clonesweep.orchestrator.model",
+    "BestTrial": "clonesweep.orchestrator.sweep",
+    "Counts": "clonesweep.orchestrator.sweep",
+    "NullProgress": "clonesweep.orchestrator.sweep",
+    "Progress": "clonesweep.orchestrator.sweep",
+    "SweepOutcome": "clonesweep.orchestrator.sweep",
+    "run_sweep": "clonesweep.orchestrator.sweep",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'clonesweep.orchestrator' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import SpecError, StudyError
-from clonesweep.orchestrator.study import distributions, load_study, mask_url
+from clonesweep.orchestrator.study.storage import distributions, load_study, mask_url
 from clonesweep.spec.model import (
     SPECIAL_METRICS,
     Direction,

@@ -18,17 +18,8 @@ from typing import Any, Protocol
 import optuna
 
 from clonesweep.errors import SweepFailed
-from clonesweep.orchestrator.backend import Backend
-from clonesweep.orchestrator.lease import Lease
-from clonesweep.orchestrator.outbox import STORAGE_ERRORS, Outbox
-from clonesweep.orchestrator.resume import (
-    BUDGET_ATTR,
-    counted,
-    fail_and_requeue,
-    recover_stale,
-    requeued_seed,
-    reseed_sampler,
-)
+from clonesweep.orchestrator.backends.base import Backend
+from clonesweep.orchestrator.commands.validate import check_resume_compatible
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import (
     DriverFailure,
@@ -42,7 +33,17 @@ from clonesweep.orchestrator.search import (
     warm_start,
 )
 from clonesweep.orchestrator.signals import Interrupts
-from clonesweep.orchestrator.study import (
+from clonesweep.orchestrator.study.lease import Lease
+from clonesweep.orchestrator.study.outbox import STORAGE_ERRORS, Outbox
+from clonesweep.orchestrator.study.resume import (
+    BUDGET_ATTR,
+    counted,
+    fail_and_requeue,
+    recover_stale,
+    requeued_seed,
+    reseed_sampler,
+)
+from clonesweep.orchestrator.study.storage import (
     commit,
     fixed_params,
     make_pruner,
@@ -52,7 +53,6 @@ from clonesweep.orchestrator.study import (
     set_user_attrs,
     storage_url,
 )
-from clonesweep.orchestrator.validate import check_resume_compatible
 from clonesweep.spec.model import Direction, SweepSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.materialize import canonical_hash
@@ -488,8 +488,8 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     failed (``driver_died``) and their params re-queued with the same seed, and the sampler
     is seeded anew so it does not replay the first run's draws. The budget counts finished
     trials except those failed as ``driver_died`` or ``interrupted`` (see
-    :mod:`clonesweep.orchestrator.resume`). Only one driver runs a sweep at a time
-    (:mod:`clonesweep.orchestrator.lease`).
+    :mod:`clonesweep.orchestrator.study.resume`). Only one driver runs a sweep at a time
+    (:mod:`clonesweep.orchestrator.study.lease`).
 
     ``base_config`` is the base model's ``serialize_keras_object`` envelope (see
     :func:`clonesweep.orchestrator.model.base_model_config`). The run folder and the study are

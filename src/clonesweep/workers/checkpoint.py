@@ -8,7 +8,7 @@ done, plus a key: a hash of everything that decides the trial's arithmetic (numb
 materialized config, training settings, data). A retry of the same trial loads it only if the
 key and the variables' shapes match; otherwise it starts from epoch 0. The data order needs no
 state: it is a function of the trial's data-order seed and the epoch
-(:func:`clonesweep.workers.training.epoch_orders`).
+(:func:`clonesweep.workers.engines.kerasfit.epoch_orders`).
 
 Files are written atomically (a temporary file in the same folder, then ``os.replace``), so
 a worker killed mid-write leaves the previous checkpoint intact. They are plain NumPy

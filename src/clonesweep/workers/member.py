@@ -24,7 +24,7 @@ __all__ = ["FusedGroup", "MemberOutput", "model_bytes", "predict"]
 
 @dataclass(frozen=True)
 class FusedGroup:
-    """Members trained as one stacked model on one worker (see :mod:`clonesweep.workers.fused`).
+    """Members trained as one stacked model on one worker (:mod:`clonesweep.workers.engines.fused`).
 
     Attributes:
         number: The group's key: the first member's trial number. The group yields one

@@ -1,5 +1,5 @@
 """Imported by every worker process of an embedded local Ray as the process starts (Ray's
-``preload_python_modules``, set by :class:`~clonesweep.orchestrator.ray_backend.RayBackend`
+``preload_python_modules``, set by :class:`~clonesweep.orchestrator.backends.ray.backend.RayBackend`
 when it starts Ray itself): Keras and its backend load while the driver is still starting
 Ray and opening the study, instead of when the worker actor is created. A process started
 with ``CLONESWEEP_NO_PRELOAD`` set (the pruning broker, which never trains) skips it.

@@ -5,11 +5,11 @@ thread). It imports Keras once, loads the data once, holds the base config, and 
 trial after trial, calling ``keras.utils.clear_session()`` before each one. It never sees an
 Optuna trial: per-epoch values go through a :class:`~clonesweep.trials.Reporter`.
 
-A trial trains in one ``model.fit`` call (:mod:`clonesweep.workers.training`), or, when its
+A trial trains in one ``model.fit`` call (:mod:`clonesweep.workers.engines.kerasfit`), or, when its
 layers allow, on a traced graph the worker keeps for every trial of the same layer structure
-(:mod:`clonesweep.workers.graphfit`, same numbers, no tracing per trial); the per-epoch
+(:mod:`clonesweep.workers.engines.graphfit`, same numbers, no tracing per trial); the per-epoch
 work (record, check, report, time limit, checkpoint) is
-:class:`~clonesweep.workers.epochs.TrialEpochs`, which Keras calls at each epoch's end.
+:class:`~clonesweep.workers.engines.epochs.TrialEpochs`, which Keras calls at each epoch's end.
 With a checkpoint folder, a retried trial resumes after its last checkpoint
 (:mod:`clonesweep.workers.checkpoint`).
 """
@@ -35,8 +35,8 @@ from clonesweep.trials import FailReason, Reporter, Timings, TrialResult, TrialS
 from clonesweep.workers.arrays import data_fingerprint, length, take
 from clonesweep.workers.backend_setup import configure_backend, environment, import_keras
 from clonesweep.workers.checkpoint import Checkpoints
-from clonesweep.workers.epochs import Stop as _Stop
-from clonesweep.workers.epochs import TrialEpochs
+from clonesweep.workers.engines.epochs import Stop as _Stop
+from clonesweep.workers.engines.epochs import TrialEpochs
 from clonesweep.workers.seeding import DATA_ORDER
 
 __all__ = ["TrialRunner", "WorkerJob", "import_object"]
@@ -320,7 +320,7 @@ class TrialRunner:
 
     def _train(self, variant: Any, epochs: TrialEpochs) -> float:
         """Fit the trial's epochs (after the checkpoint's, when resuming); its last value."""
-        from clonesweep.workers.training import FitPlan, fit_trial
+        from clonesweep.workers.engines.kerasfit import FitPlan, fit_trial
 
         data = self._load_data()
         epochs.resume()
@@ -332,7 +332,7 @@ class TrialRunner:
             if structure is None:
                 fit_trial(variant.model, data, plan, epochs, epochs.clock, self._feed_cache)
             else:
-                from clonesweep.workers.graphfit import fit_trial_reused
+                from clonesweep.workers.engines.graphfit import fit_trial_reused
 
                 fit_trial_reused(variant.model, data, plan, epochs, epochs.clock,
                                  self._feed_cache, structure, tr.loss, tr.metrics,
@@ -349,12 +349,12 @@ class TrialRunner:
 
     def _graph_structure(self, model: Any, data: Any) -> tuple[Any, str]:
         """The trial's layer structure when it can train on a shared traced graph
-        (:mod:`clonesweep.workers.graphfit`), else None; and the engine's name for the
+        (:mod:`clonesweep.workers.engines.graphfit`), else None; and the engine's name for the
         trial's record (``keras: <why not graph>`` when reuse was on)."""
         tr = self.job.training
         if not tr.reuse_graphs:
             return None, "keras"
-        from clonesweep.workers.graphfit import reuse_blocker, structure_of
+        from clonesweep.workers.engines.graphfit import reuse_blocker, structure_of
 
         why = reuse_blocker(model, data, tr.loss, tr.metrics, tr.jit_compile)
         if why is not None:
@@ -393,7 +393,7 @@ class TrialRunner:
 
     def run_fused(self, group: Any) -> TrialResult:
         """Train a :class:`~clonesweep.workers.member.FusedGroup`; see workers/fused.py."""
-        from clonesweep.workers.fused import run_group
+        from clonesweep.workers.engines.fused import run_group
 
         return run_group(self, group)
 

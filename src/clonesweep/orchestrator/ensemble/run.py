@@ -5,8 +5,8 @@ the sweep's storage) with the same params for every member and member seed
 ``derive_seed(ensemble_seed, "member", i)``, from which the worker derives a distinct seed for
 every initializer, every seeded layer and the data order. Members run in parallel on the
 backend's workers, one trial each, or (``fused=True``) in fused groups, one group per worker
-(:mod:`clonesweep.workers.fused`); a config that cannot be fused runs unfused, and the outcome
-says why. Failed members are retried per ``sweep.retries`` (only retryable reasons); the
+(:mod:`clonesweep.workers.engines.fused`); a config that cannot be fused runs unfused, and the
+outcome says why. Failed members are retried per ``sweep.retries`` (only retryable reasons); the
 outcome always says how many members the ensemble holds. The driver is the study's only
 writer.
 """
@@ -25,10 +25,10 @@ import numpy as np
 import optuna
 
 from clonesweep.errors import SpecError, SweepFailed
-from clonesweep.orchestrator.backend import Backend
+from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import monitored_objective
-from clonesweep.orchestrator.study import (
+from clonesweep.orchestrator.study.storage import (
     finish_trials,
     fixed_params,
     load_study,
@@ -39,7 +39,7 @@ from clonesweep.orchestrator.study import (
 from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
-from clonesweep.workers.fused import fusion_blocker
+from clonesweep.workers.engines.fused import fusion_blocker
 from clonesweep.workers.materialize import materialize
 from clonesweep.workers.member import FusedGroup, MemberOutput
 from clonesweep.workers.seeding import derive_seed
@@ -56,7 +56,7 @@ __all__ = [
 
 
 class MemberBackend(Backend, Protocol):
-    """A :class:`~clonesweep.orchestrator.backend.Backend` that also keeps members.
+    """A :class:`~clonesweep.orchestrator.backends.base.Backend` that also keeps members.
 
     Started with ``WorkerJob(keep_members=True)``. ``submit_fused`` takes a free slot like
     ``submit`` and yields one result numbered ``group.number``; ``fetch_member(number)``
@@ -218,7 +218,7 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
     """Train ``request.members`` seeded clones and return them with their outputs.
 
     ``on_member(member, retried)`` is called (in this thread) whenever a member ends or is
-    retried. Scoring and export: :func:`clonesweep.orchestrator.ensemble_export.finish`.
+    retried. Scoring and export: :func:`clonesweep.orchestrator.ensemble.export.finish`.
 
     Raises:
         SpecError: bad source trial, or an ensemble study that already holds trials.
@@ -350,7 +350,7 @@ class _Loop:
     def _tell(self, told: list[tuple[Member, TrialResult, MemberOutput | None]]) -> None:
         """Record members as finished: a fused group's members in one storage transaction,
         straight to the storage (the ensemble's sampler learns nothing from a member; see
-        :func:`~clonesweep.orchestrator.study.finish_trials`)."""
+        :func:`~clonesweep.orchestrator.study.storage.finish_trials`)."""
         rows = []
         for member, result, out in told:
             if result.state is TrialState.COMPLETE and out is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from clonesweep.orchestrator.inspect import stored_trial
+from clonesweep.orchestrator.commands.inspect import stored_trial
 from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import TrialSpec, TrialState

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from clonesweep.workers.training import EpochOrder, FitClock, FitPlan
+from clonesweep.workers.engines.kerasfit import EpochOrder, FitClock, FitPlan
 
 __all__ = ["VERIFIED_KERAS", "GraphEngine", "Structure", "fit_trial_reused", "reuse_blocker",
            "structure_of"]
@@ -463,7 +463,7 @@ def fit_trial_reused(model: Any, data: tuple[Any, Any, Any, Any], plan: FitPlan,
     """Train ``model`` for epochs ``plan.start_epoch .. plan.epochs-1`` on the structure's
     traced graph (built on the first trial of ``structure``, kept in ``cache``).
 
-    Same contract as :func:`clonesweep.workers.training.fit_trial`: the hook runs after each
+    Same contract as :func:`clonesweep.workers.engines.kerasfit.fit_trial`: the hook runs after each
     epoch's validation, a hook's exception ends training and is left in ``clock.error``;
     the model holds the trained state when this returns or raises. ``before_save`` gets a
     function that copies the current state into the model (for a checkpoint mid-trial).

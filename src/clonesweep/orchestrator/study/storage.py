@@ -251,7 +251,7 @@ def storage_url(spec: SweepSpec) -> str:
 def _storage(url: str) -> Any:
     if url.startswith("journal://"):
         # Optuna's journal format, written with one fsync per told trial (group commit).
-        from clonesweep.orchestrator.journal import journal_storage
+        from clonesweep.orchestrator.study.journal import journal_storage
 
         return journal_storage(Path(url[len("journal://"):]))
     if url.startswith("sqlite:///"):
@@ -376,9 +376,9 @@ def _sql_writer(storage: Any) -> Callable[[list[_Row]], None] | None:
 
 def commit(study: optuna.Study) -> None:
     """Write the operations a group-commit journal holds (see
-    :mod:`clonesweep.orchestrator.journal`) to disk; nothing for other storages, which write
+    :mod:`clonesweep.orchestrator.study.journal`) to disk; nothing for other storages, which write
     each operation at once."""
-    from clonesweep.orchestrator.journal import commit as commit_journal
+    from clonesweep.orchestrator.study.journal import commit as commit_journal
 
     commit_journal(study._storage)  # Optuna keeps the storage it was given here
 

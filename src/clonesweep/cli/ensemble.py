@@ -52,8 +52,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
     import optuna
 
-    from clonesweep.orchestrator.ensemble import EnsembleRequest, run_ensemble
-    from clonesweep.orchestrator.ensemble_export import finish
+    from clonesweep.orchestrator.ensemble.export import finish
+    from clonesweep.orchestrator.ensemble.run import EnsembleRequest, run_ensemble
     from clonesweep.orchestrator.model import base_model_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -77,10 +77,10 @@ def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
 
 def _backend(spec: SweepSpec, args: argparse.Namespace) -> Any:
     if args.backend == "inprocess":
-        from clonesweep.orchestrator.backend import InProcessBackend
+        from clonesweep.orchestrator.backends.base import InProcessBackend
 
         return InProcessBackend()
-    from clonesweep.orchestrator.ray_backend import RayBackend
+    from clonesweep.orchestrator.backends.ray.backend import RayBackend
 
     return RayBackend(address=args.address, resources=spec.sweep.resources,
                       trial_timeout=spec.sweep.trial_timeout,

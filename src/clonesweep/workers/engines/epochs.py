@@ -1,6 +1,6 @@
 """A trial's per-epoch work, done at each epoch's end inside its single ``fit`` call.
 
-:class:`TrialEpochs` is the hook :class:`clonesweep.workers.training.EpochEnd` calls: it
+:class:`TrialEpochs` is the hook :class:`clonesweep.workers.engines.kerasfit.EpochEnd` calls: it
 records the epoch's logs, checks the objective (``nan_loss``), reports it (pruning), enforces
 the trial's time limit, and writes a checkpoint when one is due. A retry restores the
 trial's checkpoint first (:meth:`TrialEpochs.resume`). It ends a trial by raising
@@ -66,7 +66,7 @@ class TrialEpochs:
 
     def __init__(self, job: Any, spec: TrialSpec, variant: Any, reporter: Reporter,
                  data_fingerprint: str, backend: str) -> None:
-        from clonesweep.workers.training import FitClock
+        from clonesweep.workers.engines.kerasfit import FitClock
 
         mat = variant.materialized
         self.job, self.spec, self.reporter = job, spec, reporter
@@ -88,7 +88,7 @@ class TrialEpochs:
             training=dataclasses.asdict(job.training), backend=backend)
         self.started = self.saved_at = time.perf_counter()
         # Run before a checkpoint reads the model: a trainer that keeps the state elsewhere
-        # (clonesweep.workers.graphfit) copies it into the model first.
+        # (clonesweep.workers.engines.graphfit) copies it into the model first.
         self.before_save: list[Any] = []
         self.engine = ""  # how the trial trains (TrialResult.engine)
 

@@ -1,9 +1,9 @@
 """Fused members on one traced graph per layer structure (TensorFlow): the stacked form of
-:mod:`clonesweep.workers.graphfit`.
+:mod:`clonesweep.workers.engines.graphfit`.
 
-The Keras form of fused training (:func:`clonesweep.workers.fused.build_fused`) traces a new
+The Keras form of fused training (:func:`clonesweep.workers.engines.fused.build_fused`) traces a new
 train function for every group; here a worker traces one *epoch* function and one
-*prediction* function per :class:`~clonesweep.workers.graphfit.Structure` and reuses them
+*prediction* function per :class:`~clonesweep.workers.engines.graphfit.Structure` and reuses them
 for every later group of that structure, whatever its member count, unit counts, dropout
 rate or learning rate: every weight, optimizer slot and Dropout generator state is a
 variable stacked along a leading member axis, of unspecified shape.
@@ -30,7 +30,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from clonesweep.workers.graphfit import Structure, _cast_seed, apply_update, hyper_inputs, steps
+from clonesweep.workers.engines.graphfit import (
+    Structure,
+    _cast_seed,
+    apply_update,
+    hyper_inputs,
+    steps,
+)
 
 __all__ = ["StackedEngine"]
 
@@ -197,7 +203,7 @@ class StackedEngine:
 def _without_graph_optimizer() -> Iterator[None]:
     """Run the engine's functions without TensorFlow's graph optimizer (Grappler), whose
     passes cost more than they save on these small graphs (measured on the digits MLP, 16
-    members: see bench/README.md). Unlike :mod:`~clonesweep.workers.graphfit`, which must
+    members: see bench/README.md). Unlike :mod:`~clonesweep.workers.engines.graphfit`, which must
     stay bitwise equal to Keras's fit (and keeps the optimizer, whose rewrites change the last
     bits of some losses), stacked members agree with separate ones to float32 rounding only,
     before and after. Only calls made inside this block are affected."""

@@ -38,8 +38,8 @@ def _positive(flag: str) -> Any:
 # Commands beyond run/status/best live in their own modules, each with
 # ``add_parser(subparsers)`` returning the parser (or a list of parsers) it added, whose
 # first positional is the sweep ``file``, and ``handle(spec, args) -> int`` (the exit code).
-_COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli_inspect", "clonesweep.cli_ensemble",
-                                     "clonesweep.cli_validate")
+_COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli.inspect", "clonesweep.cli.ensemble",
+                                     "clonesweep.cli.validate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,13 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     import optuna
 
-    from clonesweep.cli_progress import make_progress
+    from clonesweep.cli.progress import make_progress
     from clonesweep.orchestrator import base_model_config, run_sweep
-    from clonesweep.orchestrator.backend import Backend, InProcessBackend
+    from clonesweep.orchestrator.backends.base import Backend, InProcessBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our table says what it would
     if args.resume:
-        from clonesweep.orchestrator.study import load_study, storage_url
+        from clonesweep.orchestrator.study.storage import load_study, storage_url
 
         load_study(spec.name, storage_url(spec))  # StudyError: nothing to resume
     base_config = base_model_config(spec)
@@ -191,7 +191,7 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     if args.backend == "inprocess":
         backend = InProcessBackend()
     else:
-        from clonesweep.orchestrator.ray_backend import RayBackend
+        from clonesweep.orchestrator.backends.ray.backend import RayBackend
 
         backend = RayBackend(address=args.address, resources=spec.sweep.resources,
                              trial_timeout=spec.sweep.trial_timeout,
@@ -220,7 +220,7 @@ def _outcome_json(outcome: Any) -> dict[str, Any]:
 
 
 def _report(spec: SweepSpec, args: argparse.Namespace) -> int:
-    from clonesweep.orchestrator.report import best_payload, status_payload
+    from clonesweep.orchestrator.commands.report import best_payload, status_payload
 
     payload = status_payload(spec) if args.command == "status" else best_payload(spec)
     if args.json:

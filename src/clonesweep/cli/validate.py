@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
     import optuna
 
-    from clonesweep.orchestrator.validate import validate_sweep
+    from clonesweep.orchestrator.commands.validate import validate_sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     field = "--storage" if args.storage else "sweep.storage"

@@ -9,7 +9,7 @@ import optuna
 
 from clonesweep.errors import StudyError
 from clonesweep.orchestrator.search import constraints_of, is_feasible
-from clonesweep.orchestrator.study import load_study, mask_url, storage_url
+from clonesweep.orchestrator.study.storage import load_study, mask_url, storage_url
 from clonesweep.spec.model import SweepSpec
 
 __all__ = ["best_payload", "open_study_of", "status_payload"]

@@ -20,8 +20,8 @@ Trained members are pulled back out (:func:`extract_members`) into their separat
 models, which then predict as the fused model does.
 
 On TensorFlow, with ``training.reuse_graphs`` on and members
-:func:`~clonesweep.workers.graphfit.reuse_blocker` accepts, :func:`train_fused` runs the
-same stacked arithmetic on :class:`~clonesweep.workers.fusedgraph.StackedEngine` instead:
+:func:`~clonesweep.workers.engines.graphfit.reuse_blocker` accepts, :func:`train_fused` runs the
+same stacked arithmetic on :class:`~clonesweep.workers.engines.fusedgraph.StackedEngine` instead:
 traced once per worker and layer structure, not once per group.
 """
 
@@ -286,8 +286,8 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
 
     ``job`` is the worker's :class:`~clonesweep.workers.runner.WorkerJob`. With a ``cache``
     (the worker's, kept across groups) and ``training.reuse_graphs`` on, members that
-    :mod:`clonesweep.workers.graphfit` covers train on the structure's stacked traced graph
-    (:mod:`clonesweep.workers.fusedgraph`, traced once per worker); others on a stacked
+    :mod:`clonesweep.workers.engines.graphfit` covers train on the structure's stacked traced graph
+    (:mod:`clonesweep.workers.engines.fusedgraph`, traced once per worker); others on a stacked
     Keras model traced for the group.
 
     Raises:
@@ -352,13 +352,13 @@ def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
     """Train the members on the structure's stacked traced graph; their histories, the
     group's timings and the members' final validation predictions ``(members, n_val, ...)``,
     or None when the graph does not cover them."""
-    from clonesweep.workers.graphfit import graph_arrays, reuse_blocker, structure_of
+    from clonesweep.workers.engines.graphfit import graph_arrays, reuse_blocker, structure_of
 
     tr = job.training
     if reuse_blocker(members[0], data, tr.loss, tr.metrics, tr.jit_compile,
                      optimizer=optimizer) is not None:
         return None
-    from clonesweep.workers.fusedgraph import StackedEngine
+    from clonesweep.workers.engines.fusedgraph import StackedEngine
 
     structure = structure_of(members[0], data, tr.loss, tr.metrics, optimizer=optimizer)
     key = ("fusedgraph", structure)

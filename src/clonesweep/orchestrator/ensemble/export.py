@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clonesweep.orchestrator.ensemble import EnsembleOutcome, check_targets, member_file
-from clonesweep.orchestrator.ensemble_score import MetricRow, summarize
+from clonesweep.orchestrator.ensemble.run import EnsembleOutcome, check_targets, member_file
+from clonesweep.orchestrator.ensemble.score import MetricRow, summarize
 from clonesweep.orchestrator.runfolder import RunFolder
-from clonesweep.orchestrator.study import load_study
+from clonesweep.orchestrator.study.storage import load_study
 from clonesweep.spec.model import SweepSpec
 
 __all__ = ["EnsembleReport", "ensemble_folder", "finish"]

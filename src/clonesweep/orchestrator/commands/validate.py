@@ -13,7 +13,7 @@ nothing anywhere:
 4. imports ``model.imports`` and the data loader (``data=True`` also calls it and checks
    what it returns against the model's input);
 5. rebuilds the model in safe mode at every corner of the search space and counts its
-   parameters (:mod:`clonesweep.orchestrator.corners`).
+   parameters (:mod:`clonesweep.orchestrator.commands.corners`).
 
 Every refusal is a :class:`SpecError` (exit code 2) naming the file, the field, the value
 (storage URLs masked) and a hint.
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from clonesweep.errors import SpecError
-from clonesweep.orchestrator.corners import Corner, build_corners
-from clonesweep.orchestrator.storagecheck import (
+from clonesweep.orchestrator.commands.corners import Corner, build_corners
+from clonesweep.orchestrator.study.check import (
     Refuse,
     check_folder,
     check_sqlite_file,
@@ -81,7 +81,7 @@ def validate_sweep(spec: SweepSpec, *, data: bool = False,
         [1210, 19210]
     """
     from clonesweep.orchestrator.model import base_model_config, build_structure
-    from clonesweep.orchestrator.study import make_pruner, make_sampler, storage_url
+    from clonesweep.orchestrator.study.storage import make_pruner, make_sampler, storage_url
     from clonesweep.workers.seeding import derive_seed
 
     make_sampler(spec)
@@ -164,7 +164,7 @@ def check_storage(spec: SweepSpec, url: str, field_name: str = "sweep.storage") 
 
 def _check_existing_study(spec: SweepSpec, url: str, refuse: Refuse) -> str:
     from clonesweep.errors import StudyError
-    from clonesweep.orchestrator.study import load_study
+    from clonesweep.orchestrator.study.storage import load_study
 
     try:
         study = load_study(spec.name, url)
@@ -197,7 +197,7 @@ def check_resume_compatible(spec: SweepSpec, study: Any) -> None:
     """
     import optuna
 
-    from clonesweep.orchestrator.study import distributions
+    from clonesweep.orchestrator.study.storage import distributions
 
     wanted = distributions(spec.parameters)
     hint = ("give the sweep another name (a new study), or restore the search space the "

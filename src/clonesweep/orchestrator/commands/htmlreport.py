@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from clonesweep.orchestrator.inspect import trial_diff
+from clonesweep.orchestrator.commands.inspect import trial_diff
 from clonesweep.spec.model import SweepSpec
 
 __all__ = ["render_report"]

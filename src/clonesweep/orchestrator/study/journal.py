@@ -22,7 +22,7 @@ Reads are served from memory: the file is read once when the backend opens; afte
 lines other processes appended (the file grew past what this backend wrote) are read.
 
 Thread safety and writers: one writer per file. clonesweep's driver lease
-(:mod:`clonesweep.orchestrator.lease`) guarantees one driver per sweep; this backend takes no
+(:mod:`clonesweep.orchestrator.study.lease`) guarantees one driver per sweep; this backend takes no
 lock file, so another process must not write the file while a driver runs (readers may).
 """
 

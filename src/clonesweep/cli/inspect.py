@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> list[argparse.ArgumentParser]:
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
     if args.command == "dashboard":
         return _dashboard(spec, args)
-    from clonesweep.orchestrator.report import open_study_of
+    from clonesweep.orchestrator.commands.report import open_study_of
 
     study = open_study_of(spec)
     if args.command == "diff":
@@ -55,7 +55,7 @@ def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
 
 
 def _diff(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
-    from clonesweep.orchestrator.inspect import trial_diff
+    from clonesweep.orchestrator.commands.inspect import trial_diff
 
     changes = trial_diff(spec, study, args.trial, args.other, seeds=args.seeds)
     against = "base" if args.other is None else f"trial {args.other}"
@@ -71,7 +71,7 @@ def _diff(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
 
 
 def _repro(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
-    from clonesweep.orchestrator.repro import reproduce
+    from clonesweep.orchestrator.commands.repro import reproduce
 
     report = reproduce(spec, study, args.trial, train=args.train)
     if args.json:
@@ -93,7 +93,7 @@ def _repro(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
 def _report(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clonesweep.orchestrator.htmlreport import render_report
+    from clonesweep.orchestrator.commands.htmlreport import render_report
     from clonesweep.orchestrator.runfolder import write_atomic
 
     out = Path(args.out) if args.out else spec.run_folder / "report.html"
@@ -107,7 +107,7 @@ def _report(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
 
 def _dashboard(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.errors import SpecError
-    from clonesweep.orchestrator.study import dashboard_storage, mask_url, storage_url
+    from clonesweep.orchestrator.study.storage import dashboard_storage, mask_url, storage_url
 
     try:
         import optuna_dashboard

@@ -1,7 +1,8 @@
 """The Ray backend: one long-lived worker actor per parallel slot, and a pruning broker.
 
-Each worker actor (:mod:`clonesweep.workers.actors`) imports Keras once (its ``__init__``
-builds a :class:`~clonesweep.workers.runner.TrialRunner`) and then runs trial after trial.
+Each worker actor (:mod:`clonesweep.orchestrator.backends.ray.actors`) imports Keras once (its
+``__init__`` builds a :class:`~clonesweep.workers.runner.TrialRunner`)
+and then runs trial after trial.
 Per-epoch values reach the driver through the broker, a small async actor: a worker's
 ``report`` call waits there until the driver, the only writer to the study, has decided
 whether to prune. The driver long-polls the broker with ``drain`` so a report wakes the
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from clonesweep.errors import SweepFailed
-from clonesweep.orchestrator.ray_slots import (
+from clonesweep.orchestrator.backends.ray.actors import _Broker, _WorkerActor
+from clonesweep.orchestrator.backends.ray.slots import (
     SlotPool,
     first_line,
     fit_slots,
@@ -31,7 +33,6 @@ from clonesweep.orchestrator.ray_slots import (
 )
 from clonesweep.spec.model import ResourcesSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
-from clonesweep.workers.actors import _Broker, _WorkerActor
 from clonesweep.workers.runner import WorkerJob
 
 __all__ = ["RayBackend"]
@@ -102,7 +103,7 @@ class RayBackend:
         trial_timeout: Seconds after which a trial that does not return is killed.
         resource_wait: Seconds trials may wait while no worker slot can be placed (nodes
             lost, too few resources left) before :meth:`poll` raises SweepFailed; see
-            :mod:`clonesweep.orchestrator.ray_slots`.
+            :mod:`clonesweep.orchestrator.backends.ray.slots`.
 
     A submitted trial waits in the backend until a worker slot is live and idle, then runs
     there; a slot whose worker died (or whose node left) takes no trial until its actor is
@@ -393,7 +394,7 @@ class RayBackend:
             return None
         return data
 
-    # -- ensemble members (clonesweep.orchestrator.ensemble) -------------------------------
+    # -- ensemble members (clonesweep.orchestrator.ensemble.run) -------------------------------
     def submit_fused(self, group: Any) -> None:
         """Run a :class:`~clonesweep.workers.member.FusedGroup` on one worker; it yields one
         result numbered ``group.number``. Start the backend with ``keep_members=True``."""

@@ -1,9 +1,10 @@
 """Resuming a sweep from its study: the storage is the only source of truth.
 
 A driver that died (SIGKILL, a lost machine) leaves its trials RUNNING in the study. The next
-driver, once it holds the lease (:mod:`clonesweep.orchestrator.lease`), fails each of them with
-``fail_reason: driver_died`` and re-queues its params with the same seed; a driver that was
-interrupted (Ctrl-C, SIGTERM) re-queues the trials it cancelled (``interrupted``) itself.
+driver, once it holds the lease (:mod:`clonesweep.orchestrator.study.lease`), fails each of
+them with ``fail_reason: driver_died`` and re-queues its params with the same seed; a
+driver that was interrupted (Ctrl-C, SIGTERM) re-queues the trials it cancelled
+(``interrupted``) itself.
 
 The budget counts finished trials (complete, pruned, failed) except those failed with a
 reason in :data:`REQUEUED_REASONS`: their params run again as a new trial, which counts.
@@ -85,7 +86,7 @@ def recover_stale(study: optuna.Study, previous: dict[str, Any] | None) -> list[
 def reseed_sampler(spec: SweepSpec, study: optuna.Study) -> None:
     """On a study that holds trials, seed the sampler anew from the sweep seed and the trial
     count, so a resumed random or TPE sampler does not replay the draws of the first run."""
-    from clonesweep.orchestrator.study import make_sampler
+    from clonesweep.orchestrator.study.storage import make_sampler
 
     n = len(study.get_trials(deepcopy=False))
     if n == 0:

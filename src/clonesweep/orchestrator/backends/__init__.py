@@ -1,0 +1,1 @@
+"""Execution backends: the contract (``base.py``), its in-process twin, and Ray (``ray/``)."""

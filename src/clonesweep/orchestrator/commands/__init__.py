@@ -1,0 +1,1 @@
+"""What the read-only commands compute: validate, corners, inspect (diff), repro, report."""

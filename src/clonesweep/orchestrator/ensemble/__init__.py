@@ -1,0 +1,2 @@
+"""Seeded ensembles: running the members (``run.py``), scoring (``score.py``) and export
+(``export.py``)."""

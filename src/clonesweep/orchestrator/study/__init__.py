@@ -1,0 +1,9 @@
+"""The Optuna study of a sweep: opening its storage, the journal, the outbox, the lease, resume.
+
+- ``storage.py``: storage URLs, samplers and pruners by name, opening the study.
+- ``journal.py``: the group-commit journal file.
+- ``outbox.py``: results held while the storage is unreachable.
+- ``lease.py``: one driver per sweep.
+- ``resume.py``: what a driver does with trials an earlier driver left.
+- ``check.py``: probing a storage without creating anything.
+"""
