@@ -62,13 +62,22 @@ def _finish(proc: subprocess.Popen[str], cluster: LocalCluster, timeout: float =
 
 
 def _kill_a_busy_node(cluster: LocalCluster, busy: int) -> str:
-    """Wait until ``busy`` workers run trials; kill the node of one; return its node id."""
-    wait_for(f"{busy} workers running trials",
-             lambda: len(cluster.workers(busy=True)) >= busy, timeout=300)
-    victim = cluster.workers(busy=True)[0][1]
-    node_id = cluster.node_id(victim)
+    """Wait until ``busy`` workers run trials; kill the node of one; return its node id.
+
+    The node ids are read before the wait: reading them starts a Ray driver, which takes
+    seconds on a loaded machine, long enough for the victim's trial to end before the kill
+    (a full run under load once saw all four trials complete and none retried)."""
+    ids = {node["name"]: str(node["id"]) for node in cluster.nodes()}
+    busy_now: list[tuple[int, str]] = []
+
+    def enough_busy() -> bool:
+        busy_now[:] = cluster.workers(busy=True)
+        return len(busy_now) >= busy
+
+    wait_for(f"{busy} workers running trials", enough_busy, timeout=300)
+    victim = busy_now[0][1]
     cluster.kill(victim)
-    return node_id
+    return ids[victim]
 
 
 def _no_worker_left(cluster: LocalCluster) -> None:
