@@ -25,9 +25,11 @@ def loopback_node() -> dict[str, Any]:
     is loopback (``_node_ip_address``).
 
     Public way: ``ray start --node-ip-address`` for a cluster started from the shell; none
-    for the Ray that ``ray.init`` starts in-process. Note that Ray still binds some of its
-    servers on all interfaces whatever this says (see FACTS.md): it sets the address the
-    node advertises, not every socket.
+    for the Ray that ``ray.init`` starts in-process. Beware: Ray 2.60 replaces a loopback
+    value with the machine's own address (``services.resolve_ip_for_localhost``), so on that
+    Ray this keyword keeps nothing local (``tests/backends/test_private_ray.py`` records what
+    the installed Ray does), and Ray binds its servers on all interfaces whatever it says
+    (FACTS.md). Keeping a local Ray off the network needs more than this keyword.
     """
     return {"_node_ip_address": "127.0.0.1"}
 
