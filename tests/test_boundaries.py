@@ -13,6 +13,9 @@ A failure names the file, the line, the import and the rule, e.g.::
 
 Known exceptions owned by work in progress elsewhere sit in the ``*_PENDING`` tables, each
 with the reason; an entry there that no longer occurs fails too, so the tables only shrink.
+
+One file past ~300 lines on purpose: the rules, their exception tables and the walk that
+checks them are read together when a rule changes.
 """
 
 from __future__ import annotations
