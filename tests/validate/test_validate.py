@@ -370,7 +370,7 @@ def test_resume_with_the_same_space_passes(workdir: Path,
 def test_check_resume_compatible_is_callable_by_run(workdir: Path) -> None:
     """The function `clonesweep run` can call before asking for a trial."""
     from clonesweep.errors import SpecError
-    from clonesweep.orchestrator.commands.validate import check_resume_compatible
+    from clonesweep.orchestrator.study.compat import check_resume_compatible
     from clonesweep.spec import load_sweep
 
     study = optuna.create_study(direction="maximize")

@@ -50,13 +50,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
-    import optuna
-
     from clonesweep.orchestrator.ensemble.export import finish
     from clonesweep.orchestrator.ensemble.run import EnsembleRequest, run_ensemble
     from clonesweep.orchestrator.model import base_model_config
+    from clonesweep.orchestrator.study.storage import quiet_optuna_logs
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna_logs()
     out: TextIO = sys.stderr if args.json else sys.stdout
     base_config = base_model_config(spec)
     request = EnsembleRequest(members=args.members, seed=args.seed, fused=args.fused,

@@ -106,14 +106,9 @@ def _report(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
 
 
 def _dashboard(spec: SweepSpec, args: argparse.Namespace) -> int:
-    from clonesweep.errors import SpecError
-    from clonesweep.orchestrator.study.storage import dashboard_storage, mask_url, storage_url
+    from clonesweep.orchestrator.study.storage import dashboard_server, mask_url, storage_url
 
-    try:
-        import optuna_dashboard
-    except ImportError as exc:
-        raise SpecError("optuna-dashboard is not installed", field="dashboard",
-                        hint="pip install 'clonesweep[dashboard]'") from exc
+    serve = dashboard_server()  # SpecError if optuna-dashboard is missing
     url = storage_url(spec)
     where = f"http://{args.host}:{args.port}/"
     if args.json:
@@ -121,5 +116,5 @@ def _dashboard(spec: SweepSpec, args: argparse.Namespace) -> int:
     else:
         print(f"optuna-dashboard for {mask_url(url)} at {where} (Ctrl-C to stop)", flush=True)
     sys.stdout.flush()
-    optuna_dashboard.run_server(dashboard_storage(url), host=args.host, port=args.port)
+    serve(url, args.host, args.port)
     return 0

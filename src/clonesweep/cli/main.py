@@ -175,13 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
-    import optuna
-
     from clonesweep.cli.progress import make_progress
     from clonesweep.orchestrator import base_model_config, run_sweep
     from clonesweep.orchestrator.backends.base import Backend, InProcessBackend
+    from clonesweep.orchestrator.study.storage import quiet_optuna_logs
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our table says what it would
+    quiet_optuna_logs()  # our table says what it would
     if args.resume:
         from clonesweep.orchestrator.study.storage import load_study, storage_url
 

@@ -26,11 +26,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
-    import optuna
-
     from clonesweep.orchestrator.commands.validate import validate_sweep
+    from clonesweep.orchestrator.study.storage import quiet_optuna_logs
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna_logs()
     field = "--storage" if args.storage else "sweep.storage"
     report = validate_sweep(spec, data=args.data, storage_field=field)
     if args.json:

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import optuna
 
 from clonesweep.errors import SweepFailed
+from clonesweep.orchestrator._optuna import stopped_outside_optimize
 from clonesweep.orchestrator.backends.base import Backend
-from clonesweep.orchestrator.commands.validate import check_resume_compatible
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import (
     DriverFailure,
@@ -33,6 +33,7 @@ from clonesweep.orchestrator.search import (
     warm_start,
 )
 from clonesweep.orchestrator.signals import Interrupts
+from clonesweep.orchestrator.study.compat import check_resume_compatible
 from clonesweep.orchestrator.study.lease import Lease
 from clonesweep.orchestrator.study.outbox import STORAGE_ERRORS, Outbox
 from clonesweep.orchestrator.study.resume import (
@@ -382,7 +383,7 @@ class _Loop:
         except RuntimeError as exc:
             # GridSampler / BruteForceSampler call study.stop() once every point has been
             # visited, which only works inside study.optimize; the trial is recorded already.
-            if "Study.stop" not in str(exc):
+            if not stopped_outside_optimize(exc):
                 raise
             self.exhausted = True
 

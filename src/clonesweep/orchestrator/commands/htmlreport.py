@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from clonesweep.orchestrator._optuna import storage_of
 from clonesweep.orchestrator.commands.inspect import trial_diff
 from clonesweep.spec.model import SweepSpec
 
@@ -71,10 +72,11 @@ def _summary(spec: SweepSpec, study: optuna.Study) -> tuple[str, optuna.trial.Fr
 
 def _ensemble_study(spec: SweepSpec, study: optuna.Study) -> optuna.Study | None:
     name = f"{spec.name}-ensemble"
-    names = {s.study_name for s in optuna.get_all_study_summaries(study._storage)}
+    storage = storage_of(study)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if name not in names:
         return None
-    ens = optuna.load_study(study_name=name, storage=study._storage)
+    ens = optuna.load_study(study_name=name, storage=storage)
     return ens if "ensemble" in ens.user_attrs else None
 
 

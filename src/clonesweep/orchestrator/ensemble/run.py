@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 
 from clonesweep.errors import SpecError, SweepFailed
+from clonesweep.orchestrator._optuna import create_running_trial
 from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import monitored_objective
@@ -206,8 +207,7 @@ def _asker(study: optuna.Study, params: dict[str, Any], seed: int,
             user_attrs={"member_index": member.index, "member_seed": member.spec.seed,
                         "ensemble_seed": seed, "params": params, "source": source},
             trial_id=-1)
-        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-        member.trial = optuna.trial.Trial(study, trial_id)
+        member.trial = create_running_trial(study, template)
 
     return ask
 

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
-from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
+
+from clonesweep.orchestrator._optuna import JournalOperation, journal_backend
 
 __all__ = ["GroupCommitJournal", "commit", "journal_storage"]
 
@@ -192,7 +193,7 @@ class _Storage(JournalStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        backend = self._backend
+        backend = journal_backend(self)
         if (isinstance(states, tuple) and states == (TrialState.WAITING,)
                 and isinstance(backend, GroupCommitJournal) and backend.waiting <= 0):
             self.get_study_name_from_id(study_id)  # KeyError for an unknown study, as before
@@ -207,6 +208,6 @@ def journal_storage(path: str | os.PathLike[str]) -> JournalStorage:
 
 def commit(storage: Any) -> None:
     """Write what ``storage`` holds back, if it is a group-commit journal; else nothing."""
-    backend = getattr(storage, "_backend", None)
+    backend = journal_backend(storage)
     if isinstance(backend, GroupCommitJournal):
         backend.commit()

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from clonesweep.orchestrator._optuna import running_trial
 from clonesweep.spec.model import SweepSpec
 from clonesweep.workers.seeding import derive_seed
 
@@ -65,7 +66,7 @@ def fail_and_requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enqueue_trial is experimental in some versions
             study.enqueue_trial(params, user_attrs=user_attrs)
-    live = optuna.trial.Trial(study, trial._trial_id)
+    live = running_trial(study, trial)
     live.set_user_attr("fail_reason", reason)
     live.set_user_attr("message", message)
     study.tell(live, state=optuna.trial.TrialState.FAIL)

@@ -1,8 +1,9 @@
 """The Optuna side: samplers and pruners by name, distributions, storage, the study itself.
 
-This is the only module (with the sweep loop) that imports Optuna. Sampler and pruner
-settings from the sweep file are checked against the Optuna class's own signature, so a typo
-is an error at start-up that names the field, not a silent default.
+Sampler and pruner settings from the sweep file are checked against the Optuna class's own
+signature, so a typo is an error at start-up that names the field, not a silent default. The
+private Optuna internals that the batched writes use live in
+:mod:`clonesweep.orchestrator._optuna`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import SpecError, StudyError
+from clonesweep.orchestrator import _optuna
 from clonesweep.spec.model import Distribution, ParamSpec, PlugSpec, SweepSpec
 from clonesweep.spec.settings import mask_url
 
@@ -27,6 +29,7 @@ __all__ = [
     "PRUNERS",
     "SAMPLERS",
     "commit",
+    "dashboard_server",
     "dashboard_storage",
     "distributions",
     "finish_trials",
@@ -36,6 +39,7 @@ __all__ = [
     "make_sampler",
     "mask_url",
     "open_study",
+    "quiet_optuna_logs",
     "storage_url",
 ]
 
@@ -241,6 +245,12 @@ def fixed_params(params: tuple[ParamSpec, ...]) -> dict[str, Any]:
     return {p.path: p.values[0] for p in params if p.is_fixed and not p.is_conditional}
 
 
+def quiet_optuna_logs() -> None:
+    """Keep Optuna's per-trial INFO lines off the terminal: the commands print their own
+    table (or JSON), and only Optuna's warnings are worth showing beside it."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def storage_url(spec: SweepSpec) -> str:
     """``sweep.storage``, or a SQLite file in the run folder."""
     if spec.sweep.storage:
@@ -273,7 +283,7 @@ def _rdb(url: str, attempts: int = 4, **kwargs: Any) -> optuna.storages.RDBStora
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
         except (IntegrityError, OperationalError) as exc:
-            racing = isinstance(exc, IntegrityError) or "already exists" in str(exc)
+            racing = isinstance(exc, IntegrityError) or _optuna.schema_race(exc)
             if not racing or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
@@ -289,13 +299,13 @@ def set_user_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
     database) take them one by one, as Optuna's own setter does; so does an Optuna whose
     internals differ from the ones used here.
     """
-    sql = _sql_writer(trial.storage)
+    sql = _optuna.sql_writer(trial.storage)
     if sql is None or len(attrs) < 2:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    sql([(trial._trial_id, attrs, None, None)])
-    trial._cached_frozen_trial.user_attrs.update(attrs)
+    sql([(_optuna.trial_id(trial), attrs, None, None)])
+    _optuna.cache_user_attrs(trial, attrs)
 
 
 def finish_trials(study: optuna.Study,
@@ -308,70 +318,19 @@ def finish_trials(study: optuna.Study,
     batch is one transaction (~2.5 ms per trial on SQLite against ~15 for attributes, then a
     state write); elsewhere one trial at a time. Either way a trial is written whole or not.
     """
-    sql = _sql_writer(study._storage)
+    storage = _optuna.storage_of(study)
+    sql = _optuna.sql_writer(storage)
     if sql is not None:
-        sql([(trial._trial_id, attrs, state, value) for trial, attrs, state, value in told])
+        sql([(_optuna.trial_id(trial), attrs, state, value)
+             for trial, attrs, state, value in told])
         return
-    storage = study._storage
     for trial, _, _, _ in told:  # refuse the whole batch before writing any of it
-        storage.check_trial_is_updatable(trial._trial_id,
-                                         storage.get_trial(trial._trial_id).state)
+        storage.check_trial_is_updatable(_optuna.trial_id(trial),
+                                         storage.get_trial(_optuna.trial_id(trial)).state)
     for trial, attrs, state, value in told:
         set_user_attrs(trial, attrs)
-        storage.set_trial_state_values(trial._trial_id, state,
+        storage.set_trial_state_values(_optuna.trial_id(trial), state,
                                        None if value is None else [value])
-
-
-_Row = tuple[int, dict[str, Any], "optuna.trial.TrialState | None", "float | None"]
-
-
-def _sql_writer(storage: Any) -> Callable[[list[_Row]], None] | None:
-    """A function writing (trial id, user attributes, final state or None, value) rows in one
-    transaction of ``storage``'s SQLite or PostgreSQL database; None for other storages."""
-    import datetime
-    import json
-
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache
-    if not isinstance(backend, optuna.storages.RDBStorage):
-        return None
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(
-            backend.engine.name)
-        set_value = backend._set_trial_value_without_commit
-    except (ImportError, AttributeError):
-        return None
-    if insert is None:
-        return None
-    table = models.TrialUserAttributeModel
-
-    def write(rows: list[_Row]) -> None:
-        with _create_scoped_session(backend.scoped_session, True) as session:
-            trials: dict[int, Any] = {}
-            for trial_id, _, _, _ in rows:  # refuse a finished trial, as Optuna's setters do
-                trials[trial_id] = models.TrialModel.find_or_raise_by_id(trial_id, session,
-                                                                          for_update=True)
-                backend.check_trial_is_updatable(trial_id, trials[trial_id].state)
-            values = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                      for trial_id, attrs, _, _ in rows for key, value in attrs.items()]
-            if values:
-                stmt: Any = insert(table).values(values)
-                session.execute(stmt.on_conflict_do_update(
-                    index_elements=[table.trial_id, table.key],
-                    set_={"value_json": stmt.excluded.value_json}))
-            for trial_id, _, state, value in rows:
-                if state is None:
-                    continue
-                trial = trials[trial_id]
-                if value is not None:
-                    set_value(session, trial, 0, value)
-                trial.state = state
-                trial.datetime_complete = datetime.datetime.now()
-
-    return write
 
 
 def commit(study: optuna.Study) -> None:
@@ -380,13 +339,32 @@ def commit(study: optuna.Study) -> None:
     each operation at once."""
     from clonesweep.orchestrator.study.journal import commit as commit_journal
 
-    commit_journal(study._storage)  # Optuna keeps the storage it was given here
+    commit_journal(_optuna.storage_of(study))  # Optuna keeps the storage it was given here
 
 
 def dashboard_storage(url: str) -> str:
     """``url`` as optuna-dashboard takes it: a journal file by its plain path (the dashboard
     then reads it with Optuna's own ``JournalFileBackend``)."""
     return url[len("journal://"):] if url.startswith("journal://") else url
+
+
+def dashboard_server() -> Callable[[str, str, int], None]:
+    """A function serving optuna-dashboard on a storage URL (``serve(url, host, port)``, until
+    Ctrl-C), checked before the caller prints anything.
+
+    Raises:
+        SpecError: optuna-dashboard is not installed (the hint says how to install it).
+    """
+    try:
+        import optuna_dashboard
+    except ImportError as exc:
+        raise SpecError("optuna-dashboard is not installed", field="dashboard",
+                        hint="pip install 'clonesweep[dashboard]'") from exc
+
+    def serve(url: str, host: str, port: int) -> None:
+        optuna_dashboard.run_server(dashboard_storage(url), host=host, port=port)
+
+    return serve
 
 
 def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None,

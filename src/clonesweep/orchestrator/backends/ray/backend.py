@@ -22,14 +22,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from clonesweep.errors import SweepFailed
+from clonesweep.orchestrator.backends.ray._ray import (
+    actor_init_failed,
+    loopback_node,
+    never_ran,
+    preload_modules,
+    start_failure,
+    stop_monitor,
+)
 from clonesweep.orchestrator.backends.ray.actors import _Broker, _WorkerActor
 from clonesweep.orchestrator.backends.ray.slots import (
     SlotPool,
     first_line,
     fit_slots,
-    never_ran,
     on_driver_node,
-    start_failure,
 )
 from clonesweep.spec.model import ResourcesSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
@@ -59,27 +65,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _stop_monitor() -> None:
-    """Kill the autoscaler monitor of the local Ray this driver started, before ``ray.shutdown``.
-
-    Ray's shutdown stops its GCS first and the monitor after it; the monitor then spends its
-    whole second of grace trying to tell the GCS that is gone that it ends (measured: 1.02 s
-    of every run's ~1.4 s shutdown). It holds nothing of the sweep's. Best effort: on a Ray
-    whose internals differ, shutdown goes on as before.
-    """
-    try:
-        from ray._private import worker as ray_worker
-
-        node: Any = ray_worker._global_node
-        infos: list[Any] = [] if node is None else node.all_processes.get("monitor") or []
-        for info in infos:
-            if info.process.poll() is None:
-                info.process.kill()
-                info.process.wait(timeout=2)
-    except Exception:  # an optimisation only: Ray shuts down as before
-        pass
 
 
 @dataclass
@@ -149,7 +134,7 @@ class RayBackend:
                 local = self._address is None and not os.environ.get("RAY_ADDRESS")
                 extra: dict[str, Any] = {}
                 if local:
-                    extra = {"_node_ip_address": "127.0.0.1", **self._local_start(slots)}
+                    extra = {**loopback_node(), **self._local_start(slots)}
                     inherit = True
                 with _environment(env if inherit else {}):
                     ray.init(address=self._address, include_dashboard=False,
@@ -196,9 +181,7 @@ class RayBackend:
         if self._keras_backend != "tensorflow" or self._resources.cpu <= 0:
             return {}
         cpus = min(os.cpu_count() or 1, max(1, math.ceil(slots * self._resources.cpu)))
-        return {"num_cpus": cpus,
-                "_system_config": {"preload_python_modules": ["clonesweep.workers.preload"],
-                                   "prestart_worker_first_driver": False}}
+        return {"num_cpus": cpus, **preload_modules(["clonesweep.workers.preload"])}
 
     def _stamped(self, job: WorkerJob) -> WorkerJob:
         """The job with the driver's versions (workers check theirs against them) and, for a
@@ -224,7 +207,7 @@ class RayBackend:
         self._actors, self._running, self._broker, self._pool = [], {}, None, None
         self._waiting, self._failed_now = [], []
         if self._owns_ray:
-            _stop_monitor()
+            stop_monitor()
             ray.shutdown()
             self._owns_ray = False
 
@@ -359,7 +342,7 @@ class RayBackend:
             if run.killed_for_timeout:
                 return TrialResult.failed(run.spec, FailReason.TIMEOUT,
                                           f"killed after {self._timeout:g} s + grace")
-            if "creation task" in str(exc):  # __init__ raised: a retry cannot help
+            if actor_init_failed(exc):  # __init__ raised: a retry cannot help
                 return TrialResult.failed(run.spec, FailReason.USER_ERROR,
                                           f"worker failed to start: {start_failure(exc)}")
             return TrialResult.failed(run.spec, FailReason.WORKER_DIED, first_line(exc))

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from clonesweep.errors import SweepFailed
+from clonesweep.orchestrator.backends.ray._ray import actor_init_failed, start_failure
 from clonesweep.spec.model import ResourcesSpec
 from clonesweep.trials import FailReason
 
-__all__ = ["Slot", "SlotPool", "first_line", "fit_slots", "never_ran", "on_driver_node",
-           "start_failure"]
+__all__ = ["Slot", "SlotPool", "first_line", "fit_slots", "on_driver_node"]
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class SlotPool:
         except ray.exceptions.RayError as exc:
             slot.broken = (
                 (FailReason.USER_ERROR, f"worker failed to start: {start_failure(exc)}")
-                if "creation task" in str(exc) else
+                if actor_init_failed(exc) else
                 (FailReason.WORKER_DIED, f"{slot.name} is gone for good: {first_line(exc)}"))
             return
         was_lost = slot.node in self._lost
@@ -224,17 +224,6 @@ def _short(node: str | None) -> str:
     return (node or "?")[:12]
 
 
-def start_failure(exc: BaseException) -> str:
-    """Why an actor's ``__init__`` failed: a version mismatch line first, then the tail."""
-    text = str(exc)
-    mismatch = next((line.strip() for line in text.splitlines() if "version mismatch" in line),
-                    "")
-    if mismatch:
-        mismatch = mismatch[mismatch.index("version mismatch"):]
-        return f"{mismatch}\n{text[-1000:]}"
-    return text[-1500:]
-
-
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__
@@ -259,16 +248,6 @@ def fit_slots(need: ResourcesSpec, slots: int) -> int:
                     min(fits), slots, min(fits))
         return min(fits)
     return slots
-
-
-def never_ran(exc: BaseException) -> bool:
-    """Whether a trial's task failed before reaching its worker: sent to an actor that was
-    restarting, or whose process was already gone."""
-    from ray import exceptions as rex
-
-    text = str(exc)
-    return isinstance(exc, rex.ActorUnavailableError) and (
-        "restarting" in text or "failed to connect" in text)
 
 
 def on_driver_node() -> Any:
