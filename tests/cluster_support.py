@@ -78,7 +78,8 @@ class LocalCluster:
             self.env.pop("PYTHONPATH", None)
             self.env["PATH"] = f"{Path(python).parent}{os.pathsep}{self.env.get('PATH', '')}"
         self.dashboard_url = ""  # http://127.0.0.1:PORT once started with dashboard=True
-        self.agent_port = 0  # the head's dashboard agent HTTP port (the raylet health check)
+        #: Each node's dashboard agent HTTP port (its raylet health check), by node name.
+        self.agent_ports: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._manager_ports: dict[str, int] = {}
 
@@ -88,8 +89,7 @@ class LocalCluster:
             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
             "--runtime-env-agent-port", "--ray-client-server-port")}
         self._manager_ports[name] = ports["--node-manager-port"]
-        if name == "head":
-            self.agent_port = ports["--dashboard-agent-listen-port"]
+        self.agent_ports[name] = ports["--dashboard-agent-listen-port"]
         if name == "head":  # a fresh port on a retry too: the last one may have been taken
             self.port = _free_port()
             self.address = f"127.0.0.1:{self.port}"

@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_support import DEPLOY, probe_commands
+from deploy_support import container as _container
+from deploy_support import load as _load
 
 from tests_support import REPO
 
-DEPLOY = REPO / "deploy"
 IMAGE_GPU = "registry.example.com/clonesweep:0.1.0-gpu"
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
 def _version() -> str:
@@ -63,11 +61,6 @@ def _head_and_gpu_group(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     head = spec["headGroupSpec"]
     (gpu,) = [g for g in spec["workerGroupSpecs"] if g["groupName"] == "gpu"]
     return head, gpu
-
-
-def _container(group: dict[str, Any]) -> dict[str, Any]:
-    (container,) = group["template"]["spec"]["containers"]
-    return container
 
 
 @pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
@@ -117,30 +110,6 @@ def test_rayjob_entrypoint_runs_a_sweep_from_configs_on_postgres(tmp_path: Path)
     # The password file is where the head mounts the Secret.
     mounts = _container(spec["headGroupSpec"])["volumeMounts"]
     assert any(Path(args.storage_password_file).parent == Path(m["mountPath"]) for m in mounts)
-
-
-def _ray_containers() -> list[tuple[str, str, dict[str, Any]]]:
-    """(file, "head" or "worker", container) for every Ray pod of the KubeRay manifests."""
-    found = []
-    for name in ("raycluster.yaml", "rayjob.yaml"):
-        (doc,) = _load(DEPLOY / "kuberay" / name)
-        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
-        found.append((name, "head", _container(spec["headGroupSpec"])))
-        found.extend((name, "worker", _container(g)) for g in spec["workerGroupSpecs"])
-    return found
-
-
-def probe_commands() -> dict[str, str]:
-    """The shell command of the manifests' probes, by pod kind (one per kind: every probe of
-    that kind runs the same). tests/deploy/test_image_install.py runs them for real."""
-    commands: dict[str, set[str]] = {"head": set(), "worker": set()}
-    for _, kind, container in _ray_containers():
-        for probe in ("readinessProbe", "livenessProbe"):
-            argv = container[probe]["exec"]["command"]
-            assert argv[:2] == ["sh", "-c"], argv
-            commands[kind].add(argv[2])
-    assert all(len(c) == 1 for c in commands.values()), commands
-    return {kind: next(iter(c)) for kind, c in commands.items()}
 
 
 def test_kuberay_probes_are_explicit_and_use_what_the_image_has() -> None:
