@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deploy_support import DEPLOY, probe_commands
 
 from cluster_support import LocalCluster
-from deploy_support import DEPLOY, probe_commands
 from tests_support import REPO, write_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
