@@ -235,3 +235,20 @@ def test_the_gpu_check_script_is_valid_bash() -> None:
     done = subprocess.run(["bash", "-n", str(DEPLOY / "gpu-check.sh")], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_guides_extend_the_image_example_builds_on_the_image() -> None:
+    """No Docker engine here: the example's base is the image the guide builds, its RUN steps
+    are valid shell, and it hands the container back to the image's non-root user."""
+    import subprocess
+
+    (example,) = re.findall(r"```dockerfile\n(.*?)```", (DEPLOY / "README.md").read_text(),
+                            re.S)
+    lines = [ln for ln in example.splitlines() if ln.strip()]
+    assert lines[0] == f"FROM {IMAGE_GPU}"
+    assert lines[-1] == "USER ray"
+    for line in lines:
+        if line.startswith("RUN "):
+            done = subprocess.run(["sh", "-n", "-c", line[4:]], capture_output=True, text=True,
+                                  timeout=30)
+            assert done.returncode == 0, (line, done.stderr)
