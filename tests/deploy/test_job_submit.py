@@ -129,6 +129,15 @@ def test_the_guides_job_submission_runs_the_sweep(cluster: LocalCluster, pg: Pos
     assert summary["complete"] == 4
     # The password went through the file only: not in the job's record or its output.
     assert pg.password not in output
+    # `status` counts the finished trials per host.
+    status = subprocess.run(
+        [sys.executable, "-m", "clonesweep", "status", "sweep.yaml", "--json",
+         "--storage", f"postgresql+psycopg2://{url.username}@127.0.0.1:{url.port}/studies",
+         "--storage-password-file", str(password_file)],
+        cwd=tmp_path / "my-sweep", env=cluster.env, capture_output=True, text=True,
+        timeout=300)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert json.loads(status.stdout)["hosts"] == {host: {"complete": 4}}
 
 
 def test_a_client_without_the_token_is_refused(cluster: LocalCluster, tmp_path: Path) -> None:
