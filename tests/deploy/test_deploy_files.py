@@ -174,6 +174,32 @@ def test_every_volume_claim_the_manifests_mount_exists() -> None:
             assert claim in claims, (name, claim)
 
 
+# Kubernetes' schemas for a release KubeRay 1.5 supports. KubeRay's own CRD schemas are in
+# no PyPI package: the RayCluster/RayJob fields outside the pod templates (rayStartParams,
+# authOptions, entrypoint, ...) are checked by the tests above only.
+KUBERNETES = "1.32.0"
+
+
+def test_the_kubernetes_objects_and_ray_pod_templates_match_kubernetes_schemas() -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            raise
+        pytest.skip("kubernetes-validate (the test extra) is not installed here")
+    for name in ("postgres.yaml", "volumes.yaml"):
+        for doc in _load(DEPLOY / "kuberay" / name):
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    # Each Ray pod template, as the PodTemplate it is: probes, volumes, security context.
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        (doc,) = _load(DEPLOY / "kuberay" / name)
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        for group in (spec["headGroupSpec"], *spec["workerGroupSpecs"]):
+            template = {"apiVersion": "v1", "kind": "PodTemplate",
+                        "metadata": {"name": "ray"}, "template": group["template"]}
+            kubernetes_validate.validate(template, KUBERNETES, strict=True)
+
+
 # -- the image --------------------------------------------------------------------------------
 def _install_commands() -> tuple[str, list[str]]:
     text = (DEPLOY / "Dockerfile").read_text()
