@@ -53,13 +53,19 @@ class LocalCluster:
     machine would vanish.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, python: str = sys.executable) -> None:
+        """``python``: the interpreter every node runs (another environment's, e.g. one made
+        from the image's install steps: then the nodes see only that environment, with its
+        ``bin`` first on PATH and no PYTHONPATH of this session)."""
+        self.python = python
         self.marker = uuid.uuid4().hex
         # Short: Ray's unix sockets live under it (108-byte path limit).
         self.temp = Path(tempfile.mkdtemp(prefix="csray-", dir="/tmp"))
         self.port, self.address = 0, ""  # the head's GCS port: chosen at each start of it
-        # Ray 2.60 turns token authentication on for `ray start --head`: this cluster gets
-        # a token of its own (not ~/.ray/auth_token), and every process of it uses it.
+        # Ray 2.60's `ray start --head` turns token authentication on only if a token
+        # already exists (~/.ray/auth_token); this cluster turns it on explicitly with a
+        # token of its own, and every process of it (nodes, drivers, `ray job submit`)
+        # needs RAY_AUTH_MODE=token and the token, as on a real cluster.
         token = self.temp / "auth_token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
@@ -68,6 +74,12 @@ class LocalCluster:
         self.env.update({MARKER: self.marker, "RAY_TMPDIR": str(self.temp),
                          "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
                          "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if python != sys.executable:
+            self.env.pop("PYTHONPATH", None)
+            self.env["PATH"] = f"{Path(python).parent}{os.pathsep}{self.env.get('PATH', '')}"
+        self.dashboard_url = ""  # http://127.0.0.1:PORT once started with dashboard=True
+        #: Each node's dashboard agent HTTP port (its raylet health check), by node name.
+        self.agent_ports: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._manager_ports: dict[str, int] = {}
 
@@ -77,11 +89,12 @@ class LocalCluster:
             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
             "--runtime-env-agent-port", "--ray-client-server-port")}
         self._manager_ports[name] = ports["--node-manager-port"]
+        self.agent_ports[name] = ports["--dashboard-agent-listen-port"]
         if name == "head":  # a fresh port on a retry too: the last one may have been taken
             self.port = _free_port()
             self.address = f"127.0.0.1:{self.port}"
             ports["--port"] = self.port
-        argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
+        argv = [self.python, "-m", "ray.scripts.scripts", "start", "--block",
                 "--node-ip-address", "127.0.0.1", "--object-store-memory", str(100 << 20),
                 "--min-worker-port", "0", "--max-worker-port", "0", "--disable-usage-stats",
                 *[f"{flag}={port}" for flag, port in ports.items()], *args]
@@ -113,9 +126,17 @@ class LocalCluster:
             log.rename(log.with_suffix(f".failed{attempt}.log"))
             del self.procs[name]
 
-    def start(self, workers: list[list[str]]) -> None:
-        self._launch("head", "--head", "--num-cpus=0",
-                     "--include-dashboard=false", f"--temp-dir={self.temp}")
+    def start(self, workers: list[list[str]], *, dashboard: bool = False) -> None:
+        """Start the head (no CPUs) and one worker node per entry of ``workers``. With
+        ``dashboard``, the head runs Ray's dashboard and job server on 127.0.0.1 (needs
+        ``ray[default]``), at :attr:`dashboard_url`."""
+        ui = ["--include-dashboard=false"]
+        if dashboard:
+            port = _free_port()
+            self.dashboard_url = f"http://127.0.0.1:{port}"
+            ui = ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                  f"--dashboard-port={port}"]
+        self._launch("head", "--head", "--num-cpus=0", *ui, f"--temp-dir={self.temp}")
         self._wait_for(1)
         for extra in workers:
             self.add(extra)
@@ -138,7 +159,7 @@ class LocalCluster:
                 "print('NODES', json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], "
                 "'port': n['NodeManagerPort'], 'resources': n['Resources']} "
                 "for n in ray.nodes()]))")
-        done = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
+        done = subprocess.run([self.python, "-c", code, self.address], env=self.env,
                               capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-2000:] + self.logs())

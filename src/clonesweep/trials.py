@@ -21,6 +21,8 @@ __all__ = [
     "TrialResult",
     "TrialSpec",
     "TrialState",
+    "node_host",
+    "node_label",
 ]
 
 
@@ -131,7 +133,8 @@ class TrialResult:
         config_json: The materialized model config, as built.
         param_count: Number of weights of the built model.
         timings: Build, train and evaluation seconds.
-        node: The Ray node (or host) that ran it.
+        node: Where it ran: ``host/ray-node-id`` on Ray (:func:`node_label`), the host
+            name when it ran in process.
         worker: The worker (actor) that ran it.
         attempt: Which attempt of the same spec this was.
         environment: Versions the worker ran with (python, keras, its backend, numpy,
@@ -170,3 +173,26 @@ class TrialResult:
     def failed(cls, spec: TrialSpec, reason: FailReason, message: str, **kw: Any) -> TrialResult:
         return cls(spec.number, TrialState.FAIL, reason=reason, message=message,
                    attempt=spec.attempt, **kw)
+
+
+def node_label(node_id: str, host: str | None = None) -> str:
+    """``host/node_id``: the host name people know a machine by, then Ray's node id, which
+    tells apart Ray nodes that share a host. ``host`` defaults to this machine's name.
+
+    >>> node_label("4f2a", host="gpu-3")
+    'gpu-3/4f2a'
+    """
+    if host is None:
+        import socket
+
+        host = socket.gethostname()
+    return f"{host}/{node_id}"
+
+
+def node_host(node: str) -> str:
+    """The host name of a :attr:`TrialResult.node` (all of it when it has no node id).
+
+    >>> node_host("gpu-3/4f2a"), node_host("laptop")
+    ('gpu-3', 'laptop')
+    """
+    return node.split("/", 1)[0]

@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_support import DEPLOY, probe_commands
+from deploy_support import container as _container
+from deploy_support import load as _load
 
 from tests_support import REPO
 
-DEPLOY = REPO / "deploy"
 IMAGE_GPU = "registry.example.com/clonesweep:0.1.0-gpu"
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
 def _version() -> str:
@@ -65,11 +63,6 @@ def _head_and_gpu_group(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return head, gpu
 
 
-def _container(group: dict[str, Any]) -> dict[str, Any]:
-    (container,) = group["template"]["spec"]["containers"]
-    return container
-
-
 @pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
 def test_kuberay_cluster_spec(name: str) -> None:
     (doc,) = _load(DEPLOY / "kuberay" / name)
@@ -89,7 +82,7 @@ def test_kuberay_cluster_spec(name: str) -> None:
     # The database password is mounted on the head only.
     assert any(v.get("secret", {}).get("secretName") == "clonesweep-postgres"
                for v in head["template"]["spec"]["volumes"])
-    assert "volumes" not in gpu["template"]["spec"]
+    assert not [v for v in gpu["template"]["spec"].get("volumes", []) if "secret" in v]
     assert "password" not in json.dumps(_container(gpu)).lower()
 
 
@@ -103,15 +96,108 @@ def test_rayjob_entrypoint_runs_a_sweep_from_configs_on_postgres(tmp_path: Path)
     cd, _, command = entry.partition("&&")
     assert cd.split() == ["cd", "/home/ray"]
     argv = shlex.split(command)
-    assert argv[:3] == ["clonesweep", "run", "configs/digits_mlp.yaml"]
+    assert argv[:3] == ["clonesweep", "run", "configs/digits_cnn_gpu.yaml"]
     args = _parser().parse_args(argv[1:])  # the flags exist and parse
     assert re.fullmatch(r"postgresql\+psycopg2://sweeper@[^:@/]+:5432/studies", args.storage)
     assert (REPO / args.file).is_file()
-    load_sweep(REPO / args.file)
-    # The password file is where the head mounts the Secret.
     spec = doc["spec"]["rayClusterSpec"]
+    sweep = load_sweep(REPO / args.file).sweep
+    # A GPU sweep: fractional GPUs per trial, checkpoints where every worker mounts them.
+    assert 0 < sweep.resources.gpu < 1
+    for group in spec["workerGroupSpecs"]:
+        mounts = _container(group).get("volumeMounts", [])
+        assert any(str(sweep.checkpoint_dir).startswith(m["mountPath"]) for m in mounts), group
+    # The password file is where the head mounts the Secret.
     mounts = _container(spec["headGroupSpec"])["volumeMounts"]
     assert any(Path(args.storage_password_file).parent == Path(m["mountPath"]) for m in mounts)
+
+
+def test_kuberay_probes_are_explicit_and_use_what_the_image_has() -> None:
+    """KubeRay adds wget probes to containers that have none; ours set them explicitly, on
+    the health endpoints KubeRay checks, with wget installed in the image."""
+    commands = probe_commands()
+    raylet = "http://localhost:52365/api/local_raylet_healthz"
+    assert raylet in commands["head"] and raylet in commands["worker"]
+    assert "http://localhost:8265/api/gcs_healthz" in commands["head"]
+    assert all(c.startswith("wget ") for c in commands.values())
+    apt = re.search(r"apt-get install ([^\n&]*)", (DEPLOY / "Dockerfile").read_text())
+    assert apt and "wget" in apt.group(1).split()
+
+
+def test_cluster_yaml_keeps_the_providers_head_setup() -> None:
+    """Our head_setup_commands replace the AWS provider's defaults: every package those
+    install (boto3, which the autoscaler needs on the head) is installed by ours too."""
+    import ray
+
+    defaults = yaml.safe_load((Path(ray.__file__).parent / "autoscaler" / "aws"
+                               / "defaults.yaml").read_text())
+    (config,) = _load(DEPLOY / "cluster.yaml")
+    ours = " ".join(config["head_setup_commands"])
+    for command in defaults["head_setup_commands"]:
+        packages = re.findall(r"'([^']+)'", command)
+        assert packages, command
+        for package in packages:
+            assert f"pip install --user '{package}'" in ours, package
+
+
+def test_the_postgres_service_is_the_one_the_rayjob_uses() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d
+            for d in _load(DEPLOY / "kuberay" / "postgres.yaml")}
+    service = docs[("Service", "postgres")]
+    assert service["spec"]["type"] == "ClusterIP"  # never exposed outside the cluster
+    (job,) = _load(DEPLOY / "kuberay" / "rayjob.yaml")
+    host = re.search(r"@([^:/]+):5432/", job["spec"]["entrypoint"])
+    assert host and host.group(1) == "postgres.clonesweep.svc.cluster.local"
+    db = docs[("StatefulSet", "postgres")]["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in db["containers"][0]["env"]}
+    assert env["POSTGRES_USER"] == "sweeper" and env["POSTGRES_DB"] == "studies"
+    assert "POSTGRES_PASSWORD" not in env  # a file from the Secret, not a variable
+    (volume,) = [v for v in db["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "clonesweep-postgres"
+    # Only Ray head pods (the driver) reach it: the label the policy admits is on the heads.
+    policy = docs[("NetworkPolicy", "postgres-from-ray-heads")]["spec"]
+    (rule,) = policy["ingress"]
+    wanted = rule["from"][0]["podSelector"]["matchLabels"]
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        (doc,) = _load(DEPLOY / "kuberay" / name)
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        labels = spec["headGroupSpec"]["template"]["metadata"]["labels"]
+        assert wanted.items() <= labels.items(), name
+
+
+def test_every_volume_claim_the_manifests_mount_exists() -> None:
+    claims = {d["metadata"]["name"]: d for d in _load(DEPLOY / "kuberay" / "volumes.yaml")}
+    assert claims["clonesweep-checkpoints"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        text = json.dumps(_load(DEPLOY / "kuberay" / name))
+        for claim in re.findall(r'"claimName": "([^"]+)"', text):
+            assert claim in claims, (name, claim)
+
+
+# Kubernetes' schemas for a release KubeRay 1.5 supports. KubeRay's own CRD schemas are in
+# no PyPI package: the RayCluster/RayJob fields outside the pod templates (rayStartParams,
+# authOptions, entrypoint, ...) are checked by the tests above only.
+KUBERNETES = "1.32.0"
+
+
+def test_the_kubernetes_objects_and_ray_pod_templates_match_kubernetes_schemas() -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            raise
+        pytest.skip("kubernetes-validate (the test extra) is not installed here")
+    for name in ("postgres.yaml", "volumes.yaml"):
+        for doc in _load(DEPLOY / "kuberay" / name):
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    # Each Ray pod template, as the PodTemplate it is: probes, volumes, security context.
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        (doc,) = _load(DEPLOY / "kuberay" / name)
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        for group in (spec["headGroupSpec"], *spec["workerGroupSpecs"]):
+            template = {"apiVersion": "v1", "kind": "PodTemplate",
+                        "metadata": {"name": "ray"}, "template": group["template"]}
+            kubernetes_validate.validate(template, KUBERNETES, strict=True)
 
 
 # -- the image --------------------------------------------------------------------------------
@@ -124,13 +210,13 @@ def _install_commands() -> tuple[str, list[str]]:
     assert default
     normalized = command.group(1).replace(" --no-cache-dir", "")
     return text, [normalized.replace("${EXTRAS}", extras)
-                  for extras in (default.group(1), "gpu,postgres")]
+                  for extras in (default.group(1), "gpu,cluster,postgres")]
 
 
 def test_the_image_installs_clonesweep_as_the_readme_says() -> None:
     text, commands = _install_commands()
-    assert commands == ['python3 -m pip install ".[postgres]"',
-                        'python3 -m pip install ".[gpu,postgres]"']
+    assert commands == ['python3 -m pip install ".[cluster,postgres]"',
+                        'python3 -m pip install ".[gpu,cluster,postgres]"']
     for doc in (REPO / "README.md", DEPLOY / "README.md"):
         body = doc.read_text()
         for command in commands:
@@ -175,3 +261,20 @@ def test_the_gpu_check_script_is_valid_bash() -> None:
     done = subprocess.run(["bash", "-n", str(DEPLOY / "gpu-check.sh")], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_guides_extend_the_image_example_builds_on_the_image() -> None:
+    """No Docker engine here: the example's base is the image the guide builds, its RUN steps
+    are valid shell, and it hands the container back to the image's non-root user."""
+    import subprocess
+
+    (example,) = re.findall(r"```dockerfile\n(.*?)```", (DEPLOY / "README.md").read_text(),
+                            re.S)
+    lines = [ln for ln in example.splitlines() if ln.strip()]
+    assert lines[0] == f"FROM {IMAGE_GPU}"
+    assert lines[-1] == "USER ray"
+    for line in lines:
+        if line.startswith("RUN "):
+            done = subprocess.run(["sh", "-n", "-c", line[4:]], capture_output=True, text=True,
+                                  timeout=30)
+            assert done.returncode == 0, (line, done.stderr)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+from clonesweep.trials import node_host
 from cluster_support import LocalCluster, marked_pids
 from pgserver import PostgresServer, PostgresUnavailable, find_bindir
 
@@ -112,6 +114,11 @@ def _run_driver(cluster: LocalCluster, sweep: Path, url_without_password: str,
     return json.loads(out), out + err, watch
 
 
+def _node_id(node: str) -> str:
+    """Ray's node id in a trial's ``node`` (``host/node-id``)."""
+    return node.rsplit("/", 1)[-1]
+
+
 def _user_only(url: str) -> str:
     u = make_url(url)
     return f"{u.drivername}://{u.username}@{u.host}:{u.port}/{u.database}"
@@ -157,7 +164,9 @@ def test_sweep_spreads_over_nodes_with_the_study_in_postgres(
 
     trials, attributes = _study_rows(pg.url, name)
     assert len(trials) == 4 and {t["state"] for t in trials} == {"COMPLETE"}
-    nodes = {t["node"] for t in trials}
+    # node: host/ray-node-id; the host is this machine's, the ids tell the nodes apart.
+    assert all(node_host(t["node"]) == socket.gethostname() for t in trials)
+    nodes = {_node_id(t["node"]) for t in trials}
     alive = {n["id"]: n["resources"] for n in cluster.nodes()}
     assert len(nodes) == 2 and nodes <= set(alive), (nodes, alive)
     # Each CPU node ran trials; the head (no CPUs) ran none.
@@ -184,7 +193,7 @@ def test_fractional_gpus_pack_four_trials_on_the_gpu_node(
     assert summary["complete"] == 4, output[-3000:]
     trials, _ = _study_rows(pg.url, name)
     gpu_nodes = {n["id"] for n in cluster.nodes() if n["resources"].get("GPU", 0) >= 1}
-    assert {t["node"] for t in trials} == gpu_nodes and len(gpu_nodes) == 1
+    assert {_node_id(t["node"]) for t in trials} == gpu_nodes and len(gpu_nodes) == 1
     # parallel 8 was capped to the 4 slots one GPU holds (worker-0..3). How many of them ran
     # a trial is timing: a trial goes to the first slot whose worker is up, and these trials
     # are quick enough for one worker to run all four before the others have started.

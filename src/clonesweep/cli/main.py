@@ -199,9 +199,16 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator.sweep import RunOptions
 
     options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace)
-    # With --json, stdout holds the JSON alone: Ray prints its cluster events (a node marked
-    # dead, a task retried) on the driver's stdout, so they go to stderr during the run.
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+    # Ray prints what the cluster tells the driver (a node lost, with its raylet's last log
+    # lines) on stdout: into the run folder's ray.log instead, not the table or the JSON.
+    # Anything else printed on stdout during the run goes to stderr with --json.
+    quiet: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if args.backend != "inprocess":
+        from clonesweep.orchestrator.backends.ray.output import RAY_LOG, ray_messages_to
+
+        quiet = ray_messages_to(spec.run_folder / RAY_LOG)
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), \
+            quiet:
         outcome = run_sweep(spec, base_config, backend, make_progress(out), options)
     if args.json:
         print(json.dumps(_outcome_json(outcome), indent=2))

@@ -6,7 +6,7 @@ from typing import Any, TextIO
 
 from clonesweep.orchestrator.sweep import BestTrial, Counts, SweepOutcome
 from clonesweep.spec.model import SweepSpec
-from clonesweep.trials import TrialResult, TrialSpec
+from clonesweep.trials import TrialResult, TrialSpec, node_host
 
 __all__ = ["LineProgress", "TerminalProgress", "make_progress"]
 
@@ -45,7 +45,8 @@ class LineProgress:
         self._line(f"sweep {spec.name}: {spec.sweep.trials} trials, {spec.sweep.parallel} at a "
                    f"time, {spec.objective.direction.value} {spec.objective.metric}{resumed}")
         self._line(f"study: {storage}")
-        self._line(f"{'trial':>5}  {'state':<9} {self.metric:>12} {'train s':>8}  params")
+        self._line(f"{'trial':>5}  {'state':<9} {self.metric:>12} {'train s':>8}  "
+                   f"{'host':<12} params")
 
     def on_trial_start(self, spec: TrialSpec) -> None:
         self.params[spec.number] = spec.params
@@ -57,7 +58,9 @@ class LineProgress:
         value = "" if result.value is None else f"{result.value:.4f}"
         params = _short_params(self.params.get(result.number, {}))
         train_s = result.timings.train_s
-        return f"{result.number:>5}  {state:<9} {value:>12} {train_s:>8.1f}  {params}"
+        host = node_host(result.node) or "-"
+        return (f"{result.number:>5}  {state:<9} {value:>12} {train_s:>8.1f}  {host:<12} "
+                f"{params}")
 
     def on_trial_end(self, result: TrialResult, counts: Counts, best: BestTrial | None,
                      retried: bool) -> None:

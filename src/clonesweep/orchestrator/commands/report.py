@@ -11,6 +11,7 @@ from clonesweep.errors import StudyError
 from clonesweep.orchestrator.search import constraints_of, is_feasible
 from clonesweep.orchestrator.study.storage import load_study, mask_url, storage_url
 from clonesweep.spec.model import SweepSpec
+from clonesweep.trials import node_host
 
 __all__ = ["best_payload", "open_study_of", "status_payload"]
 
@@ -37,6 +38,12 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
     reasons = Counter(str(t.user_attrs.get("fail_reason", "unknown")) for t in trials
                       if t.state is optuna.trial.TrialState.FAIL)
     finished = states["complete"] + states["pruned"] + states["fail"]
+    # Finished trials per host (and state): where trials ran, by the machine's name.
+    hosts: dict[str, Counter[str]] = {}
+    for t in trials:
+        node = t.user_attrs.get("node")
+        if node and t.state.is_finished():
+            hosts.setdefault(node_host(str(node)), Counter())[t.state.name.lower()] += 1
     best = _best(study)
     extra: dict[str, Any] = {}
     if spec.is_multi_objective:
@@ -54,6 +61,7 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
         "failed": states["fail"],
         "running": states["running"],
         "fail_reasons": dict(reasons),
+        "hosts": {host: dict(counts) for host, counts in sorted(hosts.items())},
         "best_value": None if best is None else best.value,
         "best_trial": None if best is None else best.number,
         **extra,

@@ -12,7 +12,7 @@ import contextlib
 import os
 from typing import Any
 
-from clonesweep.trials import Intermediate, TrialResult, TrialSpec
+from clonesweep.trials import Intermediate, TrialResult, TrialSpec, node_label
 from clonesweep.workers.runner import WorkerJob
 
 __all__: list[str] = []
@@ -71,7 +71,7 @@ class _WorkerActor:
         ctx = ray.get_runtime_context()
         self.node = ctx.get_node_id()
         self.name = name
-        self.runner = TrialRunner(job, worker=name, node=self.node)
+        self.runner = TrialRunner(job, worker=name, node=node_label(self.node))
 
     def where(self) -> tuple[str, int]:
         return self.node, os.getpid()
