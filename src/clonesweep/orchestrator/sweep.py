@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import optuna
 
 from clonesweep.errors import SweepFailed
+from clonesweep.orchestrator import trialrecord
 from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.commands.validate import check_resume_compatible
 from clonesweep.orchestrator.runfolder import RunFolder
@@ -240,6 +241,7 @@ class _Loop:
             if seed is None:
                 seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
             trial.set_user_attr("seed", seed)
+            trialrecord.store(trial, params)  # what it trains, otherwise values included
         except STORAGE_ERRORS:
             # Asked but not set up: fail it and re-queue its params once the storage is back.
             self.outbox.put(f"trial {trial.number} (asked)", lambda: fail_and_requeue(

@@ -10,6 +10,7 @@ import optuna
 from clonesweep.errors import StudyError
 from clonesweep.orchestrator.search import constraints_of, is_feasible
 from clonesweep.orchestrator.study.storage import load_study, mask_url, storage_url
+from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec.model import SweepSpec
 
 __all__ = ["best_payload", "open_study_of", "status_payload"]
@@ -79,7 +80,7 @@ def best_payload(spec: SweepSpec) -> dict[str, Any]:
     payload["best"] = {
         "number": best.number,
         spec.objective.metric: best.value,
-        "params": best.params | study.user_attrs.get("fixed_params", {}),
+        "params": read_in(study, best, spec.parameters).applied,
         "seed": attrs.get("seed"),
         "config_hash": attrs.get("config_hash"),
         "param_count": attrs.get("param_count"),
@@ -103,7 +104,7 @@ def _front_payload(spec: SweepSpec, url: str, study: optuna.Study) -> dict[str, 
     best = {f"trial {t.number}": {
         "number": t.number,
         **{o.metric: v for o, v in zip(spec.objectives, t.values, strict=True)},
-        "params": t.params | study.user_attrs.get("fixed_params", {}),
+        "params": read_in(study, t, spec.parameters).applied,
         "seed": t.user_attrs.get("seed"),
         "config_hash": t.user_attrs.get("config_hash"),
         "param_count": t.user_attrs.get("param_count"),

@@ -68,7 +68,7 @@ def reproduce(spec: SweepSpec, study: optuna.Study, number: int, *,
     from clonesweep.workers.rebuild import rebuild
     from clonesweep.workers.runner import TrialRunner
 
-    stored = stored_trial(study, number, file=str(spec.file))
+    stored = stored_trial(study, number, file=str(spec.file), parameters=spec.parameters)
     # The runner first: it sizes TensorFlow's threads like the sweep's workers did, which
     # must happen before any model is built in this process.
     # No checkpoints: a reproduction trains from epoch 0 and leaves nothing behind.
