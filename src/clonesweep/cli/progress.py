@@ -74,6 +74,8 @@ class LineProgress:
         c = outcome.counts
         self._line(f"done in {_clock(outcome.wall_s)}: {c.complete} complete, {c.pruned} pruned, "
                    f"{c.failed} failed, {c.retried} retried")
+        if outcome.note:
+            self._line(outcome.note)
         if outcome.best is not None:
             self._line(f"best: trial {outcome.best.number} {self.metric}="
                        f"{outcome.best.value:.4f} {_short_params(outcome.best.params)}")

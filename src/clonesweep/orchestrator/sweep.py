@@ -21,6 +21,7 @@ from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator import trialrecord
 from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.commands.validate import check_resume_compatible
+from clonesweep.orchestrator.gridplan import GridPlan
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import (
     DriverFailure,
@@ -118,6 +119,8 @@ class SweepOutcome:
     wall_s: float
     trial_s: dict[str, float]
     failures: dict[str, int] = field(default_factory=dict)
+    #: Why the sweep ended short of its budget, in words ("" when it met it).
+    note: str = ""
 
 
 class Progress(Protocol):
@@ -172,6 +175,8 @@ class _Loop:
         self.best = BestTrial(*found) if found else None
         # A grid or brute-force sampler that has visited every point ends the sweep early.
         self.exhausted = False
+        # Grid / brute force: the driver hands out each point once (gridplan.py).
+        self.grid = GridPlan.of(spec)
         self.structures_stored = {k for k in study.user_attrs if k.startswith("structure_config:")}
         # Trials failed as driver_died / interrupted were re-queued: they do not count.
         done = study.get_trials(deepcopy=False, states=_finished_states())
@@ -232,6 +237,9 @@ class _Loop:
 
     def _ask_and_submit(self) -> None:
         """Ask for one trial and submit it (or fail it at once: a DriverFailure)."""
+        if self.grid is not None and not self.grid.prepare(self.study):
+            self.exhausted = True  # every point finished or in flight: ask nothing more
+            return
         # Define-by-run: parents are sampled before the keys whose `when` reads them.
         trial = self.study.ask()
         try:
@@ -535,7 +543,8 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
             lease.release()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
                            budget, loop.already, loop.best, best_model,
-                           time.monotonic() - started, loop.trial_s, loop.failures)
+                           time.monotonic() - started, loop.trial_s, loop.failures,
+                           _note(loop))
     folder.write_json("summary.json", _summary(outcome))
     progress.on_end(outcome)
     return outcome
@@ -577,6 +586,12 @@ def _budget(spec: SweepSpec, study: optuna.Study, add_trials: int) -> int:
     return budget
 
 
+def _note(loop: _Loop) -> str:
+    if loop.exhausted and loop.grid is not None:
+        return loop.grid.note()
+    return ""
+
+
 def _save_best_model(backend: Backend, folder: RunFolder, best: BestTrial | None) -> Path | None:
     if best is None:
         return None
@@ -596,6 +611,7 @@ def _summary(outcome: SweepOutcome) -> dict[str, Any]:
         "failed": c.failed,
         "retried": c.retried,
         "failures": outcome.failures,
+        "note": outcome.note or None,
         "best": None if outcome.best is None else {
             "number": outcome.best.number, "value": outcome.best.value,
             "params": outcome.best.params},
