@@ -20,6 +20,9 @@ import optuna
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator import trialrecord
 from clonesweep.orchestrator.backends.base import Backend
+from clonesweep.orchestrator.budget import Budget, with_budget
+from clonesweep.orchestrator.budget import decide as budget_decide
+from clonesweep.orchestrator.budget import peek as budget_peek
 from clonesweep.orchestrator.commands.validate import check_resume_compatible
 from clonesweep.orchestrator.gridplan import GridPlan
 from clonesweep.orchestrator.runfolder import RunFolder
@@ -88,15 +91,19 @@ class RunOptions:
 
     Attributes:
         takeover: Take the sweep over even if another driver's lease is fresh.
-        add_trials: Extend the budget: the larger of ``sweep.trials`` and the budget the last
-            driver ran to, plus this many.
+        add_trials: Run this many more than the larger of the trials the study has finished
+            and the budget it holds (:mod:`clonesweep.orchestrator.budget`).
         grace: Seconds running trials may take to finish after Ctrl-C / SIGTERM before they
             are cancelled (and re-queued).
+        trials: ``--trials``: the budget, over ``sweep.trials`` and the study's.
+        resume: Continue to the budget the study holds (``clonesweep resume``).
     """
 
     takeover: bool = False
     add_trials: int = 0
     grace: float = 30.0
+    trials: int | None = None
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -522,6 +529,11 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     # Settings errors surface here, before anything is created.
     sampler, pruner = make_sampler(spec), make_pruner(spec)
     queued = warm_start(spec, url)
+    # A sweep that has met its budget says so and starts nothing (no workers, no writes).
+    peeked = budget_peek(spec, url, add_trials=options.add_trials, trials=options.trials,
+                         resume=options.resume)
+    if peeked is not None and peeked[1].met:
+        return _budget_met(spec, url, *peeked, progress, started)
     interrupts = Interrupts(options.grace)
     lease: Lease | None = None
     # Workers start importing Keras now, while the driver opens the study.
@@ -531,10 +543,14 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         with interrupts:
             study, folder, lease = _open(spec, url, base_config, sampler, pruner,
                                          options.takeover)
-            budget = _budget(spec, study, options.add_trials)
+            budget = budget_decide(spec, study, add_trials=options.add_trials,
+                                   trials=options.trials, resume=options.resume)
+            study.set_user_attr(BUDGET_ATTR, budget.total)  # the next resume's budget
             enqueue(study, queued)  # known configurations run before any sampling
-            loop = _Loop(spec, study, backend, folder, progress, budget, lease, interrupts)
-            progress.on_start(spec, mask_url(url), loop.already)
+            loop = _Loop(spec, study, backend, folder, progress, budget.total, lease,
+                         interrupts)
+            # The header shows the budget this run aims for, not the file's figure.
+            progress.on_start(with_budget(spec, budget.total), mask_url(url), loop.already)
             loop.run()
             best_model = _save_best_model(backend, folder, loop.best)
     finally:
@@ -542,7 +558,7 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         if lease is not None:
             lease.release()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
-                           budget, loop.already, loop.best, best_model,
+                           budget.total, loop.already, loop.best, best_model,
                            time.monotonic() - started, loop.trial_s, loop.failures,
                            _note(loop))
     folder.write_json("summary.json", _summary(outcome))
@@ -576,14 +592,17 @@ def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
     return study, folder, lease
 
 
-def _budget(spec: SweepSpec, study: optuna.Study, add_trials: int) -> int:
-    """``sweep.trials``; with ``add_trials``, that many more than the larger of it and the
-    budget the last driver ran to. Kept in the study for the next ``--add-trials``."""
-    budget = spec.sweep.trials
-    if add_trials:
-        budget = max(budget, int(study.user_attrs.get(BUDGET_ATTR, 0))) + add_trials
-    study.set_user_attr(BUDGET_ATTR, budget)
-    return budget
+def _budget_met(spec: SweepSpec, url: str, study: optuna.Study, budget: Budget,
+                progress: Progress, started: float) -> SweepOutcome:
+    """The outcome of a run on a sweep that already met its budget: the best so far."""
+    found = best_so_far(study, spec)
+    best = BestTrial(*found) if found else None
+    outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, Counts(), budget.total,
+                           budget.finished, best, None, time.monotonic() - started,
+                           {"build": 0.0, "train": 0.0, "eval": 0.0},
+                           note=budget.met_message())
+    progress.on_end(outcome)
+    return outcome
 
 
 def _note(loop: _Loop) -> str:

@@ -8,7 +8,9 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import StudyError
+from clonesweep.orchestrator.budget import held
 from clonesweep.orchestrator.search import constraints_of, is_feasible
+from clonesweep.orchestrator.study.resume import counted
 from clonesweep.orchestrator.study.storage import load_study, mask_url, storage_url
 from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec.model import SweepSpec
@@ -38,6 +40,7 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
     reasons = Counter(str(t.user_attrs.get("fail_reason", "unknown")) for t in trials
                       if t.state is optuna.trial.TrialState.FAIL)
     finished = states["complete"] + states["pruned"] + states["fail"]
+    budget = held(study)
     best = _best(study)
     extra: dict[str, Any] = {}
     if spec.is_multi_objective:
@@ -48,8 +51,10 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "storage": mask_url(url),
-        "budget": spec.sweep.trials,
+        # What the study's last run aimed for (--trials, --add-trials), not the file's figure.
+        "budget": budget if budget is not None else spec.sweep.trials,
         "finished": finished,
+        "counted": sum(counted(t) for t in trials),
         "complete": states["complete"],
         "pruned": states["pruned"],
         "failed": states["fail"],
