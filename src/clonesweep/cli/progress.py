@@ -81,6 +81,10 @@ class LineProgress:
                        f"{outcome.best.value:.4f} {_short_params(outcome.best.params)}")
         if outcome.best_model is not None:
             self._line(f"best model: {outcome.best_model}")
+        for number, path in outcome.front_models.items():
+            self._line(f"pareto-front model: trial {number}: {path}")
+        if outcome.model_hint:
+            self._line(outcome.model_hint)
         self._line(f"run folder: {outcome.run_folder}")
 
 

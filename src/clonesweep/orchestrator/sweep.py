@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import optuna
 
 from clonesweep.errors import SweepFailed
-from clonesweep.orchestrator import trialrecord
+from clonesweep.orchestrator import bestmodel, trialrecord
 from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.budget import Budget, with_budget
 from clonesweep.orchestrator.budget import decide as budget_decide
@@ -128,6 +128,10 @@ class SweepOutcome:
     failures: dict[str, int] = field(default_factory=dict)
     #: Why the sweep ended short of its budget, in words ("" when it met it).
     note: str = ""
+    #: Several objectives: each Pareto-front trial's model file (see bestmodel.py).
+    front_models: dict[int, Path] = field(default_factory=dict)
+    #: How to get the answer's model when no worker kept it ("" when it was kept).
+    model_hint: str = ""
 
 
 class Progress(Protocol):
@@ -493,6 +497,9 @@ def worker_job(spec: SweepSpec, base_config: dict[str, Any]) -> WorkerJob:
         # Nothing can prune: a worker need not wait for the driver after each epoch.
         await_pruning=not (spec.is_multi_objective
                            or spec.sweep.pruner.name in ("none", "nop")),
+        # Workers keep what may be the study's answer (bestmodel.py, workers/keeper.py).
+        keep_objectives=spec.objectives,
+        keep_constraints=spec.constraints,
     )
 
 
@@ -552,15 +559,15 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
             # The header shows the budget this run aims for, not the file's figure.
             progress.on_start(with_budget(spec, budget.total), mask_url(url), loop.already)
             loop.run()
-            best_model = _save_best_model(backend, folder, loop.best)
+            kept = bestmodel.keep(backend, folder, study)
     finally:
         backend.shutdown()
         if lease is not None:
             lease.release()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
-                           budget.total, loop.already, loop.best, best_model,
+                           budget.total, loop.already, loop.best, kept.best_model,
                            time.monotonic() - started, loop.trial_s, loop.failures,
-                           _note(loop))
+                           _note(loop), kept.front_models, kept.hint(spec.file) or "")
     folder.write_json("summary.json", _summary(outcome))
     progress.on_end(outcome)
     return outcome
@@ -597,10 +604,12 @@ def _budget_met(spec: SweepSpec, url: str, study: optuna.Study, budget: Budget,
     """The outcome of a run on a sweep that already met its budget: the best so far."""
     found = best_so_far(study, spec)
     best = BestTrial(*found) if found else None
+    kept = bestmodel.on_disk(spec, study)
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, Counts(), budget.total,
-                           budget.finished, best, None, time.monotonic() - started,
+                           budget.finished, best, kept.best_model, time.monotonic() - started,
                            {"build": 0.0, "train": 0.0, "eval": 0.0},
-                           note=budget.met_message())
+                           note=budget.met_message(), front_models=kept.front_models,
+                           model_hint=kept.hint(spec.file) or "")
     progress.on_end(outcome)
     return outcome
 
@@ -609,13 +618,6 @@ def _note(loop: _Loop) -> str:
     if loop.exhausted and loop.grid is not None:
         return loop.grid.note()
     return ""
-
-
-def _save_best_model(backend: Backend, folder: RunFolder, best: BestTrial | None) -> Path | None:
-    if best is None:
-        return None
-    data = backend.fetch_model(best.number)
-    return folder.write_bytes("best.keras", data) if data else None
 
 
 def _summary(outcome: SweepOutcome) -> dict[str, Any]:
@@ -635,6 +637,8 @@ def _summary(outcome: SweepOutcome) -> dict[str, Any]:
             "number": outcome.best.number, "value": outcome.best.value,
             "params": outcome.best.params},
         "best_model": str(outcome.best_model) if outcome.best_model else None,
+        "pareto_models": {str(n): str(p) for n, p in outcome.front_models.items()} or None,
+        "best_model_hint": outcome.model_hint or None,
         "wall_s": round(outcome.wall_s, 3),
         # Seconds the trials spent on their workers, summed over trials: compare with wall_s
         # (times the parallelism) to see the orchestration overhead.

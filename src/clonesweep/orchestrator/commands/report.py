@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import StudyError
+from clonesweep.orchestrator.bestmodel import on_disk
 from clonesweep.orchestrator.budget import held
 from clonesweep.orchestrator.search import constraints_of, is_feasible
 from clonesweep.orchestrator.study.resume import counted
@@ -77,7 +78,7 @@ def best_payload(spec: SweepSpec) -> dict[str, Any]:
     if spec.is_multi_objective:
         return _front_payload(spec, url, study)
     best = _best(study)
-    model = spec.run_folder / "best.keras"
+    kept = on_disk(spec, study)
     payload: dict[str, Any] = {"name": spec.name, "storage": mask_url(url), "best": None}
     if best is None:
         return payload
@@ -91,9 +92,12 @@ def best_payload(spec: SweepSpec) -> dict[str, Any]:
         "param_count": attrs.get("param_count"),
         "node": attrs.get("node"),
         "config_file": str(spec.run_folder / "trials" / f"{best.number:05d}.json"),
-        "model_file": str(model) if model.exists() else None,
+        "model_file": str(kept.best_model) if kept.best_model else None,
         **_extras(spec, best),
     }
+    hint = kept.hint(spec.file)
+    if hint:
+        payload["best"]["model_hint"] = hint
     return payload
 
 
@@ -106,6 +110,7 @@ def _front_payload(spec: SweepSpec, url: str, study: optuna.Study) -> dict[str, 
     first = spec.objectives[0]
     sign = -1.0 if first.direction.value == "maximize" else 1.0
     front = sorted(_front(study), key=lambda t: sign * float(t.values[0]))
+    kept = on_disk(spec, study)
     best = {f"trial {t.number}": {
         "number": t.number,
         **{o.metric: v for o, v in zip(spec.objectives, t.values, strict=True)},
@@ -114,6 +119,8 @@ def _front_payload(spec: SweepSpec, url: str, study: optuna.Study) -> dict[str, 
         "config_hash": t.user_attrs.get("config_hash"),
         "param_count": t.user_attrs.get("param_count"),
         "config_file": str(spec.run_folder / "trials" / f"{t.number:05d}.json"),
+        "model_file": str(kept.front_models[t.number]) if t.number in kept.front_models
+        else None,
         **_extras(spec, t),
     } for t in front}
     return {"name": spec.name, "storage": mask_url(url),
