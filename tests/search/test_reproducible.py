@@ -10,6 +10,8 @@ The sweep files are written here, not taken from configs/.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +19,13 @@ import optuna
 import pytest
 from search_support import run
 
+from clonesweep.orchestrator import base_model_config, run_sweep
+from clonesweep.orchestrator.backends.ray.backend import RayBackend
 from clonesweep.orchestrator.commands.inspect import stored_trial, trial_diff
 from clonesweep.orchestrator.commands.repro import reproduce
+from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.orchestrator.trialrecord import read_in
+from clonesweep.spec import load_sweep
 
 S = optuna.trial.TrialState
 # A pruner that prunes after epoch 0 whenever val_accuracy is below 0.3: tiny trials on 300
@@ -80,6 +86,31 @@ def test_every_trial_rebuilds_and_a_sample_retrains_bitwise(
         report = reproduce(spec, study, t.number, train=True)
         assert report.ok, report.as_dict()
         assert report.value == report.stored_value and report.history_match
+
+
+@pytest.mark.integration
+def test_on_ray_a_conditional_sweep_rebuilds_and_retrains_bitwise(
+        ray_cluster: str, sweep: Callable[..., Path]) -> None:
+    """The same property with trials trained by Ray workers, retrained by `clonesweep repro`
+    in a fresh process."""
+    parameters, extra, _ = SPACES["conditional"]
+    path = sweep(name="onray", parameters=parameters, extra=extra, trials=4, parallel=2,
+                 epochs=3, limit=600, sweep=f"sampler: {{name: random, seed: 4}}\n  {PRUNER}")
+    spec = load_sweep(path)
+    run_sweep(spec, base_model_config(spec), RayBackend(resources=spec.sweep.resources))
+    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    finished = [t for t in study.get_trials() if t.state in (S.COMPLETE, S.PRUNED)]
+    assert len(finished) == 4
+    for t in finished:
+        stored = stored_trial(study, t.number, parameters=spec.parameters)
+        assert stored.materialized.config_hash == t.user_attrs["config_hash"], t.number
+    off = next(t for t in finished if t.params["switch.dropout"] is False)  # enqueued first
+    done = subprocess.run([sys.executable, "-m", "clonesweep", "repro", str(path),
+                           str(off.number), "--train", "--json"], cwd=path.parent,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["value"] == report["stored_value"]
 
 
 def test_otherwise_values_are_recorded_diffed_and_reproduced(
