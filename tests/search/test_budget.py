@@ -26,7 +26,8 @@ def test_budgets_follow_the_study_and_a_met_budget_starts_nothing(
     assert main(["run", str(path), "--trials", "2", *inproc]) == 0
     out = capsys.readouterr().out
     assert "sweep budget: 2 trials" in out  # the header shows the run's budget
-    assert _status(path, capsys)["budget"] == 2
+    status = _status(path, capsys)
+    assert status["budget"] == 2 and status["budget_met"]
 
     # resume continues to the budget the study holds (2), not the file's 4: met already.
     # The default backend is Ray: a met budget must not start it.

@@ -105,6 +105,13 @@ class GridPlan:
                 return True
         return False
 
+    def left(self, study: optuna.Study) -> int:
+        """Trials still to run: the points no trial holds, and the waiting trials (a read)."""
+        trials = study.get_trials(deepcopy=False)
+        waiting = sum(t.state is optuna.trial.TrialState.WAITING for t in trials)
+        taken = {_key(t.params) for t in trials}
+        return sum(_key(p) not in taken for p in self.points) + waiting
+
     def note(self) -> str:
         return (f"grid exhausted: each of its {len(self.points)} points has run once; "
                 "the sweep ends here")

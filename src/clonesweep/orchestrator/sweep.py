@@ -539,8 +539,14 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     # A sweep that has met its budget says so and starts nothing (no workers, no writes).
     peeked = budget_peek(spec, url, add_trials=options.add_trials, trials=options.trials,
                          resume=options.resume)
-    if peeked is not None and peeked[1].met:
-        return _budget_met(spec, url, *peeked, progress, started)
+    if peeked is not None:
+        study, budget = peeked
+        plan = GridPlan.of(spec)
+        if budget.met:
+            return _nothing_to_run(spec, url, study, budget, budget.met_message(), progress,
+                                   started)
+        if plan is not None and plan.left(study) == 0:
+            return _nothing_to_run(spec, url, study, budget, plan.note(), progress, started)
     interrupts = Interrupts(options.grace)
     lease: Lease | None = None
     # Workers start importing Keras now, while the driver opens the study.
@@ -599,16 +605,17 @@ def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
     return study, folder, lease
 
 
-def _budget_met(spec: SweepSpec, url: str, study: optuna.Study, budget: Budget,
-                progress: Progress, started: float) -> SweepOutcome:
-    """The outcome of a run on a sweep that already met its budget: the best so far."""
+def _nothing_to_run(spec: SweepSpec, url: str, study: optuna.Study, budget: Budget, note: str,
+                    progress: Progress, started: float) -> SweepOutcome:
+    """The outcome of a run with nothing to run (its budget met, its grid exhausted): the
+    best so far, and ``note`` saying why. Nothing is started or written."""
     found = best_so_far(study, spec)
     best = BestTrial(*found) if found else None
     kept = bestmodel.on_disk(spec, study)
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, Counts(), budget.total,
                            budget.finished, best, kept.best_model, time.monotonic() - started,
                            {"build": 0.0, "train": 0.0, "eval": 0.0},
-                           note=budget.met_message(), front_models=kept.front_models,
+                           note=note, front_models=kept.front_models,
                            model_hint=kept.hint(spec.file) or "")
     progress.on_end(outcome)
     return outcome

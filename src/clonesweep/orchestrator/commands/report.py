@@ -56,6 +56,7 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
         "budget": budget if budget is not None else spec.sweep.trials,
         "finished": finished,
         "counted": sum(counted(t) for t in trials),
+        "budget_met": sum(counted(t) for t in trials) >= (budget or spec.sweep.trials),
         "complete": states["complete"],
         "pruned": states["pruned"],
         "failed": states["fail"],
@@ -125,7 +126,8 @@ def _front_payload(spec: SweepSpec, url: str, study: optuna.Study) -> dict[str, 
     } for t in front}
     return {"name": spec.name, "storage": mask_url(url),
             "objectives": [f"{o.metric} ({o.direction.value})" for o in spec.objectives],
-            "pareto_front": [t.number for t in front], "best": best or None}
+            "pareto_front": [t.number for t in front], "best": best or None,
+            **({"model_hint": hint} if (hint := kept.hint(spec.file)) else {})}
 
 
 def _extras(spec: SweepSpec, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
