@@ -12,10 +12,11 @@ import pytest
 from search_support import run
 
 from clonesweep.cli.main import main
-from clonesweep.orchestrator import InProcessBackend
+from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
 from clonesweep.orchestrator.bestmodel import keep
 from clonesweep.orchestrator.commands.report import best_payload
 from clonesweep.orchestrator.runfolder import RunFolder
+from clonesweep.orchestrator.sweep import RunOptions
 
 UNITS = """
   layers.hidden.units: {values: [4, 64]}"""
@@ -37,20 +38,30 @@ def test_under_a_constraint_the_kept_model_is_the_best_feasible_one(
     assert keras.saving.load_model(outcome.best_model).count_params() == 310
     assert best_payload(spec)["best"]["model_file"] == summary["best_model"]
 
+    # A second run (new workers, which never trained the first run's trials): the summary
+    # and best.json still name the study's best, whether it changed or not.
+    more = run_sweep(spec, base_model_config(spec), InProcessBackend(),
+                     options=RunOptions(add_trials=1))
+    best_now = study.best_trial.number
+    assert more.best_model == spec.run_folder / "best.keras"
+    assert json.loads((spec.run_folder / "best.json").read_text())["number"] == best_now
+    summary = json.loads((spec.run_folder / "summary.json").read_text())
+    assert summary["best_model"] == str(more.best_model) and summary["best"]["number"] == best_now
+
     # The worker that trained it is gone (a new backend holds no model) and the file on
     # disk is an older best's: it is moved to that trial's name, and nothing claims it.
     (spec.run_folder / "best.json").write_text(json.dumps({"number": big.number}))
     kept = keep(InProcessBackend(), RunFolder(spec.run_folder), study)
-    assert kept.best_model is None and kept.missing == (small.number,)
+    assert kept.best_model is None and kept.missing == (best_now,)
     assert not (spec.run_folder / "best.keras").exists()
     assert (spec.run_folder / "trials" / f"{big.number:05d}.keras").exists()
     best = best_payload(spec)["best"]
     assert best["model_file"] is None
-    assert f"clonesweep repro {spec.file} {small.number} --train" in best["model_hint"]
+    assert f"clonesweep repro {spec.file} {best_now} --train" in best["model_hint"]
 
     # The hint's command retrains it, bitwise, and saves it.
     out = spec.run_folder.parent / "again.keras"
-    assert main(["repro", str(path), str(small.number), "--save", str(out), "--json"]) == 0
+    assert main(["repro", str(path), str(best_now), "--save", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["saved"] == str(out)
     assert keras.saving.load_model(out).count_params() == 310
