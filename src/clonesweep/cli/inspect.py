@@ -24,6 +24,8 @@ def add_parser(sub: Any) -> list[argparse.ArgumentParser]:
     repro.add_argument("trial", type=int, help="trial number")
     repro.add_argument("--train", action="store_true",
                        help="retrain it and compare history and value (bitwise on CPU)")
+    repro.add_argument("--save", metavar="PATH",
+                       help="retrain it (implies --train) and save the model there (.keras)")
 
     report = sub.add_parser("report", help="write a self-contained HTML page of the sweep")
     report.add_argument("file", help="the sweep file (YAML)")
@@ -71,9 +73,17 @@ def _diff(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
 
 
 def _repro(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from clonesweep.orchestrator.commands.repro import reproduce
 
-    report = reproduce(spec, study, args.trial, train=args.train)
+    save = Path(args.save) if args.save else None
+    if save is not None and save.suffix != ".keras":
+        from clonesweep.errors import SpecError
+
+        raise SpecError("the model file must end in .keras", field="--save", value=args.save,
+                        hint=f"e.g. --save {args.trial:05d}.keras")
+    report = reproduce(spec, study, args.trial, train=args.train, save=save)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
@@ -86,6 +96,8 @@ def _repro(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
                   f"(recorded {report.stored_state} value={report.stored_value}); history "
                   f"{'identical' if report.history_match else 'DIFFERS'}; data "
                   f"{'identical' if report.data_match else 'DIFFERS'}")
+        if report.saved:
+            print(f"  model saved: {report.saved}")
         print("reproduced" if report.ok else "NOT reproduced")
     return 0 if report.ok else 1
 

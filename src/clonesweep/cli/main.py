@@ -90,8 +90,8 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
                      help="warm start: enqueue the best trials of study STUDY (in this "
                           "sweep's storage) before sampling; overrides sweep.enqueue_from")
     run.add_argument("--add-trials", type=_positive("--add-trials"), default=0, metavar="N",
-                     help="extend the budget by N finished trials (beyond the larger of "
-                          "sweep.trials and the budget the last run reached)")
+                     help="run N more trials than the study has finished (on a sweep cut "
+                          "short: than the budget it holds)")
     run.add_argument("--takeover", action="store_true",
                      help="run even if another driver's lease on the sweep is fresh (that "
                           "driver stops at its next heartbeat)")
@@ -198,7 +198,8 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     out: TextIO = sys.stderr if args.json else sys.stdout
     from clonesweep.orchestrator.sweep import RunOptions
 
-    options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace)
+    options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace,
+                         trials=args.trials, resume=bool(args.resume))
     # Ray prints what the cluster tells the driver (a node lost, with its raylet's last log
     # lines) on stdout: into the run folder's ray.log instead, not the table or the JSON.
     # Anything else printed on stdout during the run goes to stderr with --json.

@@ -77,11 +77,17 @@ class LineProgress:
         c = outcome.counts
         self._line(f"done in {_clock(outcome.wall_s)}: {c.complete} complete, {c.pruned} pruned, "
                    f"{c.failed} failed, {c.retried} retried")
+        if outcome.note:
+            self._line(outcome.note)
         if outcome.best is not None:
             self._line(f"best: trial {outcome.best.number} {self.metric}="
                        f"{outcome.best.value:.4f} {_short_params(outcome.best.params)}")
         if outcome.best_model is not None:
             self._line(f"best model: {outcome.best_model}")
+        for number, path in outcome.front_models.items():
+            self._line(f"pareto-front model: trial {number}: {path}")
+        if outcome.model_hint:
+            self._line(outcome.model_hint)
         self._line(f"run folder: {outcome.run_folder}")
 
 

@@ -23,6 +23,7 @@ import optuna
 
 from clonesweep.errors import SpecError, StudyError
 from clonesweep.orchestrator.study.storage import distributions, load_study, mask_url
+from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec.model import (
     SPECIAL_METRICS,
     Direction,
@@ -212,7 +213,7 @@ def best_so_far(study: optuna.Study,
     if not done:
         return None
     best = max(done, key=lambda t: sign * float(t.values[0]))
-    return best.number, float(best.values[0]), dict(best.params)
+    return best.number, float(best.values[0]), dict(read_in(study, best, spec.parameters).applied)
 
 
 # -- warm start ----------------------------------------------------------------------------

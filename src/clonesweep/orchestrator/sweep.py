@@ -18,8 +18,13 @@ from typing import Any, Protocol
 import optuna
 
 from clonesweep.errors import SweepFailed
+from clonesweep.orchestrator import bestmodel, trialrecord
 from clonesweep.orchestrator._optuna import stopped_outside_optimize
 from clonesweep.orchestrator.backends.base import Backend
+from clonesweep.orchestrator.budget import Budget, with_budget
+from clonesweep.orchestrator.budget import decide as budget_decide
+from clonesweep.orchestrator.budget import peek as budget_peek
+from clonesweep.orchestrator.gridplan import GridPlan
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import (
     DriverFailure,
@@ -87,15 +92,19 @@ class RunOptions:
 
     Attributes:
         takeover: Take the sweep over even if another driver's lease is fresh.
-        add_trials: Extend the budget: the larger of ``sweep.trials`` and the budget the last
-            driver ran to, plus this many.
+        add_trials: Run this many more than the larger of the trials the study has finished
+            and the budget it holds (:mod:`clonesweep.orchestrator.budget`).
         grace: Seconds running trials may take to finish after Ctrl-C / SIGTERM before they
             are cancelled (and re-queued).
+        trials: ``--trials``: the budget, over ``sweep.trials`` and the study's.
+        resume: Continue to the budget the study holds (``clonesweep resume``).
     """
 
     takeover: bool = False
     add_trials: int = 0
     grace: float = 30.0
+    trials: int | None = None
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,12 @@ class SweepOutcome:
     wall_s: float
     trial_s: dict[str, float]
     failures: dict[str, int] = field(default_factory=dict)
+    #: Why the sweep ended short of its budget, in words ("" when it met it).
+    note: str = ""
+    #: Several objectives: each Pareto-front trial's model file (see bestmodel.py).
+    front_models: dict[int, Path] = field(default_factory=dict)
+    #: How to get the answer's model when no worker kept it ("" when it was kept).
+    model_hint: str = ""
 
 
 class Progress(Protocol):
@@ -172,6 +187,8 @@ class _Loop:
         self.best = BestTrial(*found) if found else None
         # A grid or brute-force sampler that has visited every point ends the sweep early.
         self.exhausted = False
+        # Grid / brute force: the driver hands out each point once (gridplan.py).
+        self.grid = GridPlan.of(spec)
         self.structures_stored = {k for k in study.user_attrs if k.startswith("structure_config:")}
         # Trials failed as driver_died / interrupted were re-queued: they do not count.
         done = study.get_trials(deepcopy=False, states=_finished_states())
@@ -232,6 +249,9 @@ class _Loop:
 
     def _ask_and_submit(self) -> None:
         """Ask for one trial and submit it (or fail it at once: a DriverFailure)."""
+        if self.grid is not None and not self.grid.prepare(self.study):
+            self.exhausted = True  # every point finished or in flight: ask nothing more
+            return
         # Define-by-run: parents are sampled before the keys whose `when` reads them.
         trial = self.study.ask()
         try:
@@ -241,6 +261,7 @@ class _Loop:
             if seed is None:
                 seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
             trial.set_user_attr("seed", seed)
+            trialrecord.store(trial, params)  # what it trains, otherwise values included
         except STORAGE_ERRORS:
             # Asked but not set up: fail it and re-queue its params once the storage is back.
             self.outbox.put(f"trial {trial.number} (asked)", lambda: fail_and_requeue(
@@ -477,6 +498,9 @@ def worker_job(spec: SweepSpec, base_config: dict[str, Any]) -> WorkerJob:
         # Nothing can prune: a worker need not wait for the driver after each epoch.
         await_pruning=not (spec.is_multi_objective
                            or spec.sweep.pruner.name in ("none", "nop")),
+        # Workers keep what may be the study's answer (bestmodel.py, workers/keeper.py).
+        keep_objectives=spec.objectives,
+        keep_constraints=spec.constraints,
     )
 
 
@@ -513,6 +537,17 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     # Settings errors surface here, before anything is created.
     sampler, pruner = make_sampler(spec), make_pruner(spec)
     queued = warm_start(spec, url)
+    # A sweep that has met its budget says so and starts nothing (no workers, no writes).
+    peeked = budget_peek(spec, url, add_trials=options.add_trials, trials=options.trials,
+                         resume=options.resume)
+    if peeked is not None:
+        study, budget = peeked
+        plan = GridPlan.of(spec)
+        if budget.met:
+            return _nothing_to_run(spec, url, study, budget, budget.met_message(), progress,
+                                   started)
+        if plan is not None and plan.left(study) == 0:
+            return _nothing_to_run(spec, url, study, budget, plan.note(), progress, started)
     interrupts = Interrupts(options.grace)
     lease: Lease | None = None
     # Workers start importing Keras now, while the driver opens the study.
@@ -522,19 +557,24 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         with interrupts:
             study, folder, lease = _open(spec, url, base_config, sampler, pruner,
                                          options.takeover)
-            budget = _budget(spec, study, options.add_trials)
+            budget = budget_decide(spec, study, add_trials=options.add_trials,
+                                   trials=options.trials, resume=options.resume)
+            study.set_user_attr(BUDGET_ATTR, budget.total)  # the next resume's budget
             enqueue(study, queued)  # known configurations run before any sampling
-            loop = _Loop(spec, study, backend, folder, progress, budget, lease, interrupts)
-            progress.on_start(spec, mask_url(url), loop.already)
+            loop = _Loop(spec, study, backend, folder, progress, budget.total, lease,
+                         interrupts)
+            # The header shows the budget this run aims for, not the file's figure.
+            progress.on_start(with_budget(spec, budget.total), mask_url(url), loop.already)
             loop.run()
-            best_model = _save_best_model(backend, folder, loop.best)
+            kept = bestmodel.keep(backend, folder, study)
     finally:
         backend.shutdown()
         if lease is not None:
             lease.release()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
-                           budget, loop.already, loop.best, best_model,
-                           time.monotonic() - started, loop.trial_s, loop.failures)
+                           budget.total, loop.already, loop.best, kept.best_model,
+                           time.monotonic() - started, loop.trial_s, loop.failures,
+                           _note(loop), kept.front_models, kept.hint(spec.file) or "")
     folder.write_json("summary.json", _summary(outcome))
     progress.on_end(outcome)
     return outcome
@@ -566,21 +606,26 @@ def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
     return study, folder, lease
 
 
-def _budget(spec: SweepSpec, study: optuna.Study, add_trials: int) -> int:
-    """``sweep.trials``; with ``add_trials``, that many more than the larger of it and the
-    budget the last driver ran to. Kept in the study for the next ``--add-trials``."""
-    budget = spec.sweep.trials
-    if add_trials:
-        budget = max(budget, int(study.user_attrs.get(BUDGET_ATTR, 0))) + add_trials
-    study.set_user_attr(BUDGET_ATTR, budget)
-    return budget
+def _nothing_to_run(spec: SweepSpec, url: str, study: optuna.Study, budget: Budget, note: str,
+                    progress: Progress, started: float) -> SweepOutcome:
+    """The outcome of a run with nothing to run (its budget met, its grid exhausted): the
+    best so far, and ``note`` saying why. Nothing is started or written."""
+    found = best_so_far(study, spec)
+    best = BestTrial(*found) if found else None
+    kept = bestmodel.on_disk(spec, study)
+    outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, Counts(), budget.total,
+                           budget.finished, best, kept.best_model, time.monotonic() - started,
+                           {"build": 0.0, "train": 0.0, "eval": 0.0},
+                           note=note, front_models=kept.front_models,
+                           model_hint=kept.hint(spec.file) or "")
+    progress.on_end(outcome)
+    return outcome
 
 
-def _save_best_model(backend: Backend, folder: RunFolder, best: BestTrial | None) -> Path | None:
-    if best is None:
-        return None
-    data = backend.fetch_model(best.number)
-    return folder.write_bytes("best.keras", data) if data else None
+def _note(loop: _Loop) -> str:
+    if loop.exhausted and loop.grid is not None:
+        return loop.grid.note()
+    return ""
 
 
 def _summary(outcome: SweepOutcome) -> dict[str, Any]:
@@ -595,10 +640,13 @@ def _summary(outcome: SweepOutcome) -> dict[str, Any]:
         "failed": c.failed,
         "retried": c.retried,
         "failures": outcome.failures,
+        "note": outcome.note or None,
         "best": None if outcome.best is None else {
             "number": outcome.best.number, "value": outcome.best.value,
             "params": outcome.best.params},
         "best_model": str(outcome.best_model) if outcome.best_model else None,
+        "pareto_models": {str(n): str(p) for n, p in outcome.front_models.items()} or None,
+        "best_model_hint": outcome.model_hint or None,
         "wall_s": round(outcome.wall_s, 3),
         # Seconds the trials spent on their workers, summed over trials: compare with wall_s
         # (times the parallelism) to see the orchestration overhead.

@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from clonesweep.errors import RebuildError
-from clonesweep.spec.model import DataSpec, Direction, ObjectiveSpec, TrainingSpec
+from clonesweep.spec.model import ConstraintSpec, DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import FailReason, Reporter, Timings, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.arrays import data_fingerprint, length, take
 from clonesweep.workers.backend_setup import configure_backend, environment, import_keras
 from clonesweep.workers.checkpoint import Checkpoints
 from clonesweep.workers.engines.epochs import Stop as _Stop
 from clonesweep.workers.engines.epochs import TrialEpochs
+from clonesweep.workers.keeper import ModelKeeper
 from clonesweep.workers.seeding import DATA_ORDER
 
 __all__ = ["TrialRunner", "WorkerJob", "import_object"]
@@ -54,7 +55,11 @@ class WorkerJob:
         objective: The metric reported each epoch and returned as the trial's value.
         trial_timeout: Seconds a trial may train before it fails with ``timeout``.
         cpus: CPUs per trial; TensorFlow's thread pools are sized to it.
-        keep_best: Keep the best trial's model (as ``.keras`` bytes) for the driver.
+        keep_best: Keep the models that may be the study's answer (as ``.keras`` bytes) for
+            the driver: see :mod:`clonesweep.workers.keeper`.
+        keep_objectives: The sweep's objectives (empty: ``objective`` alone), which
+            ``keep_best`` ranks by.
+        keep_constraints: The sweep's constraints: only trials meeting them are kept.
         versions: The driver's ``(name, version)`` pairs (see
             :func:`clonesweep.workers.versions.runtime_versions`); a worker whose own differ
             refuses to start. Empty: no check.
@@ -91,6 +96,8 @@ class WorkerJob:
     checkpoint_every_s: float = 30.0
     retries: int = 0
     await_pruning: bool = True
+    keep_objectives: tuple[ObjectiveSpec, ...] = ()
+    keep_constraints: tuple[ConstraintSpec, ...] = ()
 
 
 def import_object(ref: str) -> Any:
@@ -166,7 +173,8 @@ class TrialRunner:
         self._data_error: str | None = None
         self._fingerprint = ""
         self.environment = environment()
-        self._best: tuple[float, int, bytes] | None = None
+        self._keeper = ModelKeeper(job.keep_objectives or (job.objective,),
+                                   job.keep_constraints)
         self._members: dict[int, Any] = {}  # number -> MemberOutput (keep_members only)
         # Structural search: base configs by structure hash, parsed once per worker.
         self._structures: dict[str, dict[str, Any]] = {}
@@ -226,16 +234,18 @@ class TrialRunner:
         except _Stop as stop:
             result = stop.apply(result)
         else:
-            self._keep_if_best(spec.number, value, variant.model)
             self._keep_member(spec.number, variant.model)
             result = replace(result, state=TrialState.COMPLETE, value=value)
         if self.job.measure_latency and result.state is not TrialState.FAIL:
             result = replace(result, inference_latency_ms=self._latency_ms(variant.model))
         clock = epochs.clock
-        return self._ended(spec, replace(result, history=epochs.history,
-                                         timings=Timings(build_s, clock.train_s, clock.eval_s),
-                                         resumed_from_epoch=epochs.resumed_from,
-                                         engine=epochs.engine))
+        result = replace(result, history=epochs.history,
+                         timings=Timings(build_s, clock.train_s, clock.eval_s),
+                         resumed_from_epoch=epochs.resumed_from, engine=epochs.engine)
+        if self.job.keep_best and result.state is TrialState.COMPLETE:
+            # After the latency: objectives and constraints may read it.
+            self._keeper.offer(spec.number, result, lambda: _saved(variant.model, spec.number))
+        return self._ended(spec, result)
 
     def _ended(self, spec: TrialSpec, result: TrialResult) -> TrialResult:
         """Delete the trial's checkpoint unless the driver will retry this failure."""
@@ -362,20 +372,6 @@ class TrialRunner:
         return structure_of(model, data, tr.loss, tr.metrics), "graph"
 
     # -- best model ---------------------------------------------------------------------
-    def _keep_if_best(self, number: int, value: float, model: Any) -> None:
-        if not self.job.keep_best:
-            return
-        better = (self._best is None or
-                  (value > self._best[0] if self.job.objective.direction is Direction.MAXIMIZE
-                   else value < self._best[0]))
-        if not better:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, f"trial-{number}.keras")
-            model.save(path)
-            with open(path, "rb") as fh:
-                self._best = (value, number, fh.read())
-
     # -- ensemble members (see clonesweep.workers.member and .fused) ------------------------
     def _keep_member(self, number: int, model: Any) -> None:
         if not self.job.keep_members:
@@ -398,7 +394,14 @@ class TrialRunner:
         return run_group(self, group)
 
     def best_model(self, number: int) -> bytes | None:
-        """The ``.keras`` bytes of trial ``number`` if it is this worker's best, else None."""
-        if self._best is not None and self._best[1] == number:
-            return self._best[2]
-        return None
+        """The ``.keras`` bytes of trial ``number`` if this worker kept it, else None."""
+        return self._keeper.get(number)
+
+
+def _saved(model: Any, number: int) -> bytes:
+    """``model`` as ``.keras`` archive bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"trial-{number}.keras")
+        model.save(path)
+        with open(path, "rb") as fh:
+            return fh.read()

@@ -17,6 +17,7 @@ import optuna
 
 from clonesweep.orchestrator._optuna import storage_of
 from clonesweep.orchestrator.commands.inspect import trial_diff
+from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec.model import SweepSpec
 
 __all__ = ["render_report"]
@@ -66,7 +67,8 @@ def _summary(spec: SweepSpec, study: optuna.Study) -> tuple[str, optuna.trial.Fr
             ("objective", f"{spec.objective.direction.value} {spec.objective.metric}")]
     if best is not None:
         rows.append(("best trial", f"#{best.number}: {best.value}"))
-        rows.extend((f"best {k}", v) for k, v in best.params.items())
+        rows.extend((f"best {k}", v)
+                    for k, v in read_in(study, best, spec.parameters).applied.items())
     return _table(rows, ("", "")), best
 
 

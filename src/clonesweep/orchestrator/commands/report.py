@@ -8,8 +8,12 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import StudyError
+from clonesweep.orchestrator.bestmodel import on_disk
+from clonesweep.orchestrator.budget import held
 from clonesweep.orchestrator.search import constraints_of, is_feasible
+from clonesweep.orchestrator.study.resume import counted
 from clonesweep.orchestrator.study.storage import load_study, mask_url, storage_url
+from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import node_host
 
@@ -44,6 +48,7 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
         node = t.user_attrs.get("node")
         if node and t.state.is_finished():
             hosts.setdefault(node_host(str(node)), Counter())[t.state.name.lower()] += 1
+    budget = held(study)
     best = _best(study)
     extra: dict[str, Any] = {}
     if spec.is_multi_objective:
@@ -54,8 +59,11 @@ def status_payload(spec: SweepSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "storage": mask_url(url),
-        "budget": spec.sweep.trials,
+        # What the study's last run aimed for (--trials, --add-trials), not the file's figure.
+        "budget": budget if budget is not None else spec.sweep.trials,
         "finished": finished,
+        "counted": sum(counted(t) for t in trials),
+        "budget_met": sum(counted(t) for t in trials) >= (budget or spec.sweep.trials),
         "complete": states["complete"],
         "pruned": states["pruned"],
         "failed": states["fail"],
@@ -79,7 +87,7 @@ def best_payload(spec: SweepSpec) -> dict[str, Any]:
     if spec.is_multi_objective:
         return _front_payload(spec, url, study)
     best = _best(study)
-    model = spec.run_folder / "best.keras"
+    kept = on_disk(spec, study)
     payload: dict[str, Any] = {"name": spec.name, "storage": mask_url(url), "best": None}
     if best is None:
         return payload
@@ -87,15 +95,18 @@ def best_payload(spec: SweepSpec) -> dict[str, Any]:
     payload["best"] = {
         "number": best.number,
         spec.objective.metric: best.value,
-        "params": best.params | study.user_attrs.get("fixed_params", {}),
+        "params": read_in(study, best, spec.parameters).applied,
         "seed": attrs.get("seed"),
         "config_hash": attrs.get("config_hash"),
         "param_count": attrs.get("param_count"),
         "node": attrs.get("node"),
         "config_file": str(spec.run_folder / "trials" / f"{best.number:05d}.json"),
-        "model_file": str(model) if model.exists() else None,
+        "model_file": str(kept.best_model) if kept.best_model else None,
         **_extras(spec, best),
     }
+    hint = kept.hint(spec.file)
+    if hint:
+        payload["best"]["model_hint"] = hint
     return payload
 
 
@@ -108,19 +119,23 @@ def _front_payload(spec: SweepSpec, url: str, study: optuna.Study) -> dict[str, 
     first = spec.objectives[0]
     sign = -1.0 if first.direction.value == "maximize" else 1.0
     front = sorted(_front(study), key=lambda t: sign * float(t.values[0]))
+    kept = on_disk(spec, study)
     best = {f"trial {t.number}": {
         "number": t.number,
         **{o.metric: v for o, v in zip(spec.objectives, t.values, strict=True)},
-        "params": t.params | study.user_attrs.get("fixed_params", {}),
+        "params": read_in(study, t, spec.parameters).applied,
         "seed": t.user_attrs.get("seed"),
         "config_hash": t.user_attrs.get("config_hash"),
         "param_count": t.user_attrs.get("param_count"),
         "config_file": str(spec.run_folder / "trials" / f"{t.number:05d}.json"),
+        "model_file": str(kept.front_models[t.number]) if t.number in kept.front_models
+        else None,
         **_extras(spec, t),
     } for t in front}
     return {"name": spec.name, "storage": mask_url(url),
             "objectives": [f"{o.metric} ({o.direction.value})" for o in spec.objectives],
-            "pareto_front": [t.number for t in front], "best": best or None}
+            "pareto_front": [t.number for t in front], "best": best or None,
+            **({"model_hint": hint} if (hint := kept.hint(spec.file)) else {})}
 
 
 def _extras(spec: SweepSpec, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

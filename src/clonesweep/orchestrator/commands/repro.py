@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from clonesweep.orchestrator.commands.inspect import stored_trial
+from clonesweep.orchestrator.runfolder import write_atomic
 from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import TrialSpec, TrialState
@@ -38,6 +40,7 @@ class ReproReport:
     stored_value: float | None = None
     history_match: bool | None = None
     data_match: bool | None = None
+    saved: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -63,16 +66,22 @@ class _Replay:
 
 
 def reproduce(spec: SweepSpec, study: optuna.Study, number: int, *,
-              train: bool = False) -> ReproReport:
-    """Rebuild trial ``number`` from the study's base config, params and seed; compare."""
+              train: bool = False, save: Path | None = None) -> ReproReport:
+    """Rebuild trial ``number`` from the study's base config, params and seed; compare.
+
+    ``save`` (implies ``train``): write the retrained model there as a ``.keras`` file (a
+    COMPLETE trial only), e.g. the best trial's when its worker, and so its model, is gone.
+    """
     from clonesweep.workers.rebuild import rebuild
     from clonesweep.workers.runner import TrialRunner
 
-    stored = stored_trial(study, number, file=str(spec.file))
+    stored = stored_trial(study, number, file=str(spec.file), parameters=spec.parameters)
     # The runner first: it sizes TensorFlow's threads like the sweep's workers did, which
     # must happen before any model is built in this process.
     # No checkpoints: a reproduction trains from epoch 0 and leaves nothing behind.
-    job = replace(worker_job(spec, stored.base_config), checkpoint_dir=None)
+    # The runner keeps the retrained model whatever the sweep's objectives and constraints.
+    job = replace(worker_job(spec, stored.base_config), checkpoint_dir=None,
+                  keep_best=save is not None, keep_objectives=(), keep_constraints=())
     runner = TrialRunner(job, worker="repro")
     variant = rebuild(stored.base_config, stored.params, seed=stored.seed)
     attrs = stored.trial.user_attrs
@@ -83,7 +92,7 @@ def reproduce(spec: SweepSpec, study: optuna.Study, number: int, *,
     report.environment_diff = {k: [str(recorded_env.get(k)), str(v)]
                                for k, v in runner.environment.items()
                                if recorded_env.get(k) != v}
-    if not train:
+    if not train and save is None:
         return report
     history = attrs.get("history", {})
     pruned = stored.trial.state is optuna.trial.TrialState.PRUNED
@@ -99,4 +108,8 @@ def reproduce(spec: SweepSpec, study: optuna.Study, number: int, *,
     report.stored_value = stored.trial.value
     report.history_match = result.history == history
     report.data_match = result.data_fingerprint == attrs.get("data_fingerprint")
+    data = runner.best_model(number) if save is not None else None
+    if save is not None and data:
+        write_atomic(save, data)
+        report.saved = str(save)
     return report

@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 
 from clonesweep.errors import SpecError, SweepFailed
+from clonesweep.orchestrator import trialrecord
 from clonesweep.orchestrator._optuna import create_running_trial
 from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.runfolder import RunFolder
@@ -157,8 +158,10 @@ def resolve_params(spec: SweepSpec, trial: int | str | None) -> tuple[dict[str, 
                         hint=f"complete trials: {sorted(done)[:20]}")
     else:
         chosen = done[int(trial)]
-    params = {**chosen.params, **study.user_attrs.get("fixed_params", {})}
-    structural = sorted(k for k in params if k.startswith("model."))
+    # What the trial trained (otherwise values included); switch.* states chose them.
+    record = trialrecord.read_in(study, chosen, spec.parameters)
+    params = record.config_params
+    structural = sorted(f"model.{k}" for k in record.structure_args)
     if structural:
         raise SpecError("ensembles of a structural-search trial are not supported yet "
                         f"(its params {structural} choose the factory's arguments)",
