@@ -89,7 +89,7 @@ def test_numbers_are_rounded_and_no_header_row_is_empty(swept: Any) -> None:
 
 
 def test_the_page_has_its_parts(swept: Any) -> None:
-    _, spec, study, page = swept
+    _, _, study, page = swept
     titles = re.findall(r"<h3>(.*?)</h3>", page)
     for wanted in ("Learning curves", "Optimization history", "Parallel coordinates",
                    "Parameter importances", "Slices", "Contours", "Timeline",
