@@ -90,7 +90,7 @@ def test_numbers_are_rounded_and_no_header_row_is_empty(swept: Any) -> None:
 
 def test_the_page_has_its_parts(swept: Any) -> None:
     _, _, study, page = swept
-    titles = re.findall(r"<h3>(.*?)</h3>", page)
+    titles = re.findall(r"<h[23][^>]*>(.*?)</h[23]>", page)
     for wanted in ("Learning curves", "Optimization history", "Parallel coordinates",
                    "Parameter importances", "Slices", "Contours", "Timeline",
                    "Members&#x27; spread against each ensemble"):
@@ -138,6 +138,24 @@ def test_an_all_failed_sweep_says_why_on_top_without_plots(sweep_file: Any,
     assert PLOTLY_BANNER not in page and '<section class="plot">' not in page
     assert len(page) < 100_000, len(page)
     assert 'id="failures"' in page and page.count("<details>") == 3
+
+
+def test_a_multi_objective_sweep_shows_its_pareto_front(sweep_file: Any) -> None:
+    path = sweep_file(name="pareto", trials=3, epochs=1, limit=200)
+    path.write_text(path.read_text().replace(
+        "objective:\n  metric: val_accuracy\n  direction: maximize\n",
+        "objective:\n  - {metric: val_accuracy, direction: maximize}\n"
+        "  - {metric: param_count, direction: minimize}\n"))
+    spec = load_sweep(path)
+    run_sweep(spec, base_model_config(spec), InProcessBackend())
+    study = open_study_of(spec)
+    page = render_report(spec, study)
+    head = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", _trials_table(page).split("</thead>")[0])
+    assert head[2:4] == ["val_accuracy", "param_count"]
+    assert "<h3>Pareto front</h3>" in page and "Optimization history" not in page
+    front = sorted(t.number for t in study.best_trials)
+    assert f'<th scope="row">Pareto front</th><td>#{front[0]}: val_accuracy = ' in page
+    assert "Not drawn" not in page.split("Pareto front</h3>")[1].split("</section>")[0]
 
 
 def _chromium_dom(page: Path, profile: Path) -> str:

@@ -93,6 +93,12 @@ def _summary(spec: SweepSpec, study: optuna.Study, all_trials: list[optuna.trial
         rows.append(("best trial", f"#{best.number}: {spec.objective.metric} = "
                                    f"{fmt(best.value)}"))
         rows.extend((f"best {k}", fmt(v)) for k, v in best.params.items())
+    if spec.is_multi_objective and any(t.state is State.COMPLETE for t in all_trials):
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        rows.append(("Pareto front", "; ".join(
+            f"#{t.number}: " + ", ".join(f"{o.metric} = {fmt(v)}"
+                                         for o, v in zip(spec.objectives, t.values, strict=True))
+            for t in front)))
     if study.user_attrs.get("fixed_params"):
         rows.append(("constant params", ", ".join(
             f"{k}={fmt(v)}" for k, v in study.user_attrs["fixed_params"].items())))
@@ -137,8 +143,9 @@ def render_report(spec: SweepSpec, study: optuna.Study) -> str:
         title, make = curves
         rows = len(plots.metric_rows([t.user_attrs.get("history") or {} for t in all_trials],
                                      spec.objective.metric))
-        parts.append('<h2 id="curves">Training</h2>'
-                     + _plot(title, plots.figure_html(make, height=60 + 300 * max(rows, 1))))
+        parts.append(f'<h2 id="curves">{html.escape(title)}</h2>' + _plot(
+            "train and validation, per epoch (thick: the best trial; dotted: pruned)",
+            plots.figure_html(make, height=60 + 300 * max(rows, 1))))
         drew = True
     if completed:  # Optuna's plots of a sweep with no completed trial are empty axes
         parts.append('<h2 id="plots">Search</h2>')
