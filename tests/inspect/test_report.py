@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 
 from clonesweep.cli.main import main
@@ -21,6 +22,7 @@ from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
 from clonesweep.orchestrator.commands.report import open_study_of
 from clonesweep.orchestrator.commands.report_html import render_report
+from clonesweep.orchestrator.commands.report_html.ensembles import find_ensembles
 from clonesweep.orchestrator.ensemble.export import finish
 from clonesweep.orchestrator.ensemble.run import EnsembleRequest, run_ensemble
 from clonesweep.spec import load_sweep
@@ -156,6 +158,31 @@ def test_a_multi_objective_sweep_shows_its_pareto_front(sweep_file: Any) -> None
     front = sorted(t.number for t in study.best_trials)
     assert f'<th scope="row">Pareto front</th><td>#{front[0]}: val_accuracy = ' in page
     assert "Not drawn" not in page.split("Pareto front</h3>")[1].split("</section>")[0]
+
+
+def test_a_shared_storage_shows_this_sweeps_ensembles_only(sweep_file: Any,
+                                                            tmp_path: Path) -> None:
+    """Several sweeps in one storage: an ensemble belongs to the sweep its name starts with,
+    or whose study its params came from (no training: the studies are written directly)."""
+    url = f"sqlite:///{tmp_path / 'project.db'}"
+    spec = load_sweep(sweep_file(name="mine", sweep_extra=f"\n  storage: {url}"))
+    sweep = optuna.create_study(study_name="mine", storage=url, direction="maximize")
+    scored = {"source": "the base config", "ensemble": {"val_accuracy": 0.5}, "table": []}
+    for name, source in (("mine-ensemble", "trial 0 of study 'mine'"),
+                         ("mine-seeds", "the base config"),
+                         ("renamed", "trial 2 of study 'mine'"),
+                         ("theirs-ensemble", "trial 0 of study 'theirs'"),
+                         ("mine-v2-ensemble", "the base config"),
+                         ("mine-v2-from-mine", "trial 1 of study 'mine'"),
+                         ("unrelated", "the base config")):
+        ens = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        ens.set_user_attr("ensemble", {**scored, "source": source})
+        ens.add_trial(optuna.trial.create_trial(value=0.4, user_attrs={"member_index": 0}))
+    optuna.create_study(study_name="mine-notes", storage=url)  # not an ensemble study
+    other = optuna.create_study(study_name="mine-v2", storage=url)  # another sweep
+    other.set_user_attr("base_config", "{}")
+    found = [e.name for e in find_ensembles(spec, sweep)]
+    assert found == ["mine-ensemble", "mine-seeds", "mine-v2-from-mine", "renamed"]
 
 
 def _chromium_dom(page: Path, profile: Path) -> str:

@@ -2,16 +2,18 @@
 
 An ensemble is a study of its own in the sweep's storage (``<sweep name>-ensemble`` by
 default, any ``--study`` name otherwise; see ``orchestrator/ensemble/run.py``), its members
-its trials. A study counts as one of this sweep's ensembles when it is an ensemble study
-(``export.finish`` recorded its ``ensemble`` summary, or it carries the default name) and
-either its name starts with the sweep's name, its params came from the sweep's study, or the
-storage is the sweep's own SQLite file (which holds nothing else). An ensemble interrupted
+its trials. A study is one of this sweep's ensembles when it is an ensemble study
+(``export.finish`` recorded its ``ensemble`` summary, or it carries the default name) and its
+params came from a trial of this sweep's study (its recorded source says so), or else its
+name starts with ``<sweep name>-`` (and no longer sweep name in the storage), or the storage
+is the sweep's own SQLite file (which holds nothing else). An ensemble interrupted
 before it was scored shows its members without the ensemble's own metric.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,22 +48,33 @@ class Ensemble:
         return None if value is None else float(value)
 
 
-def _belongs(spec: SweepSpec, name: str, attrs: dict[str, Any]) -> bool:
-    default = name.startswith(f"{spec.name}-ensemble")
-    if name == spec.name or not (default or "ensemble" in attrs):
+_SOURCE_STUDY = re.compile(r"of study (['\"])(?P<name>.*)\1$")
+
+
+def _belongs(spec: SweepSpec, name: str, attrs: dict[str, Any], sweeps: set[str]) -> bool:
+    """Is study ``name`` (with user attrs ``attrs``) one of this sweep's ensembles?
+    ``sweeps``: the storage's sweep studies, to give ``a-b-ensemble`` to sweep ``a-b``
+    rather than to sweep ``a``."""
+    if name == spec.name or not (name.startswith(f"{spec.name}-ensemble")
+                                 or "ensemble" in attrs):
         return False
-    source = str((attrs.get("ensemble") or {}).get("source", ""))
-    return (name.startswith(f"{spec.name}-") or f"study {spec.name!r}" in source
-            or spec.sweep.storage is None)
+    source = _SOURCE_STUDY.search(str((attrs.get("ensemble") or {}).get("source", "")))
+    if source:  # its params came from a sweep's trial: that sweep's
+        return source.group("name") == spec.name
+    owner = max((s for s in sweeps | {spec.name} if name.startswith(f"{s}-")), key=len,
+                default=None)
+    return owner == spec.name or (owner is None and spec.sweep.storage is None)
 
 
 def find_ensembles(spec: SweepSpec, study: optuna.Study) -> list[Ensemble]:
     """The sweep's ensembles in its storage, by name."""
     storage = storage_of(study)
+    summaries = sorted(optuna.get_all_study_summaries(storage, include_best_trial=False),
+                       key=lambda s: s.study_name)
+    sweeps = {s.study_name for s in summaries if "base_config" in s.user_attrs}
     found = []
-    for summary in sorted(optuna.get_all_study_summaries(storage, include_best_trial=False),
-                          key=lambda s: s.study_name):
-        if not _belongs(spec, summary.study_name, dict(summary.user_attrs)):
+    for summary in summaries:
+        if not _belongs(spec, summary.study_name, dict(summary.user_attrs), sweeps):
             continue
         ens = optuna.load_study(study_name=summary.study_name, storage=storage)
         members = ens.get_trials(deepcopy=False)

@@ -26,7 +26,7 @@ Plot = tuple[str, Callable[[], Any], int]  # a section title, what draws it, its
 
 _LONG_FLOAT = re.compile(r"-?\d+\.\d{5,}(?:e[-+]?\d+)?")
 _MAX_CONTOUR_PARAMS = 4  # a contour grid of n params has n*n panels
-_MAX_CURVES = 40  # learning curves beyond this many trials are unreadable
+_MAX_CURVES = 20  # more lines than this per panel do not read; the best ones are drawn
 
 
 def _round_text(value: Any) -> Any:
@@ -46,6 +46,9 @@ def figure_html(make: Callable[[], Any], height: int = 460) -> str:
     except Exception as exc:  # e.g. importances need two complete trials
         return f'<p class="skipped">Not drawn: {html.escape(str(exc))}</p>'
     for trace in figure.data:
+        if trace.type == "contour" and trace.z is not None:
+            # A contour panel is a 100x100 grid at full precision: ~190 KB each, ~60 KB here.
+            trace.z = [[v if v is None else float(f"{v:.4g}") for v in row] for row in trace.z]
         for attr in ("text", "hovertext"):
             if attr in trace and trace[attr] is not None:
                 trace[attr] = _round_text(trace[attr])

@@ -87,7 +87,9 @@ def failures_part(trials: Sequence[FrozenTrial]) -> str:
              Cell(_message_html(str(t.user_attrs.get("message", ""))), raw_html=True)]
             for t in failed]
     return (f'<h2 id="failures">Failures ({len(failed)}: {counts})</h2>'
-            + table(["#", "reason", "attempt", "params", "message"], rows, css="failures"))
+            + '<div class="scroll">'
+            + table(["#", "reason", "attempt", "params", "message"], rows, css="failures")
+            + "</div>")
 
 
 def all_failed_banner(trials: Sequence[FrozenTrial]) -> str:
