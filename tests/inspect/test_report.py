@@ -185,6 +185,14 @@ def test_a_shared_storage_shows_this_sweeps_ensembles_only(sweep_file: Any,
     assert found == ["mine-ensemble", "mine-seeds", "mine-v2-from-mine", "renamed"]
 
 
+def test_cells_docstring_examples_hold() -> None:
+    import doctest
+
+    from clonesweep.orchestrator.commands.report_html import cells
+
+    assert doctest.testmod(cells).failed == 0
+
+
 def _chromium_dom(page: Path, profile: Path) -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
