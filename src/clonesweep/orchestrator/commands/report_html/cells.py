@@ -38,6 +38,7 @@ class Cell:
     sort: float | None = None
     css: str = ""
     raw_html: bool = False  # text is already HTML (a <details> with a message)
+    title: str = ""  # shown on hover: the whole text of a shortened cell
 
 
 def cell(value: Any, css: str = "") -> Cell:
@@ -51,6 +52,8 @@ def _td(c: Cell) -> str:
     attrs = "" if c.sort is None or not math.isfinite(c.sort) else f' data-v="{c.sort!r}"'
     if c.css:
         attrs += f' class="{c.css}"'
+    if c.title:
+        attrs += f' title="{html.escape(c.title)}"'
     return f"<td{attrs}>{c.text if c.raw_html else html.escape(c.text)}</td>"
 
 

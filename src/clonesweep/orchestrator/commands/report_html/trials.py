@@ -46,6 +46,11 @@ def _message_html(message: str, limit: int = 4000) -> str:
             f"<pre>{html.escape(text)}</pre></details>")
 
 
+def _engine(engine: str) -> Cell:
+    """``keras: <why not graph>`` shows as ``keras``, the reason on hover."""
+    return Cell(engine.split(":", 1)[0], title=engine if ":" in engine else "")
+
+
 def _param_names(trials: Sequence[FrozenTrial]) -> list[str]:
     names: dict[str, None] = {}
     for t in trials:
@@ -69,7 +74,7 @@ def trials_table(spec: SweepSpec, trials: Sequence[FrozenTrial]) -> str:
             *(cell(v) for v in values[:len(metrics)]),
             *(cell(t.params.get(p)) for p in params),
             cell(epochs_of(t)), cell(_duration(t)),
-            cell(t.user_attrs.get("engine") or ""), cell(reason),
+            _engine(str(t.user_attrs.get("engine") or "")), cell(reason),
         ])
     return table(head, rows, css="trials")
 
