@@ -125,41 +125,47 @@ def _plot(title: str, body: str) -> str:
     return f'<section class="plot"><h3>{html.escape(title)}</h3>{body}</section>'
 
 
+def _curves_part(spec: SweepSpec, all_trials: list[optuna.trial.FrozenTrial],
+                 best: optuna.trial.FrozenTrial | None) -> str:
+    curves = plots.learning_curves(spec, all_trials, best.number if best else None)
+    if curves is None:
+        return ""
+    title, make = curves
+    rows = len(plots.metric_rows([t.user_attrs.get("history") or {} for t in all_trials],
+                                 spec.objective.metric))
+    return f'<h2 id="curves">{html.escape(title)}</h2>' + _plot(
+        "train and validation, per epoch (thick: the best trial; dotted: pruned)",
+        plots.figure_html(make, height=60 + 300 * max(rows, 1)))
+
+
+def _ensembles_part(spec: SweepSpec, study: optuna.Study) -> str:
+    found = ens_part.find_ensembles(spec, study)
+    if not found:
+        return ""
+    parts = [f'<h2 id="ensembles">Ensembles ({len(found)})</h2>']
+    if any(e.values for e in found):
+        parts.append(_plot("Members' spread against each ensemble",
+                           plots.figure_html(ens_part.spread_figure(spec, found), 420)))
+    return "".join(parts + [ens_part.ensemble_parts(e) for e in found])
+
+
 def render_report(spec: SweepSpec, study: optuna.Study) -> str:
     """The HTML page for the sweep's study and its ensembles (see the module docstring)."""
     all_trials = study.get_trials(deepcopy=False)
     best = _best(study)
-    completed = any(t.state is State.COMPLETE for t in all_trials)
     parts = [f"<h1>Sweep {html.escape(spec.name)}</h1>", trials.all_failed_banner(all_trials),
              _summary(spec, study, all_trials, best)]
-    drew = False
     if all_trials:
         parts.append(_section(f"All trials ({len(all_trials)}; click a header to sort)",
                               f'<div class="scroll">{trials.trials_table(spec, all_trials)}'
                               "</div>", "trials"))
-    parts.append(trials.failures_part(all_trials))
-    curves = plots.learning_curves(spec, all_trials, best.number if best else None)
-    if curves is not None:
-        title, make = curves
-        rows = len(plots.metric_rows([t.user_attrs.get("history") or {} for t in all_trials],
-                                     spec.objective.metric))
-        parts.append(f'<h2 id="curves">{html.escape(title)}</h2>' + _plot(
-            "train and validation, per epoch (thick: the best trial; dotted: pruned)",
-            plots.figure_html(make, height=60 + 300 * max(rows, 1))))
-        drew = True
-    if completed:  # Optuna's plots of a sweep with no completed trial are empty axes
+    parts += [trials.failures_part(all_trials), _curves_part(spec, all_trials, best)]
+    if any(t.state is State.COMPLETE for t in all_trials):
+        # Optuna's plots of a sweep with no completed trial are empty axes: not drawn.
         parts.append('<h2 id="plots">Search</h2>')
         parts.extend(_plot(title, plots.figure_html(make, height))
                      for title, make, height in plots.optuna_plots(spec, study))
-        drew = True
-    found = ens_part.find_ensembles(spec, study)
-    if found:
-        parts.append(f'<h2 id="ensembles">Ensembles ({len(found)})</h2>')
-        if any(e.values for e in found):
-            parts.append(_plot("Members' spread against each ensemble",
-                               plots.figure_html(ens_part.spread_figure(spec, found), 420)))
-            drew = True
-        parts.extend(ens_part.ensemble_parts(e) for e in found)
+    parts.append(_ensembles_part(spec, study))
     if best is not None:
         changes = trial_diff(spec, study, best.number)
         parts.append(_section(f"Best trial #{best.number} against the base model", table(
@@ -167,11 +173,12 @@ def render_report(spec: SweepSpec, study: optuna.Study) -> str:
             [[cell(c.path), cell(c.before), cell(c.after)] for c in changes]), "best"))
     parts.append(trials.environment_part(all_trials, _versions()))
     parts.insert(3, _nav(parts))
+    body = "\n".join(p for p in parts if p)
     plotly_js = ""
-    if drew:
+    if "Plotly.newPlot" in body:  # the library once, and only for a page with figures
         from plotly.offline import get_plotlyjs
 
         plotly_js = f"<script>{get_plotlyjs()}</script>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>clonesweep: "
             f"{html.escape(spec.name)}</title><style>{_STYLE}</style>{plotly_js}</head><body>"
-            + "\n".join(p for p in parts if p) + f"<script>{_SORT_JS}</script></body></html>")
+            + body + f"<script>{_SORT_JS}</script></body></html>")
