@@ -105,7 +105,7 @@ def _repro(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
 def _report(spec: SweepSpec, study: Any, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clonesweep.orchestrator.commands.htmlreport import render_report
+    from clonesweep.orchestrator.commands.report_html import render_report
     from clonesweep.orchestrator.runfolder import write_atomic
 
     out = Path(args.out) if args.out else spec.run_folder / "report.html"
