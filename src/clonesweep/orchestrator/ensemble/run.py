@@ -25,7 +25,12 @@ import numpy as np
 import optuna
 
 from clonesweep.errors import SpecError, SweepFailed
-from clonesweep.orchestrator.backends.base import Backend
+from clonesweep.orchestrator.loop import FusedBackend, Loop, Work
+from clonesweep.orchestrator.records import (
+    failure_attributes,
+    member_attributes,
+    trial_attributes,
+)
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import monitored_objective
 from clonesweep.orchestrator.study.storage import (
@@ -34,6 +39,7 @@ from clonesweep.orchestrator.study.storage import (
     load_study,
     mask_url,
     open_study,
+    set_user_attrs,
     storage_url,
 )
 from clonesweep.orchestrator.sweep import worker_job
@@ -55,7 +61,7 @@ __all__ = [
 ]
 
 
-class MemberBackend(Backend, Protocol):
+class MemberBackend(FusedBackend, Protocol):
     """A :class:`~clonesweep.orchestrator.backends.base.Backend` that also keeps members.
 
     Started with ``WorkerJob(keep_members=True)``. ``submit_fused`` takes a free slot like
@@ -63,8 +69,6 @@ class MemberBackend(Backend, Protocol):
     returns a completed member's :class:`~clonesweep.workers.member.MemberOutput` once
     (after its own result, or its group's, has been polled), else None.
     """
-
-    def submit_fused(self, group: FusedGroup) -> None: ...
 
     def fetch_member(self, number: int) -> MemberOutput | None: ...
 
@@ -203,8 +207,7 @@ def _asker(study: optuna.Study, params: dict[str, Any], seed: int,
             number=-1, state=optuna.trial.TrialState.RUNNING, value=None,
             datetime_start=datetime.datetime.now(), datetime_complete=None,
             params=primitives, distributions=dists, system_attrs={}, intermediate_values={},
-            user_attrs={"member_index": member.index, "member_seed": member.spec.seed,
-                        "ensemble_seed": seed, "params": params, "source": source},
+            user_attrs=member_attributes(member.index, member.spec.seed, seed, params, source),
             trial_id=-1)
         trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
         member.trial = optuna.trial.Trial(study, trial_id)
@@ -252,137 +255,128 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
         # wave is submitted, so the asks overlap the workers' first training.
         members = [Member(i, None, TrialSpec(i, dict(params), member_seed(seed, i)))
                    for i in range(n)]
-        loop = _Loop(study, backend, spec.sweep.retries, on_member or (lambda m, r: None),
-                     _asker(study, params, seed, source))
-        try:
-            loop.run(members, slots if fused else 0)
-        except BaseException:
-            _abandon(study, members)
-            raise
+        policy = _MemberPolicy(study, backend, members, slots if fused else 0,
+                               _asker(study, params, seed, source),
+                               on_member or (lambda m, r: None))
+        loop = Loop(backend, policy, retries=spec.sweep.retries)
+        loop.run()
     finally:
         backend.shutdown()
-    if loop.group_notes:  # a worker found what the config alone did not show
-        note, fused = "; ".join(sorted(set(loop.group_notes))), False
+    if policy.group_notes:  # a worker found what the config alone did not show
+        note, fused = "; ".join(sorted(set(policy.group_notes))), False
     return EnsembleOutcome(name, mask_url(url), params, source, seed, fused, note, members,
                            time.monotonic() - started, loop.retried, storage_url=url)
 
 
-def _abandon(study: optuna.Study, members: list[Member]) -> None:
-    """On an interrupt or a crash: record every member still running as failed."""
-    for member in members:
-        if member.result is None and member.trial is not None:
-            try:
-                member.trial.set_user_attr("fail_reason", "interrupted")
-                study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
-            except Exception:  # storage gone too: nothing more can be recorded
-                pass
+class _MemberPolicy:
+    """An ensemble's policy for the one loop (:mod:`clonesweep.orchestrator.loop`).
 
+    What to ask: the members (or fused groups of them) in order, each once; their trials are
+    created right after the first wave is submitted, so the asks overlap the workers' first
+    training. Nothing prunes a member. A member's (or a group's) result is written straight
+    to the storage, a fused group's members in one transaction (the ensemble's sampler
+    learns nothing from a member; see
+    :func:`~clonesweep.orchestrator.study.storage.finish_trials`).
+    """
 
-class _Loop:
-    def __init__(self, study: optuna.Study, backend: MemberBackend, retries: int,
-                 on_member: Callable[[Member, bool], None],
-                 ask: Callable[[Member], None]) -> None:
-        self.study, self.backend, self.retries = study, backend, retries
-        self.on_member, self.ask = on_member, ask
-        self.retried = 0
-        self.group_notes: list[str] = []
-
-    def run(self, members: list[Member], groups: int) -> None:
-        by_number = {m.spec.number: m for m in members}
-        todo: list[TrialSpec | FusedGroup]
+    def __init__(self, study: optuna.Study, backend: MemberBackend, members: list[Member],
+                 groups: int, ask: Callable[[Member], None],
+                 on_member: Callable[[Member, bool], None]) -> None:
+        self.study, self.backend, self.members = study, backend, members
+        self.ask_member, self.on_member = ask, on_member
+        self.by_number = {m.spec.number: m for m in members}
+        self.todo: list[Work]
         if groups:
             size = -(-len(members) // groups)
-            todo = [FusedGroup(chunk[0].spec.number, tuple(m.spec for m in chunk))
-                    for chunk in (members[i:i + size] for i in range(0, len(members), size))]
+            self.todo = [FusedGroup(chunk[0].spec.number, tuple(m.spec for m in chunk))
+                         for chunk in (members[i:i + size]
+                                       for i in range(0, len(members), size))]
         else:
-            todo = [m.spec for m in members]
-        inflight: dict[int, TrialSpec | FusedGroup] = {}
-        asked = False
-        while todo or inflight:
-            while todo and self.backend.free_slots() > 0:
-                item = todo.pop(0)
-                inflight[item.number] = item
-                if isinstance(item, FusedGroup):
-                    self.backend.submit_fused(item)
-                else:
-                    self.backend.submit(item)
-            if not asked:  # once, after the first wave, before any result is polled
-                for member in members:
-                    self.ask(member)
-                asked = True
-            for event in self.backend.poll(0.5):
-                if isinstance(event, Intermediate):
-                    self.backend.answer(event, False)  # members are never pruned
-                    continue
-                item = inflight.pop(event.number)
-                again = self._ended(item, event, by_number)
-                if again is not None:
-                    todo.insert(0, again)
+            self.todo = [m.spec for m in members]
+        self.asked = False
+        self.group_notes: list[str] = []
+        # Members whose outputs were fetched (once per member) but not yet written.
+        self._collected: dict[int, list[tuple[Member, TrialResult, MemberOutput | None]]] = {}
 
-    def _ended(self, item: TrialSpec | FusedGroup, result: TrialResult,
-               by_number: dict[int, Member]) -> TrialSpec | FusedGroup | None:
-        if (result.state is TrialState.FAIL and result.reason is not None
-                and result.reason.retryable and item.attempt < self.retries):
-            self.retried += 1
-            again = item.retry()
-            for spec in (again.members if isinstance(again, FusedGroup) else (again,)):
-                by_number[spec.number].spec = spec
-                self.on_member(by_number[spec.number], True)
-            return again
-        if isinstance(item, FusedGroup):
-            if result.state is TrialState.COMPLETE and "does not apply" in result.message:
-                self.group_notes.append(result.message)
-            told = []
-            for spec in item.members:
-                out = (self.backend.fetch_member(spec.number)
-                       if result.state is TrialState.COMPLETE else None)
-                own = out.result if out is not None and out.result is not None else \
-                    TrialResult.failed(spec, result.reason or FailReason.WORKER_DIED,
-                                       result.message or "the fused group failed")
-                told.append((by_number[spec.number], own, out))
-            self._tell(told)
-        else:
-            out = (self.backend.fetch_member(result.number)
-                   if result.state is TrialState.COMPLETE else None)
-            self._tell([(by_number[result.number], result, out)])
-        return None
+    def ask(self, running: int) -> Work | None:
+        return self.todo.pop(0) if self.todo else None
 
-    def _tell(self, told: list[tuple[Member, TrialResult, MemberOutput | None]]) -> None:
-        """Record members as finished: a fused group's members in one storage transaction,
-        straight to the storage (the ensemble's sampler learns nothing from a member; see
-        :func:`~clonesweep.orchestrator.study.storage.finish_trials`)."""
+    def after_fill(self) -> None:
+        if not self.asked:  # once, after the first wave, before any result is polled
+            for member in self.members:
+                self.ask_member(member)
+            self.asked = True
+
+    def report(self, event: Intermediate) -> bool:
+        return False  # members are never pruned
+
+    def retried(self, again: Work, result: TrialResult) -> None:
+        for spec in (again.members if isinstance(again, FusedGroup) else (again,)):
+            self.by_number[spec.number].spec = spec
+            self.on_member(self.by_number[spec.number], True)
+
+    def tick(self, running: int) -> None:
+        pass
+
+    def storage_check(self) -> None:
+        self.study.user_attrs  # noqa: B018  (a read: raises while the storage is away)
+
+    def tell(self, work: Work, result: TrialResult) -> None:
+        if work.number not in self._collected:
+            self._collected[work.number] = self._collect(work, result)
+        told = self._collected[work.number]
         rows = []
-        for member, result, out in told:
-            if result.state is TrialState.COMPLETE and out is None:
-                result = dataclasses.replace(
-                    result, state=TrialState.FAIL, reason=FailReason.WORKER_DIED, value=None,
-                    message="the member's model was lost with its worker")
-            member.result, member.output = result, out
+        for member, own, out in told:
+            member.result, member.output = own, out
             assert member.trial is not None  # asked before the first poll
-            ok = result.state is TrialState.COMPLETE and result.value is not None
-            rows.append((member.trial, {**_attributes(result),
+            ok = own.state is TrialState.COMPLETE and own.value is not None
+            rows.append((member.trial, {**trial_attributes(own),
                                         "fused": bool(out is not None and out.fused)},
                          optuna.trial.TrialState.COMPLETE if ok
                          else optuna.trial.TrialState.FAIL,
-                         result.value if ok else None))
+                         own.value if ok else None))
         finish_trials(self.study, rows)
+        del self._collected[work.number]
         for member, _, _ in told:
             self.on_member(member, False)
 
+    def _collect(self, work: Work, result: TrialResult,
+                 ) -> list[tuple[Member, TrialResult, MemberOutput | None]]:
+        """Each member's own result and kept output (fetched from its worker once)."""
+        specs = work.members if isinstance(work, FusedGroup) else (work,)
+        told = []
+        for spec in specs:
+            out = (self.backend.fetch_member(spec.number)
+                   if result.state is TrialState.COMPLETE else None)
+            own = result
+            if isinstance(work, FusedGroup):
+                own = out.result if out is not None and out.result is not None else \
+                    TrialResult.failed(spec, result.reason or FailReason.WORKER_DIED,
+                                       result.message or "the fused group failed")
+            if own.state is TrialState.COMPLETE and out is None:
+                own = dataclasses.replace(
+                    own, state=TrialState.FAIL, reason=FailReason.WORKER_DIED, value=None,
+                    message="the member's model was lost with its worker")
+            told.append((self.by_number[spec.number], own, out))
+        kept = [out for _, _, out in told if out is not None]
+        if isinstance(work, FusedGroup) and kept and not any(out.fused for out in kept):
+            # The worker found what the config alone did not show: it trained them one by one.
+            self.group_notes.append(result.message)
+        return told
 
-def _attributes(result: TrialResult) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "state": result.state.value, "seeds": result.seeds, "config_hash": result.config_hash,
-        "param_count": result.param_count, "node": result.node, "worker": result.worker,
-        "attempt": result.attempt, "history": result.history,
-        "build_s": round(result.timings.build_s, 4), "train_s": round(result.timings.train_s, 4),
-        "eval_s": round(result.timings.eval_s, 4),
-    }
-    if result.reason is not None:
-        attrs["fail_reason"] = result.reason.value
-    if result.message:
-        attrs["message"] = result.message[-2000:]
-    return attrs
+    def requeue(self, work: Work, result: TrialResult) -> None:
+        self.tell(work, result)  # an ensemble is not resumed: the failure is its record
+
+    def abandon(self, running: list[Work], cause: BaseException | None) -> None:
+        """Record every member still running (or waiting for a slot) as interrupted."""
+        for member in self.members:
+            if member.result is None and member.trial is not None:
+                try:
+                    set_user_attrs(member.trial, failure_attributes(
+                        FailReason.INTERRUPTED, "the ensemble was interrupted"))
+                    self.study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
+                except Exception:  # storage gone too: nothing more can be recorded
+                    pass
 
 
 def check_targets(members: list[Member]) -> np.ndarray:
