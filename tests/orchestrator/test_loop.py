@@ -219,3 +219,22 @@ def test_an_ensemble_that_stops_records_its_unfinished_members(tmp_path: Path) -
     trials = _trials(spec, f"{spec.name}-ensemble")
     assert len(trials) == 3 and all(t.state is S.FAIL for t in trials)
     assert {t.user_attrs["fail_reason"] for t in trials} == {"interrupted"}
+
+
+def test_a_group_its_worker_could_not_fuse_is_noted_by_type_not_by_message(
+        tmp_path: Path) -> None:
+    spec = _spec(tmp_path, parallel=2)
+    backend = FakeBackend(unfusable="a layer the stacked engine does not cover")
+    outcome = run_ensemble(spec, base_model_config(spec), backend,
+                           EnsembleRequest(members=2, seed=5, fused=True))
+    assert not outcome.fused and "does not cover" in outcome.fused_note
+    assert len(outcome.held) == 2
+    assert not any(t.user_attrs["fused"] for t in _trials(spec, outcome.study))
+
+
+def test_a_resumed_sampler_does_not_replay_the_first_runs_draws(tmp_path: Path) -> None:
+    _sweep(_spec(tmp_path, trials=2), FakeBackend())
+    spec = _spec(tmp_path, trials=4)
+    _sweep(spec, FakeBackend())
+    rates = [t.params["optimizer.learning_rate"] for t in _trials(spec)]
+    assert len(set(rates)) == 4, rates  # a sampler seeded as before would draw rates[:2] again

@@ -108,7 +108,7 @@ class Policy(Protocol):
 
 class FusedBackend(Backend, Protocol):
     """A backend that also trains fused groups (ensembles); see
-    :class:`~clonesweep.orchestrator.ensemble.run.MemberBackend`."""
+    :class:`~clonesweep.orchestrator.ensemble.members.MemberBackend`."""
 
     def submit_fused(self, group: FusedGroup) -> None: ...
 
@@ -192,6 +192,7 @@ class Loop:
 
     def _submit(self, work: Work) -> None:
         if isinstance(work, FusedGroup):
+            # Only an ensemble hands out groups, and it runs on a MemberBackend.
             backend: FusedBackend = self.backend  # type: ignore[assignment]
             backend.submit_fused(work)
         else:

@@ -99,10 +99,13 @@ class FakeBackend:
         on_poll: Called at the start of every poll, with this backend.
         started: The job and slots ``start`` was given.
         submitted: Every spec submitted, in order (retries included); groups as their specs.
+        unfusable: Non-empty: a fused group's worker finds the members cannot be fused and
+            trains them one by one (its result's message says why, as a real worker's does).
     """
 
     script: Script = field(default_factory=dict)
     on_poll: Callable[[FakeBackend], None] | None = None
+    unfusable: str = ""
     started: tuple[WorkerJob, int] | None = None
     submitted: list[TrialSpec] = field(default_factory=list)
     shut_down: bool = False
@@ -190,13 +193,16 @@ class FakeBackend:
         return self._result(spec, TrialState.COMPLETE, outcome.value, history)
 
     def _group_done(self, group: FusedGroup) -> TrialResult:
+        fused = not self.unfusable
         for member in group.members:
             outcome = self.outcome(member)
             assert isinstance(outcome, Complete)
             own = self._result(member, TrialState.COMPLETE, outcome.value, outcome.history())
-            self._members[member.number] = _member_output(own)
+            self._members[member.number] = _member_output(own, fused)
+        message = "trained fused" if fused else \
+            f"fused training does not apply ({self.unfusable}); trained members separately"
         return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
-                           node="fake-node", worker="fake-0", message="trained fused")
+                           node="fake-node", worker="fake-0", message=message)
 
     @staticmethod
     def _result(spec: TrialSpec, state: TrialState, value: float | None,
@@ -209,6 +215,6 @@ class FakeBackend:
                            engine="fake")
 
 
-def _member_output(result: TrialResult | None) -> MemberOutput:
+def _member_output(result: TrialResult | None, fused: bool = False) -> MemberOutput:
     return MemberOutput(np.zeros((2, 3), dtype="float32"), np.zeros(2, dtype="int64"),
-                        b"fake keras model", result=result, fused=result is not None)
+                        b"fake keras model", result=result, fused=fused)
