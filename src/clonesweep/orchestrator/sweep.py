@@ -1,10 +1,11 @@
-"""A sweep: its set-up, its policy for the one loop, and what it returns.
+"""Running a sweep, and what it returns.
 
 :func:`run_sweep` plans the study (nothing created), starts the workers, opens the study
 (:mod:`clonesweep.orchestrator.study.setup`) and runs the one loop
-(:mod:`clonesweep.orchestrator.loop`) with a :class:`SweepPolicy`: ask Optuna for trials up to
-the budget, prune through intermediate values, tell each result with the attributes of
-:mod:`clonesweep.orchestrator.records`, stop after repeated user errors.
+(:mod:`clonesweep.orchestrator.loop`) with the sweep's policy
+(:mod:`clonesweep.orchestrator.sweep_policy`: ask Optuna for trials up to the budget, prune
+through intermediate values, tell each result with the attributes of
+:mod:`clonesweep.orchestrator.records`, stop after repeated user errors).
 """
 
 from __future__ import annotations
