@@ -183,8 +183,6 @@ TEXT_PENDING = {
         "Keras's deserialization error text, condensed for validate's message (engines area)",
     ("orchestrator/commands/corners.py", "unsafe_deserialization"):
         "Keras's deserialization error text, condensed for validate's message (engines area)",
-    ("orchestrator/ensemble/run.py", "does not apply"): "the package's own fused-group "
-        "note read from result.message (loop area: issue 16 deliverable 6)",
 }
 
 

@@ -20,7 +20,6 @@ from clonesweep.errors import (
     SpecError,
     StudyError,
     SweepFailed,
-    TrialFailure,
     UnsafeConfigError,
 )
 from clonesweep.spec import load_sweep
@@ -42,7 +41,6 @@ __all__ = [
     "StudyError",
     "SweepFailed",
     "SweepSpec",
-    "TrialFailure",
     "TrialResult",
     "TrialSpec",
     "TrialState",

@@ -7,7 +7,6 @@ Every error a user can meet derives from :class:`CloneSweepError`::
     │   └── ConfigPathError       a search-space path that matches nothing in the model config
     ├── RebuildError              a variant could not be rebuilt (trial fails: invalid_config)
     │   └── UnsafeConfigError     a Lambda layer, a path or URL value, an unsafe object
-    ├── TrialFailure              a trial failed on the worker with a reason (see trials.FailReason)
     ├── StudyError                the Optuna study cannot be opened or does not match the sweep
     └── SweepFailed               the sweep as a whole could not finish (exit 1)
 
@@ -26,7 +25,6 @@ __all__ = [
     "SpecError",
     "StudyError",
     "SweepFailed",
-    "TrialFailure",
     "UnsafeConfigError",
 ]
 
@@ -108,14 +106,6 @@ class RebuildError(CloneSweepError):
 
 class UnsafeConfigError(RebuildError):
     """The config holds something that safe mode must refuse (Lambda, path, URL, code)."""
-
-
-class TrialFailure(CloneSweepError):
-    """A trial failed on its worker; ``reason`` is a :class:`clonesweep.trials.FailReason`."""
-
-    def __init__(self, reason: Any, message: str) -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {message}")
 
 
 class StudyError(CloneSweepError):

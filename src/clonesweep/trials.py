@@ -41,6 +41,11 @@ class FailReason(str, enum.Enum):
     accelerator's memory, which the retry would meet again: it runs the same model, batch size
     and GPU share on a worker of the same kind, so it is not retried (lower the batch size or
     raise ``sweep.resources.gpu``).
+
+    ``DRIVER_DIED`` and ``INTERRUPTED`` are the driver's, not the trial's: a driver stopped
+    (killed, or cut short by Ctrl-C/SIGTERM or a failed sweep) while the trial ran. Its params
+    are re-queued with the same seed, and the failed trial does not count against the budget
+    (:attr:`requeued`).
     """
 
     INVALID_CONFIG = "invalid_config"
@@ -50,10 +55,18 @@ class FailReason(str, enum.Enum):
     WORKER_DIED = "worker_died"
     OOM = "oom"
     GPU_OOM = "gpu_oom"
+    DRIVER_DIED = "driver_died"
+    INTERRUPTED = "interrupted"
 
     @property
     def retryable(self) -> bool:
+        """Worth running the same spec again in this sweep."""
         return self in (FailReason.WORKER_DIED, FailReason.OOM)
+
+    @property
+    def requeued(self) -> bool:
+        """The driver stopped, not the trial: re-queued for the next run, not counted."""
+        return self in (FailReason.DRIVER_DIED, FailReason.INTERRUPTED)
 
 
 @dataclass(frozen=True)

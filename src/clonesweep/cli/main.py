@@ -219,11 +219,11 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
 
 
 def _outcome_json(outcome: Any) -> dict[str, Any]:
-    from clonesweep.orchestrator.sweep import _summary
+    from clonesweep.orchestrator.records import summary
 
-    summary: dict[str, Any] = _summary(outcome)
-    summary["run_folder"] = str(outcome.run_folder)
-    return summary
+    payload: dict[str, Any] = summary(outcome)
+    payload["run_folder"] = str(outcome.run_folder)
+    return payload
 
 
 def _report(spec: SweepSpec, args: argparse.Namespace) -> int:

@@ -2,10 +2,14 @@
 
 The map (each folder's ``__init__`` says more):
 
-- ``sweep.py``: a sweep's set-up and the loop that asks, submits, collects and tells.
-- ``search.py``: the search side of a trial (Optuna's ask, params, seeds, constraints).
+- ``loop.py``: the one loop of sweeps and ensembles (ask, submit, collect, tell), driven by
+  a policy: ``sweep_policy.py`` for a sweep's trials, ``ensemble/members.py`` for members.
+- ``sweep.py``: running a sweep (``run_sweep``) and what it returns.
+- ``records.py``: what a trial and a study store (attributes, the run folder's records).
+- ``search.py``: the search side of a trial (params, structures, objectives, constraints).
+- ``testing.py``: a scripted backend that tests the loop without Keras or Ray.
 - ``model.py``: the base model config on the driver, read and serialized once.
-- ``study/``: the Optuna study: storage, journal, outbox, lease, resume, storage checks.
+- ``study/``: the Optuna study: set-up, storage, journal, outbox, lease, resume, checks.
 - ``backends/``: the execution contract, its in-process twin, and ``ray/``.
 - ``ensemble/``: members of a seeded ensemble, their scoring and export.
 - ``commands/``: what the read-only commands compute (validate, corners, inspect, repro,

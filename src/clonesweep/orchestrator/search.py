@@ -8,7 +8,7 @@
   and constraints (logged metrics, ``param_count``, ``inference_latency_ms``).
 * :func:`warm_start` reads the known configurations to run first, :func:`enqueue` queues them.
 
-Nothing here talks to a backend: the loop in :mod:`clonesweep.orchestrator.sweep` does.
+Nothing here talks to a backend: the loop in :mod:`clonesweep.orchestrator.loop` does.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from clonesweep.spec.model import (
 from clonesweep.spec.searchspace import check_parameters, config_params
 from clonesweep.trials import FailReason, TrialResult, TrialSpec
 from clonesweep.workers.materialize import canonical_hash
-from clonesweep.workers.seeding import derive_seed
 
 __all__ = [
     "DriverFailure",
@@ -87,14 +86,13 @@ class TrialMaker:
             chosen[p.path] = applied[p.path] = value
         return applied
 
-    def make(self, trial: optuna.trial.Trial, params: dict[str, Any]) -> TrialSpec:
-        """The TrialSpec for ``params``.
+    def make(self, number: int, params: dict[str, Any], seed: int) -> TrialSpec:
+        """The TrialSpec of trial ``number`` for ``params`` and its root ``seed``.
 
         Raises:
             DriverFailure: The trial's structure cannot be built or lacks a layer key.
         """
-        seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
-        spec = TrialSpec(trial.number, config_params(params), seed)
+        spec = TrialSpec(number, config_params(params), seed)
         if not self.spec.structural:
             return spec
         args = {k[len("model."):]: v for k, v in params.items() if k.startswith("model.")}
@@ -124,10 +122,6 @@ class TrialMaker:
         if isinstance(found, DriverFailure):
             raise found
         return found
-
-    @property
-    def structures_built(self) -> int:
-        return sum(isinstance(s, _Structure) for s in self._structures.values())
 
 
 def _call(args: dict[str, Any]) -> str:

@@ -1,89 +1,45 @@
-"""The sweep loop: ask -> submit -> collect -> tell, with the driver as the study's only writer.
+"""Running a sweep, and what it returns.
 
-One trial's state lives in one place: from ``ask`` to ``tell`` it is an entry of
-``_Loop.inflight`` (its Optuna trial and the spec its worker runs). Retries reuse the entry.
+:func:`run_sweep` plans the study (nothing created), starts the workers, opens the study
+(:mod:`clonesweep.orchestrator.study.setup`) and runs the one loop
+(:mod:`clonesweep.orchestrator.loop`) with the sweep's policy
+(:mod:`clonesweep.orchestrator.sweep_policy`: ask Optuna for trials up to the budget, prune
+through intermediate values, tell each result with the attributes of
+:mod:`clonesweep.orchestrator.records`, stop after repeated user errors).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import time
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import optuna
-
-from clonesweep.errors import SweepFailed
-from clonesweep.orchestrator import bestmodel, trialrecord
-from clonesweep.orchestrator._optuna import stopped_outside_optimize
+from clonesweep.orchestrator import bestmodel
 from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.budget import Budget, with_budget
-from clonesweep.orchestrator.budget import decide as budget_decide
 from clonesweep.orchestrator.budget import peek as budget_peek
 from clonesweep.orchestrator.gridplan import GridPlan
-from clonesweep.orchestrator.runfolder import RunFolder
+from clonesweep.orchestrator.loop import Loop
+from clonesweep.orchestrator.records import summary
 from clonesweep.orchestrator.search import (
-    DriverFailure,
-    TrialMaker,
     best_so_far,
-    constraint_values,
-    enqueue,
     measures_latency,
     monitored_objective,
-    objective_values,
     warm_start,
 )
 from clonesweep.orchestrator.signals import Interrupts
-from clonesweep.orchestrator.study.compat import check_resume_compatible
-from clonesweep.orchestrator.study.lease import Lease
-from clonesweep.orchestrator.study.outbox import STORAGE_ERRORS, Outbox
-from clonesweep.orchestrator.study.resume import (
-    BUDGET_ATTR,
-    counted,
-    fail_and_requeue,
-    recover_stale,
-    requeued_seed,
-    reseed_sampler,
-)
-from clonesweep.orchestrator.study.storage import (
-    commit,
-    fixed_params,
-    make_pruner,
-    make_sampler,
-    mask_url,
-    open_study,
-    set_user_attrs,
-    storage_url,
-)
-from clonesweep.spec.model import Direction, SweepSpec
-from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
-from clonesweep.workers.materialize import canonical_hash
+from clonesweep.orchestrator.study.outbox import Outbox
+from clonesweep.orchestrator.study.setup import plan_study
+from clonesweep.orchestrator.study.storage import mask_url, storage_url
+from clonesweep.orchestrator.sweep_policy import BestTrial, Counts, SweepPolicy
+from clonesweep.spec.model import SweepSpec
+from clonesweep.trials import TrialResult, TrialSpec
 from clonesweep.workers.runner import WorkerJob
-from clonesweep.workers.seeding import derive_seed
 
 __all__ = ["BestTrial", "Counts", "NullProgress", "Progress", "RunOptions", "SweepOutcome",
-           "run_sweep"]
-
-# Stop asking after this many user errors in a row with nothing completed: the data loader
-# or a custom layer is broken, and every further trial would fail the same way.
-_USER_ERRORS_BEFORE_ABORT = 3
-
-
-@dataclass
-class Counts:
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    running: int = 0
-    retried: int = 0
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned + self.failed
+           "run_sweep", "worker_job"]
 
 
 @dataclass(frozen=True)
@@ -105,13 +61,6 @@ class RunOptions:
     grace: float = 30.0
     trials: int | None = None
     resume: bool = False
-
-
-@dataclass(frozen=True)
-class BestTrial:
-    number: int
-    value: float
-    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -159,329 +108,8 @@ class NullProgress:
     def on_end(self, outcome: SweepOutcome) -> None: ...
 
 
-@dataclass
-class _InFlight:
-    trial: optuna.trial.Trial
-    spec: TrialSpec
-    params: dict[str, Any]  # every active key, switch.* and model.* included
-    reported: set[int] = field(default_factory=set)  # epochs recorded as intermediate values
-
-
-def _finished_states() -> tuple[optuna.trial.TrialState, ...]:
-    S = optuna.trial.TrialState
-    return (S.COMPLETE, S.PRUNED, S.FAIL)
-
-
-class _Loop:
-    def __init__(self, spec: SweepSpec, study: optuna.Study, backend: Backend,
-                 folder: RunFolder, progress: Progress, budget: int, lease: Lease,
-                 interrupts: Interrupts) -> None:
-        self.spec, self.study, self.backend = spec, study, backend
-        self.folder, self.progress = folder, progress
-        self.budget, self.lease, self.interrupts = budget, lease, interrupts
-        self.maker = TrialMaker(spec)
-        self.inflight: dict[int, _InFlight] = {}
-        self.counts = Counts()
-        self.failures: dict[str, int] = {}
-        found = best_so_far(study, spec)
-        self.best = BestTrial(*found) if found else None
-        # A grid or brute-force sampler that has visited every point ends the sweep early.
-        self.exhausted = False
-        # Grid / brute force: the driver hands out each point once (gridplan.py).
-        self.grid = GridPlan.of(spec)
-        self.structures_stored = {k for k in study.user_attrs if k.startswith("structure_config:")}
-        # Trials failed as driver_died / interrupted were re-queued: they do not count.
-        done = study.get_trials(deepcopy=False, states=_finished_states())
-        self.already = sum(counted(t) for t in done)
-        self.user_errors_in_a_row = 0
-        self.stopping = False
-        self.trial_s = {"build": 0.0, "train": 0.0, "eval": 0.0}
-        self._last_error = ""
-        # Finished trials' results on their way to the study (held while it is unreachable).
-        self.outbox = Outbox()
-
-    # -- the loop ---------------------------------------------------------------------------
-    def run(self) -> None:
-        started = time.monotonic()
-        try:
-            while True:
-                with contextlib.suppress(*STORAGE_ERRORS):  # the lease waits for the storage
-                    self.lease.beat()
-                if self.interrupts.cancel_now:
-                    break
-                self.outbox.flush()
-                self._fill()
-                commit(self.study)  # the trials just asked reach the disk before the wait
-                if not self.inflight and not self.outbox:
-                    break
-                for event in self.backend.poll(0.5):
-                    if isinstance(event, Intermediate):
-                        self._intermediate(event)
-                    else:
-                        self._result(event)
-                self.progress.on_tick(self.counts, self.best, time.monotonic() - started)
-        except BaseException as exc:
-            self._abandon_inflight(exc)
-            raise
-        if self.interrupts.draining:
-            self._abandon_inflight()
-            raise KeyboardInterrupt
-        if self.stopping and self.counts.complete + self.counts.pruned == 0:
-            raise SweepFailed(f"stopped after {self.user_errors_in_a_row} trials failed in a row "
-                              f"with user errors; the last: {self._last_error}")
-
-    def _fill(self) -> None:
-        # Nothing new while results wait for the storage: the budget counts them once written.
-        while (not self.stopping and not self.exhausted and not self.interrupts.draining
-               and not self.outbox and self.backend.free_slots() > 0
-               and self.already + self.counts.finished + len(self.inflight) < self.budget):
-            try:
-                self._ask_and_submit()
-            except STORAGE_ERRORS:
-                # Keep the loop waiting (not ending short of the budget) until the storage
-                # answers: the outbox holds a read that succeeds once it is back.
-                if not self.outbox:
-                    self.outbox.put("the next trial", self._storage_check)
-                return
-
-    def _storage_check(self) -> None:
-        self.study.user_attrs  # noqa: B018  (a read: raises while the storage is away)
-
-    def _ask_and_submit(self) -> None:
-        """Ask for one trial and submit it (or fail it at once: a DriverFailure)."""
-        if self.grid is not None and not self.grid.prepare(self.study):
-            self.exhausted = True  # every point finished or in flight: ask nothing more
-            return
-        # Define-by-run: parents are sampled before the keys whose `when` reads them.
-        trial = self.study.ask()
-        try:
-            params = self.maker.params(trial)
-            # A re-queued trial keeps the seed of the run that was cut short.
-            seed = requeued_seed(trial)
-            if seed is None:
-                seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
-            trial.set_user_attr("seed", seed)
-            trialrecord.store(trial, params)  # what it trains, otherwise values included
-        except STORAGE_ERRORS:
-            # Asked but not set up: fail it and re-queue its params once the storage is back.
-            self.outbox.put(f"trial {trial.number} (asked)", lambda: fail_and_requeue(
-                self.study, trial, "interrupted", "the storage failed while the trial was "
-                "being asked; its params were re-queued"))
-            raise
-        try:
-            spec = replace(self.maker.make(trial, params), seed=seed)
-        except DriverFailure as failure:
-            spec = TrialSpec(trial.number, params, seed)
-            self.progress.on_trial_start(spec)
-            self._finish(_InFlight(trial, spec, params),
-                         TrialResult.failed(spec, failure.reason, failure.message))
-            return
-        if spec.structure is not None:
-            self._record_structure(trial, spec)
-        self.inflight[trial.number] = _InFlight(trial, spec, params)
-        self.backend.submit(spec)
-        self.counts.running = len(self.inflight)
-        # Show every active key, the switch.* and model.* ones the worker never sees too.
-        self.progress.on_trial_start(replace(spec, params=params, structure_config_json=None))
-
-    def _record_structure(self, trial: optuna.trial.Trial, spec: TrialSpec) -> None:
-        """Structural search: the trial's structure hash, and each structure's base config
-        once in the study (``structure_config:<hash>``), so the study alone can rebuild it."""
-        assert spec.structure is not None and spec.structure_config_json is not None
-        trial.set_user_attr("structure", spec.structure)
-        attr = f"structure_config:{spec.structure}"
-        if attr not in self.structures_stored:
-            self.study.set_user_attr(attr, spec.structure_config_json)
-            self.structures_stored.add(attr)
-
-    def _intermediate(self, event: Intermediate) -> None:
-        entry = self.inflight.get(event.number)
-        if entry is None or self.spec.is_multi_objective:
-            # Optuna cannot record intermediate values of a multi-objective trial.
-            self.backend.answer(event, False)
-            return
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a retried trial reports its steps again
-                entry.trial.report(event.value, event.step)
-                entry.reported.add(event.step)
-                prune = entry.trial.should_prune()
-        except STORAGE_ERRORS:
-            prune = False  # the storage is away: keep training rather than wait
-        self.backend.answer(event, prune)
-
-    def _result(self, result: TrialResult) -> None:
-        entry = self.inflight[result.number]
-        retryable = (result.state is TrialState.FAIL and result.reason is not None
-                     and result.reason.retryable)
-        if retryable and self.interrupts.draining:  # no retry while draining: next run's
-            del self.inflight[result.number]
-            self.counts.running = len(self.inflight)
-            message = f"{result.reason}: not retried after an interrupt; re-queued"
-            self.outbox.put(f"trial {result.number} (interrupted)", lambda: fail_and_requeue(
-                self.study, entry.trial, "interrupted", message))
-            return
-        if retryable and entry.spec.attempt < self.spec.sweep.retries:
-            entry.spec = entry.spec.retry()
-            self.counts.retried += 1
-            self.backend.submit(entry.spec)
-            self.progress.on_trial_end(result, self.counts, self.best, True)
-            return
-        del self.inflight[result.number]
-        self.counts.running = len(self.inflight)
-        self._finish(entry, result)
-
-    def _finish(self, entry: _InFlight, result: TrialResult) -> None:
-        """Tell the study, now or, while the storage is unreachable, once it is back."""
-        def tell() -> None:
-            self._tell(entry, result)
-            self.progress.on_trial_end(result, self.counts, self.best, False)
-        self.outbox.put(f"trial {result.number} ({result.state.value})", tell)
-
-    def _tell(self, entry: _InFlight, result: TrialResult) -> None:
-        trial = entry.trial
-        self._report_missing(entry, result)
-        set_user_attrs(trial, _attributes(result))
-        values: list[float] | None = None
-        if result.state is TrialState.COMPLETE:
-            got = objective_values(self.spec, result)
-            if isinstance(got, str):
-                result = replace(result, state=TrialState.FAIL, reason=FailReason.USER_ERROR,
-                                 message=got)
-                trial.set_user_attr("fail_reason", FailReason.USER_ERROR.value)
-                trial.set_user_attr("message", got)
-            else:
-                values = got
-        feasible = True
-        if result.state is not TrialState.FAIL and self.spec.constraints:
-            feasible = self._constrain(trial, result)
-        if values is not None:
-            self._tell_study(trial, values=values)
-            self.counts.complete += 1
-            if feasible:
-                self._update_best(result.number, values[0], entry.params)
-            self.user_errors_in_a_row = 0
-        elif result.state is TrialState.PRUNED:
-            self._tell_study(trial, state=optuna.trial.TrialState.PRUNED)
-            self.counts.pruned += 1
-            self.user_errors_in_a_row = 0
-        else:
-            self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
-            self.counts.failed += 1
-            reason = result.reason.value if result.reason else "unknown"
-            self.failures[reason] = self.failures.get(reason, 0) + 1
-            if result.reason is FailReason.USER_ERROR:
-                self.user_errors_in_a_row += 1
-                self._last_error = result.message.splitlines()[0] if result.message else ""
-                if self.user_errors_in_a_row >= _USER_ERRORS_BEFORE_ABORT:
-                    self.stopping = True
-        for phase, seconds in (("build", result.timings.build_s),
-                               ("train", result.timings.train_s),
-                               ("eval", result.timings.eval_s)):
-            self.trial_s[phase] += seconds
-        record = _trial_record(replace(entry.spec, params=entry.params), result)
-        if values is not None and self.spec.is_multi_objective:
-            metrics = [o.metric for o in self.spec.objectives]
-            record["values"] = dict(zip(metrics, values, strict=True))
-        self.folder.write_trial(result.number, record)
-
-    def _report_missing(self, entry: _InFlight, result: TrialResult) -> None:
-        """Record per-epoch values whose report had not reached the driver when the trial's
-        result did (reports that do not wait for an answer can arrive after it)."""
-        if self.spec.is_multi_objective:
-            return
-        values = result.history.get(monitored_objective(self.spec).metric, [])
-        for step, value in enumerate(values):
-            if step not in entry.reported and math.isfinite(value):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    entry.trial.report(value, step)
-                entry.reported.add(step)
-
-    def _tell_study(self, trial: optuna.trial.Trial, **kwargs: Any) -> None:
-        try:
-            self.study.tell(trial, **kwargs)
-        except RuntimeError as exc:
-            # GridSampler / BruteForceSampler call study.stop() once every point has been
-            # visited, which only works inside study.optimize; the trial is recorded already.
-            if not stopped_outside_optimize(exc):
-                raise
-            self.exhausted = True
-
-    def _constrain(self, trial: optuna.trial.Trial, result: TrialResult) -> bool:
-        """Record the constraint values (Optuna's ``constraints``); True if feasible."""
-        violations = constraint_values(self.spec, result)
-        trial.set_user_attr("constraints", list(violations.values()))
-        if hasattr(trial, "set_constraint"):  # Optuna >= 5; before, constraints_func reads
-            for label, value in violations.items():  # the user attribute
-                trial.set_constraint(label, value)
-        feasible = all(v <= 0.0 for v in violations.values())
-        trial.set_user_attr("feasible", feasible)
-        return feasible
-
-    def _update_best(self, number: int, value: float, params: dict[str, Any]) -> None:
-        """Track the best feasible trial by the first objective (the progress table's)."""
-        maximize = self.spec.objective.direction is Direction.MAXIMIZE
-        if (self.best is None or (value > self.best.value if maximize
-                                  else value < self.best.value)):
-            self.best = BestTrial(number, value, dict(params))
-
-    def _abandon_inflight(self, cause: BaseException | None = None) -> None:
-        """On an interrupt or a crash of the loop: fail every running trial as
-        ``interrupted`` and re-queue its params (same seed) for the next run."""
-        for number, entry in list(self.inflight.items()):
-            # Storage gone: the next driver finds the trial RUNNING and re-queues it then.
-            with contextlib.suppress(Exception):
-                fail_and_requeue(self.study, entry.trial, "interrupted",
-                                 _abandon_message(cause))
-            del self.inflight[number]
-
-
-def _abandon_message(cause: BaseException | None) -> str:
-    """Why a running trial was cut short: the sweep's error (nodes lost, say) or an interrupt."""
-    if isinstance(cause, SweepFailed):
-        return f"the sweep stopped: {str(cause)[:1000]}; its params were re-queued"
-    return "the driver was interrupted; its params were re-queued"
-
-
-def _attributes(result: TrialResult) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "state": result.state.value,
-        "seeds": result.seeds,
-        "config_hash": result.config_hash,
-        "param_count": result.param_count,
-        "node": result.node,
-        "worker": result.worker,
-        "attempt": result.attempt,
-        "build_s": round(result.timings.build_s, 4),
-        "train_s": round(result.timings.train_s, 4),
-        "eval_s": round(result.timings.eval_s, 4),
-        "history": result.history,
-        "inference_latency_ms": result.inference_latency_ms,
-        "environment": result.environment,
-        "data_fingerprint": result.data_fingerprint,
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "engine": result.engine,
-    }
-    if result.reason is not None:
-        attrs["fail_reason"] = result.reason.value
-    if result.message:
-        attrs["message"] = result.message[-2000:]
-    return attrs
-
-
-def _trial_record(spec: TrialSpec, result: TrialResult) -> dict[str, Any]:
-    return {
-        "number": result.number,
-        "params": spec.params,
-        "seed": spec.seed,
-        "value": result.value,
-        **_attributes(result),
-        "config": json.loads(result.config_json) if result.config_json else None,
-    }
-
-
 def worker_job(spec: SweepSpec, base_config: dict[str, Any]) -> WorkerJob:
+    """What every worker of the sweep holds: the base config, data, training, objective."""
     return WorkerJob(
         base_config_json=json.dumps(base_config),
         imports=spec.model.imports,
@@ -535,78 +163,52 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
     started = time.monotonic()
     url = storage_url(spec)
     # Settings errors surface here, before anything is created.
-    sampler, pruner = make_sampler(spec), make_pruner(spec)
-    queued = warm_start(spec, url)
-    # A sweep that has met its budget says so and starts nothing (no workers, no writes).
+    plan = plan_study(spec, url, warm_start(spec, url))
+    # A sweep that has met its budget or run its whole grid says so and starts nothing.
     peeked = budget_peek(spec, url, add_trials=options.add_trials, trials=options.trials,
                          resume=options.resume)
     if peeked is not None:
-        study, budget = peeked
-        plan = GridPlan.of(spec)
-        if budget.met:
-            return _nothing_to_run(spec, url, study, budget, budget.met_message(), progress,
+        held_study, held_budget = peeked
+        grid = GridPlan.of(spec)
+        if held_budget.met:
+            return _nothing_to_run(spec, url, held_study, held_budget, held_budget.met_message(),
+                                   progress, started)
+        if grid is not None and grid.left(held_study) == 0:
+            return _nothing_to_run(spec, url, held_study, held_budget, grid.note(), progress,
                                    started)
-        if plan is not None and plan.left(study) == 0:
-            return _nothing_to_run(spec, url, study, budget, plan.note(), progress, started)
     interrupts = Interrupts(options.grace)
-    lease: Lease | None = None
+    opened = None
     # Workers start importing Keras now, while the driver opens the study.
     backend.start(worker_job(spec, base_config), spec.sweep.parallel)
     try:
         # After backend.start: ray.init installs a SIGTERM handler of its own.
         with interrupts:
-            study, folder, lease = _open(spec, url, base_config, sampler, pruner,
-                                         options.takeover)
-            budget = budget_decide(spec, study, add_trials=options.add_trials,
-                                   trials=options.trials, resume=options.resume)
-            study.set_user_attr(BUDGET_ATTR, budget.total)  # the next resume's budget
-            enqueue(study, queued)  # known configurations run before any sampling
-            loop = _Loop(spec, study, backend, folder, progress, budget.total, lease,
-                         interrupts)
+            opened = plan.open(base_config, takeover=options.takeover,
+                               add_trials=options.add_trials, trials=options.trials,
+                               resume=options.resume)
+            outbox = Outbox()
+            policy = SweepPolicy(spec, opened.study, opened.folder, progress, opened.budget,
+                                 opened.already, outbox)
             # The header shows the budget this run aims for, not the file's figure.
-            progress.on_start(with_budget(spec, budget.total), mask_url(url), loop.already)
-            loop.run()
-            kept = bestmodel.keep(backend, folder, study)
+            progress.on_start(with_budget(spec, opened.budget), mask_url(url), opened.already)
+            Loop(backend, policy, retries=spec.sweep.retries, outbox=outbox,
+                 interrupts=interrupts, lease=opened.lease).run()
+            policy.check_not_stopped()
+            kept = bestmodel.keep(backend, opened.folder, opened.study)
     finally:
         backend.shutdown()
-        if lease is not None:
-            lease.release()
-    outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, loop.counts,
-                           budget.total, loop.already, loop.best, kept.best_model,
-                           time.monotonic() - started, loop.trial_s, loop.failures,
-                           _note(loop), kept.front_models, kept.hint(spec.file) or "")
-    folder.write_json("summary.json", _summary(outcome))
+        if opened is not None:
+            opened.lease.release()
+    outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, policy.counts,
+                           opened.budget, opened.already, policy.best, kept.best_model,
+                           time.monotonic() - started, policy.trial_s, policy.failures,
+                           policy.note(), kept.front_models, kept.hint(spec.file) or "")
+    opened.folder.write_json("summary.json", summary(outcome))
     progress.on_end(outcome)
     return outcome
 
 
-def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
-          sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
-          takeover: bool) -> tuple[optuna.Study, RunFolder, Lease]:
-    """Create the run folder, open the study and take its lease (before writing to it);
-    undo the folder if the study fails. Then recover what a dead driver left running."""
-    folder = RunFolder(spec.run_folder)
-    folder.create(spec.file, base_config)
-    try:
-        study = open_study(spec, url, sampler, pruner)
-        # Resuming with another search space would mix two searches in one study.
-        check_resume_compatible(spec, study)
-    except BaseException:
-        folder.remove_if_new()
-        raise
-    lease = Lease(study)
-    previous = lease.acquire(takeover)
-    recover_stale(study, previous)
-    reseed_sampler(spec, study)
-    study.set_user_attr("fixed_params", fixed_params(spec.parameters))
-    # What `clonesweep repro` rebuilds from, kept with the study (not only the run folder).
-    study.set_user_attr("base_config_hash", canonical_hash(base_config))
-    study.set_user_attr("base_config", json.dumps(base_config, sort_keys=True))
-    study.set_user_attr("sweep_seed", spec.sweep.seed)
-    return study, folder, lease
-
-
-def _nothing_to_run(spec: SweepSpec, url: str, study: optuna.Study, budget: Budget, note: str,
+def _nothing_to_run(spec: SweepSpec, url: str, study: Any, budget: Budget, note: str,
                     progress: Progress, started: float) -> SweepOutcome:
     """The outcome of a run with nothing to run (its budget met, its grid exhausted): the
     best so far, and ``note`` saying why. Nothing is started or written."""
@@ -620,35 +222,3 @@ def _nothing_to_run(spec: SweepSpec, url: str, study: optuna.Study, budget: Budg
                            model_hint=kept.hint(spec.file) or "")
     progress.on_end(outcome)
     return outcome
-
-
-def _note(loop: _Loop) -> str:
-    if loop.exhausted and loop.grid is not None:
-        return loop.grid.note()
-    return ""
-
-
-def _summary(outcome: SweepOutcome) -> dict[str, Any]:
-    c = outcome.counts
-    return {
-        "name": outcome.name,
-        "storage": outcome.storage,
-        "budget": outcome.budget,
-        "finished_before": outcome.already_finished,
-        "complete": c.complete,
-        "pruned": c.pruned,
-        "failed": c.failed,
-        "retried": c.retried,
-        "failures": outcome.failures,
-        "note": outcome.note or None,
-        "best": None if outcome.best is None else {
-            "number": outcome.best.number, "value": outcome.best.value,
-            "params": outcome.best.params},
-        "best_model": str(outcome.best_model) if outcome.best_model else None,
-        "pareto_models": {str(n): str(p) for n, p in outcome.front_models.items()} or None,
-        "best_model_hint": outcome.model_hint or None,
-        "wall_s": round(outcome.wall_s, 3),
-        # Seconds the trials spent on their workers, summed over trials: compare with wall_s
-        # (times the parallelism) to see the orchestration overhead.
-        "trial_seconds": {k: round(v, 3) for k, v in outcome.trial_s.items()},
-    }

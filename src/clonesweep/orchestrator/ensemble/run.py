@@ -6,7 +6,8 @@ the sweep's storage) with the same params for every member and member seed
 every initializer, every seeded layer and the data order. Members run in parallel on the
 backend's workers, one trial each, or (``fused=True``) in fused groups, one group per worker
 (:mod:`clonesweep.workers.engines.fused`); a config that cannot be fused runs unfused, and the
-outcome says why. Failed members are retried per ``sweep.retries`` (only retryable reasons); the
+outcome says why. Failed members are retried per ``sweep.retries`` (only retryable reasons) by
+the same loop as a sweep's trials (:mod:`clonesweep.orchestrator.ensemble.members`); the
 outcome always says how many members the ensemble holds. The driver is the study's only
 writer.
 """
@@ -14,24 +15,28 @@ writer.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import optuna
 
 from clonesweep.errors import SpecError, SweepFailed
 from clonesweep.orchestrator import trialrecord
-from clonesweep.orchestrator._optuna import create_running_trial
-from clonesweep.orchestrator.backends.base import Backend
+from clonesweep.orchestrator.ensemble.members import (
+    Member,
+    MemberBackend,
+    MemberPolicy,
+    asker,
+    member_seed,
+)
+from clonesweep.orchestrator.loop import Loop
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import monitored_objective
 from clonesweep.orchestrator.study.storage import (
-    finish_trials,
     fixed_params,
     load_study,
     mask_url,
@@ -40,11 +45,9 @@ from clonesweep.orchestrator.study.storage import (
 )
 from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec.model import SweepSpec
-from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
+from clonesweep.trials import TrialSpec, TrialState
 from clonesweep.workers.engines.fused import fusion_blocker
 from clonesweep.workers.materialize import materialize
-from clonesweep.workers.member import FusedGroup, MemberOutput
-from clonesweep.workers.seeding import derive_seed
 
 __all__ = [
     "EnsembleOutcome",
@@ -55,20 +58,6 @@ __all__ = [
     "resolve_params",
     "run_ensemble",
 ]
-
-
-class MemberBackend(Backend, Protocol):
-    """A :class:`~clonesweep.orchestrator.backends.base.Backend` that also keeps members.
-
-    Started with ``WorkerJob(keep_members=True)``. ``submit_fused`` takes a free slot like
-    ``submit`` and yields one result numbered ``group.number``; ``fetch_member(number)``
-    returns a completed member's :class:`~clonesweep.workers.member.MemberOutput` once
-    (after its own result, or its group's, has been polled), else None.
-    """
-
-    def submit_fused(self, group: FusedGroup) -> None: ...
-
-    def fetch_member(self, number: int) -> MemberOutput | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,22 +80,6 @@ class EnsembleRequest:
     trial: int | str | None = None
 
 
-@dataclass
-class Member:
-    """One member's state from ask to tell (and what it left)."""
-
-    index: int
-    trial: optuna.trial.Trial | None  # None until asked (after its work was submitted)
-    spec: TrialSpec
-    result: TrialResult | None = None
-    output: MemberOutput | None = None
-
-    @property
-    def number(self) -> int:
-        """The member's trial number in the ensemble study (its index until asked)."""
-        return self.trial.number if self.trial is not None else self.spec.number
-
-
 @dataclass(frozen=True)
 class EnsembleOutcome:
     study: str
@@ -125,11 +98,6 @@ class EnsembleOutcome:
     def held(self) -> list[Member]:
         return [m for m in self.members if m.output is not None and m.result is not None
                 and m.result.state is TrialState.COMPLETE]
-
-
-def member_seed(ensemble_seed: int, index: int) -> int:
-    """Member ``index``'s root seed: ``derive_seed(ensemble_seed, "member", index)``."""
-    return derive_seed(ensemble_seed, "member", index)
 
 
 def resolve_params(spec: SweepSpec, trial: int | str | None) -> tuple[dict[str, Any], str]:
@@ -188,33 +156,6 @@ def _open(spec: SweepSpec, name: str, seed: int) -> tuple[str, optuna.Study]:
     return url, study
 
 
-def _asker(study: optuna.Study, params: dict[str, Any], seed: int,
-           source: str) -> Callable[[Member], None]:
-    """Records a member as a running trial of the ensemble study (sets ``member.trial``).
-
-    The trial is created with its params and attributes in one storage write (Optuna's
-    ``create_new_trial`` with a template): nothing is sampled, so ``study.ask``'s sampler calls
-    and its one write per param and per attribute are not needed (on SQLite ~10 ms of the
-    driver's CPU per member instead of ~28).
-    """
-    primitives = {k: v for k, v in params.items()
-                  if v is None or isinstance(v, (bool, int, float, str))}
-    dists: dict[str, optuna.distributions.BaseDistribution] = {
-        k: optuna.distributions.CategoricalDistribution([v]) for k, v in primitives.items()}
-
-    def ask(member: Member) -> None:
-        template = optuna.trial.FrozenTrial(
-            number=-1, state=optuna.trial.TrialState.RUNNING, value=None,
-            datetime_start=datetime.datetime.now(), datetime_complete=None,
-            params=primitives, distributions=dists, system_attrs={}, intermediate_values={},
-            user_attrs={"member_index": member.index, "member_seed": member.spec.seed,
-                        "ensemble_seed": seed, "params": params, "source": source},
-            trial_id=-1)
-        member.trial = create_running_trial(study, template)
-
-    return ask
-
-
 def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBackend,
                  request: EnsembleRequest,
                  on_member: Callable[[Member, bool], None] | None = None) -> EnsembleOutcome:
@@ -255,137 +196,17 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
         # wave is submitted, so the asks overlap the workers' first training.
         members = [Member(i, None, TrialSpec(i, dict(params), member_seed(seed, i)))
                    for i in range(n)]
-        loop = _Loop(study, backend, spec.sweep.retries, on_member or (lambda m, r: None),
-                     _asker(study, params, seed, source))
-        try:
-            loop.run(members, slots if fused else 0)
-        except BaseException:
-            _abandon(study, members)
-            raise
+        policy = MemberPolicy(study, backend, members, slots if fused else 0,
+                               asker(study, params, seed, source),
+                               on_member or (lambda m, r: None))
+        loop = Loop(backend, policy, retries=spec.sweep.retries)
+        loop.run()
     finally:
         backend.shutdown()
-    if loop.group_notes:  # a worker found what the config alone did not show
-        note, fused = "; ".join(sorted(set(loop.group_notes))), False
+    if policy.group_notes:  # a worker found what the config alone did not show
+        note, fused = "; ".join(sorted(set(policy.group_notes))), False
     return EnsembleOutcome(name, mask_url(url), params, source, seed, fused, note, members,
                            time.monotonic() - started, loop.retried, storage_url=url)
-
-
-def _abandon(study: optuna.Study, members: list[Member]) -> None:
-    """On an interrupt or a crash: record every member still running as failed."""
-    for member in members:
-        if member.result is None and member.trial is not None:
-            try:
-                member.trial.set_user_attr("fail_reason", "interrupted")
-                study.tell(member.trial, state=optuna.trial.TrialState.FAIL)
-            except Exception:  # storage gone too: nothing more can be recorded
-                pass
-
-
-class _Loop:
-    def __init__(self, study: optuna.Study, backend: MemberBackend, retries: int,
-                 on_member: Callable[[Member, bool], None],
-                 ask: Callable[[Member], None]) -> None:
-        self.study, self.backend, self.retries = study, backend, retries
-        self.on_member, self.ask = on_member, ask
-        self.retried = 0
-        self.group_notes: list[str] = []
-
-    def run(self, members: list[Member], groups: int) -> None:
-        by_number = {m.spec.number: m for m in members}
-        todo: list[TrialSpec | FusedGroup]
-        if groups:
-            size = -(-len(members) // groups)
-            todo = [FusedGroup(chunk[0].spec.number, tuple(m.spec for m in chunk))
-                    for chunk in (members[i:i + size] for i in range(0, len(members), size))]
-        else:
-            todo = [m.spec for m in members]
-        inflight: dict[int, TrialSpec | FusedGroup] = {}
-        asked = False
-        while todo or inflight:
-            while todo and self.backend.free_slots() > 0:
-                item = todo.pop(0)
-                inflight[item.number] = item
-                if isinstance(item, FusedGroup):
-                    self.backend.submit_fused(item)
-                else:
-                    self.backend.submit(item)
-            if not asked:  # once, after the first wave, before any result is polled
-                for member in members:
-                    self.ask(member)
-                asked = True
-            for event in self.backend.poll(0.5):
-                if isinstance(event, Intermediate):
-                    self.backend.answer(event, False)  # members are never pruned
-                    continue
-                item = inflight.pop(event.number)
-                again = self._ended(item, event, by_number)
-                if again is not None:
-                    todo.insert(0, again)
-
-    def _ended(self, item: TrialSpec | FusedGroup, result: TrialResult,
-               by_number: dict[int, Member]) -> TrialSpec | FusedGroup | None:
-        if (result.state is TrialState.FAIL and result.reason is not None
-                and result.reason.retryable and item.attempt < self.retries):
-            self.retried += 1
-            again = item.retry()
-            for spec in (again.members if isinstance(again, FusedGroup) else (again,)):
-                by_number[spec.number].spec = spec
-                self.on_member(by_number[spec.number], True)
-            return again
-        if isinstance(item, FusedGroup):
-            if result.state is TrialState.COMPLETE and "does not apply" in result.message:
-                self.group_notes.append(result.message)
-            told = []
-            for spec in item.members:
-                out = (self.backend.fetch_member(spec.number)
-                       if result.state is TrialState.COMPLETE else None)
-                own = out.result if out is not None and out.result is not None else \
-                    TrialResult.failed(spec, result.reason or FailReason.WORKER_DIED,
-                                       result.message or "the fused group failed")
-                told.append((by_number[spec.number], own, out))
-            self._tell(told)
-        else:
-            out = (self.backend.fetch_member(result.number)
-                   if result.state is TrialState.COMPLETE else None)
-            self._tell([(by_number[result.number], result, out)])
-        return None
-
-    def _tell(self, told: list[tuple[Member, TrialResult, MemberOutput | None]]) -> None:
-        """Record members as finished: a fused group's members in one storage transaction,
-        straight to the storage (the ensemble's sampler learns nothing from a member; see
-        :func:`~clonesweep.orchestrator.study.storage.finish_trials`)."""
-        rows = []
-        for member, result, out in told:
-            if result.state is TrialState.COMPLETE and out is None:
-                result = dataclasses.replace(
-                    result, state=TrialState.FAIL, reason=FailReason.WORKER_DIED, value=None,
-                    message="the member's model was lost with its worker")
-            member.result, member.output = result, out
-            assert member.trial is not None  # asked before the first poll
-            ok = result.state is TrialState.COMPLETE and result.value is not None
-            rows.append((member.trial, {**_attributes(result),
-                                        "fused": bool(out is not None and out.fused)},
-                         optuna.trial.TrialState.COMPLETE if ok
-                         else optuna.trial.TrialState.FAIL,
-                         result.value if ok else None))
-        finish_trials(self.study, rows)
-        for member, _, _ in told:
-            self.on_member(member, False)
-
-
-def _attributes(result: TrialResult) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "state": result.state.value, "seeds": result.seeds, "config_hash": result.config_hash,
-        "param_count": result.param_count, "node": result.node, "worker": result.worker,
-        "attempt": result.attempt, "history": result.history,
-        "build_s": round(result.timings.build_s, 4), "train_s": round(result.timings.train_s, 4),
-        "eval_s": round(result.timings.eval_s, 4),
-    }
-    if result.reason is not None:
-        attrs["fail_reason"] = result.reason.value
-    if result.message:
-        attrs["message"] = result.message[-2000:]
-    return attrs
 
 
 def check_targets(members: list[Member]) -> np.ndarray:

@@ -15,17 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CLASSIFICATION_LOSSES", "MetricRow", "is_classification", "score", "summarize"]
+__all__ = ["MetricRow", "score", "summarize"]
 
-CLASSIFICATION_LOSSES = frozenset({"sparse_categorical_crossentropy",
-                                   "categorical_crossentropy", "binary_crossentropy"})
 _MSE = frozenset({"mse", "mean_squared_error", "MeanSquaredError"})
 _MAE = frozenset({"mae", "mean_absolute_error", "MeanAbsoluteError"})
 _EPS = 1e-7
-
-
-def is_classification(loss: str) -> bool:
-    return loss in CLASSIFICATION_LOSSES
 
 
 def score(loss: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """The Optuna study of a sweep: opening its storage, the journal, the outbox, the lease, resume.
 
+- ``setup.py``: a sweep's study set up in order (sampler once, resume checks, lease, recovery).
 - ``storage.py``: storage URLs, samplers and pruners by name, opening the study.
 - ``journal.py``: the group-commit journal file.
 - ``outbox.py``: results held while the storage is unreachable.

@@ -43,10 +43,6 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.items)
 
-    @property
-    def storage_down(self) -> bool:
-        return self._down_since is not None
-
     def put(self, label: str, write: Callable[[], None]) -> None:
         self.items.append((label, write))
         self.flush()

@@ -8,25 +8,26 @@ driver that was interrupted (Ctrl-C, SIGTERM) re-queues the trials it cancelled
 
 The budget counts finished trials (complete, pruned, failed) except those failed with a
 reason in :data:`REQUEUED_REASONS`: their params run again as a new trial, which counts.
+A study is resumed only with the search space its trials were sampled from
+(:func:`~clonesweep.orchestrator.study.compat.check_resume_compatible`).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from typing import Any
 
 import optuna
 
 from clonesweep.orchestrator._optuna import running_trial
-from clonesweep.spec.model import SweepSpec
-from clonesweep.workers.seeding import derive_seed
+from clonesweep.orchestrator.records import FAIL_REASON, SEED, failure_attributes
+from clonesweep.trials import FailReason
 
-__all__ = ["BUDGET_ATTR", "REQUEUED_REASONS", "counted", "fail_and_requeue", "recover_stale",
-           "requeued_seed", "reseed_sampler"]
+__all__ = ["BUDGET_ATTR", "REQUEUED_REASONS", "counted",
+           "fail_and_requeue", "recover_stale", "requeued_seed"]
 
 #: Fail reasons that stand for "the driver stopped", not for the trial: re-queued, not counted.
-REQUEUED_REASONS = ("driver_died", "interrupted")
+REQUEUED_REASONS = tuple(r for r in FailReason if r.requeued)
 #: The study attribute holding the budget the last driver ran to (``--add-trials`` extends it).
 BUDGET_ATTR = "budget"
 _REQUEUED_FROM = "requeued_from"
@@ -38,17 +39,17 @@ def counted(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state in (S.COMPLETE, S.PRUNED):
         return True
     return (trial.state is S.FAIL
-            and trial.user_attrs.get("fail_reason") not in REQUEUED_REASONS)
+            and trial.user_attrs.get(FAIL_REASON) not in REQUEUED_REASONS)
 
 
 def requeued_seed(trial: optuna.trial.Trial) -> int | None:
     """The seed a re-queued trial must keep (None for any other trial)."""
-    seed = trial.user_attrs.get("seed") if _REQUEUED_FROM in trial.user_attrs else None
+    seed = trial.user_attrs.get(SEED) if _REQUEUED_FROM in trial.user_attrs else None
     return int(seed) if seed is not None else None
 
 
 def fail_and_requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.trial.Trial,
-                     reason: str, message: str) -> None:
+                     reason: FailReason, message: str) -> None:
     """Enqueue ``trial``'s params again (same seed), then fail it with ``reason``.
 
     Enqueueing first and skipping a number already re-queued makes this safe to repeat after
@@ -61,14 +62,14 @@ def fail_and_requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optu
                   for t in study.get_trials(deepcopy=False))
     if not already:
         user_attrs: dict[str, Any] = {_REQUEUED_FROM: number}
-        if "seed" in attrs:
-            user_attrs["seed"] = attrs["seed"]
+        if SEED in attrs:
+            user_attrs[SEED] = attrs[SEED]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enqueue_trial is experimental in some versions
             study.enqueue_trial(params, user_attrs=user_attrs)
     live = running_trial(study, trial)
-    live.set_user_attr("fail_reason", reason)
-    live.set_user_attr("message", message)
+    for key, value in failure_attributes(reason, message).items():
+        live.set_user_attr(key, value)
     study.tell(live, state=optuna.trial.TrialState.FAIL)
 
 
@@ -79,21 +80,6 @@ def recover_stale(study: optuna.Study, previous: dict[str, Any] | None) -> list[
            else "an earlier driver")
     stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in stale:
-        fail_and_requeue(study, trial, "driver_died",
+        fail_and_requeue(study, trial, FailReason.DRIVER_DIED,
                          f"the driver running it ({who}) stopped; its params were re-queued")
     return [t.number for t in stale]
-
-
-def reseed_sampler(spec: SweepSpec, study: optuna.Study) -> None:
-    """On a study that holds trials, seed the sampler anew from the sweep seed and the trial
-    count, so a resumed random or TPE sampler does not replay the draws of the first run."""
-    from clonesweep.orchestrator.study.storage import make_sampler
-
-    n = len(study.get_trials(deepcopy=False))
-    if n == 0:
-        return
-    plug = spec.sweep.sampler
-    root = int(plug.settings.get("seed", spec.sweep.seed))  # a seed in the file wins
-    settings = {**plug.settings, "seed": derive_seed(root, "resume", n)}
-    sweep = replace(spec.sweep, sampler=replace(plug, settings=settings))
-    study.sampler = make_sampler(replace(spec, sweep=sweep))

@@ -23,6 +23,7 @@ from clonesweep.errors import SpecError, StudyError
 from clonesweep.orchestrator import _optuna
 from clonesweep.spec.model import Distribution, ParamSpec, PlugSpec, SweepSpec
 from clonesweep.spec.settings import mask_url
+from clonesweep.workers.seeding import derive_seed
 
 __all__ = [
     "CONSTRAINT_AWARE",
@@ -108,8 +109,13 @@ _SAMPLER_NEEDS = {
 CONSTRAINT_AWARE = ("tpe", "nsga2", "nsga3", "gp")
 
 
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SweepSpec, resume_at: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler named in ``sweep.sampler``, seeded with the sweep seed unless set.
+
+    ``resume_at``: the number of trials the study holds already. A resumed sweep's sampler
+    is seeded anew from its seed (the file's, else the sweep seed) and that count, so a
+    random or TPE sampler does not replay the first run's draws (TPE reads its history from
+    the study).
 
     Raises:
         SpecError: Unknown settings, settings the sampler refuses, or a sampler whose
@@ -117,6 +123,11 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     """
     name = spec.sweep.sampler.name
     _check_installed(spec, name)
+    plug = spec.sweep.sampler
+    if resume_at:
+        root = int(plug.settings.get("seed", spec.sweep.seed))  # a seed in the file wins
+        plug = PlugSpec(plug.name, {**plug.settings,
+                                    "seed": derive_seed(root, "resume", resume_at)})
     extra: dict[str, Any] = {"seed": spec.sweep.seed}
     if name in ("grid", "bruteforce"):
         extra["search_space"] = _grid(spec)
@@ -127,7 +138,7 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
         # Optuna < 5 reads constraints only through constraints_func; the driver stores the
         # values as the ``constraints`` user attribute before it tells the trial.
         extra["constraints_func"] = _constraints_from_user_attrs
-    return _construct("sampler", spec.sweep.sampler, SAMPLERS, str(spec.file), extra)
+    return _construct("sampler", plug, SAMPLERS, str(spec.file), extra)
 
 
 def _constraints_from_user_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
