@@ -126,6 +126,12 @@ class Progress(Protocol):
 
     def on_trial_start(self, spec: TrialSpec) -> None: ...
 
+    # --- ux: per-epoch progress (live view, JSON lines) ---
+    def on_epoch(self, number: int, epoch: int, value: float) -> None:
+        """Trial ``number`` finished ``epoch`` (0-based) with ``value`` of the monitored
+        objective; called as each report reaches the driver, before any pruning decision."""
+    # --- end ux ---
+
     def on_trial_end(self, result: TrialResult, counts: Counts, best: BestTrial | None,
                      retried: bool) -> None: ...
 
@@ -137,6 +143,7 @@ class Progress(Protocol):
 class NullProgress:
     def on_start(self, spec: SweepSpec, storage: str, already_finished: int) -> None: ...
     def on_trial_start(self, spec: TrialSpec) -> None: ...
+    def on_epoch(self, number: int, epoch: int, value: float) -> None: ...  # ux
     def on_trial_end(self, result: TrialResult, counts: Counts, best: BestTrial | None,
                      retried: bool) -> None: ...
     def on_tick(self, counts: Counts, best: BestTrial | None, elapsed: float) -> None: ...
@@ -274,6 +281,8 @@ class _Loop:
 
     def _intermediate(self, event: Intermediate) -> None:
         entry = self.inflight.get(event.number)
+        if entry is not None:  # ux: the live view's epoch column
+            self.progress.on_epoch(event.number, event.step, event.value)
         if entry is None or self.spec.is_multi_objective:
             # Optuna cannot record intermediate values of a multi-objective trial.
             self.backend.answer(event, False)
