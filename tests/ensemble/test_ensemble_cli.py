@@ -22,7 +22,7 @@ def test_cli_ensemble_from_best_fused(ray_cluster: str, sweep_file: Any, tmp_pat
     path = sweep_file(trials=2, parallel=2, epochs=1, limit=300)
     done = run_cli("run", str(path), "--address", ray_cluster, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    best = json.loads(done.stdout)["best"]
+    best = json.loads(done.stdout.splitlines()[-1])["best"]  # the stream's summary line
 
     ens = run_cli("ensemble", str(path), "--members", "3", "--fused", "--from-best",
                   "--address", ray_cluster, "--json", cwd=tmp_path)

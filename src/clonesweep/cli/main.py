@@ -208,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- ux: commands that import Keras on the driver import it first, without its banner ---
-_KERAS_COMMANDS = ("validate", "ensemble", "repro")
+# (ensemble does so itself, after the checks that need no Keras.)
+_KERAS_COMMANDS = ("validate", "repro")
 
 
 def _import_keras_first(spec: SweepSpec, args: argparse.Namespace) -> None:

@@ -56,16 +56,7 @@ def quiet_logs() -> None:
     """Lower the libraries' chatter for a command-line run (Optuna's INFO, Ray's notices)."""
     for name in _RAY_NOTICE_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    # Optuna sets its logger's level to INFO when first imported (which may come later), so
-    # a filter, which it leaves alone, rather than optuna.logging.set_verbosity: that would
-    # also make the command line import Optuna.
-    optuna_logger = logging.getLogger("optuna")
-    if not any(isinstance(f, _BelowWarning) for f in optuna_logger.filters):
-        optuna_logger.addFilter(_BelowWarning())
+    # Optuna's INFO line per trial: lowered through the orchestrator, which owns Optuna.
+    from clonesweep.orchestrator.logs import quiet_optuna
 
-
-class _BelowWarning(logging.Filter):
-    """Drops records below WARNING."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
+    quiet_optuna()
