@@ -170,10 +170,11 @@ class LineProgress:
     """One line per finished trial, nothing rewritten, a status line every ``heartbeat_s``."""
 
     def __init__(self, out: TextIO, *, clock: Clock = time.monotonic,
-                 heartbeat_s: float = 30.0) -> None:
+                 heartbeat_s: float = 30.0, next_steps: bool = True) -> None:
         self.out = out
         self.tracker = Tracker(clock)
         self.heartbeat_s = heartbeat_s
+        self.next_steps = next_steps
         self._last_status = 0.0
 
     def _line(self, text: str) -> None:
@@ -228,7 +229,7 @@ class LineProgress:
         if outcome.best_model is not None:
             self._line(f"best model: {outcome.best_model}")
         self._line(f"run folder: {outcome.run_folder}")
-        if self.tracker.spec is not None and c.complete + c.pruned:
+        if self.next_steps and self.tracker.spec is not None and c.complete + c.pruned:
             self._line("next:")
             for command in next_commands(self.tracker.spec):
                 self._line(f"  {command}")
