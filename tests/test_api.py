@@ -63,3 +63,29 @@ def test_bad_override_and_data_name_the_field(tmp_path: Path) -> None:
         clonesweep.run(path, data=(x, x))
     assert "data=" in str(bad.value)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.integration
+def test_in_memory_data_and_model_on_ray(ray_cluster: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Ray the arrays travel through the object store: the workers trained on exactly
+    them (the fingerprint each trial records is the arrays' own)."""
+    import keras
+
+    from clonesweep.workers.arrays import data_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(96, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    data = (x[:64], y[:64], x[64:], y[64:])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="hidden"),
+                              keras.layers.Dense(2, activation="softmax", name="out")])
+    sweep = {"name": "on-ray", "training": {"epochs": 1, "batch_size": 32},
+             "objective": {"metric": "val_accuracy", "direction": "maximize"},
+             "parameters": {"layers.hidden.units": {"values": [2, 4]}}}
+    result = clonesweep.run(sweep, model=model, data=data, address=ray_cluster, trials=2,
+                            parallel=2, progress=False)
+    assert result.outcome.counts.complete == 2
+    prints = {t.user_attrs["data_fingerprint"] for t in result.study.get_trials()}
+    assert prints == {data_fingerprint(data)}
