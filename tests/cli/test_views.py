@@ -108,7 +108,7 @@ def test_terminal_view_fits_its_width(spec: SweepSpec, width: int) -> None:
     assert set(rows) >= {"pruned", "fail:invalid_config", "complete", "retry:worker_died"}
     assert "0.3125" in rows["pruned"] and "2/3" in rows["pruned"]
     assert "0.8000" in rows["complete"] and "4/4" in rows["complete"]
-    assert len({line_end(r) for s, r in rows.items() if s != "retry:worker_died"}) == 1
+    assert len({epoch_end(r) for r in rows.values()}) == 1
     # Params with brackets are shown as text, not read as markup.
     if width == 200:
         assert "layers[Dropout].rate=0.1235" in rows["complete"]
@@ -116,9 +116,41 @@ def test_terminal_view_fits_its_width(spec: SweepSpec, width: int) -> None:
         assert rows["complete"].rstrip().endswith("…")
 
 
-def line_end(row: str) -> int:
-    """Where the value column ends (trial 5 + state 19 + value 10, one space between)."""
-    return len(row[:43].rstrip())
+@pytest.mark.parametrize("width", [80, 200])
+def test_pseudo_terminal_shows_no_stale_lines(spec: SweepSpec, width: int) -> None:
+    """The bytes the view writes, played on a terminal emulator of that size: while the
+    sweep runs, one row per running trial and one status line; when it ends, neither."""
+    import pyte
+
+    screen = pyte.Screen(width, 40)
+    screen.set_mode(pyte.modes.LNM)  # a tty turns "\n" into "\r\n" (onlcr)
+    stream = pyte.Stream(screen)
+    clock, out = Clock(), io.StringIO()
+    console = Console(file=out, width=width, height=40, force_terminal=True,
+                      color_system="standard")
+    view = TerminalProgress(out, clock=clock, console=console)
+    _script(view, spec, clock)
+    stream.feed(out.getvalue())
+    shown = [line.rstrip() for line in screen.display if line.strip()]
+    assert sum(line.startswith("done ") for line in shown) == 1, shown
+    assert [line.split()[0] for line in shown if line.split()[1] == "running"] == ["3"]
+    for number in "012":  # each finished trial once, its row not repeated by redraws
+        assert sum(line.startswith(f"    {number} ") for line in shown) == 1, shown
+    assert shown[-1].startswith("done 3/6 | running 1")
+    written = len(out.getvalue())
+    view.on_end(_outcome(spec))
+    stream.feed(out.getvalue()[written:])
+    shown = [line.rstrip() for line in screen.display if line.strip()]
+    assert not any(line.startswith("done 3/6") or line.split()[1:2] == ["running"]
+                   for line in shown)
+    assert any(line.startswith("done in 00:25") for line in shown)
+
+
+def epoch_end(row: str) -> int:
+    """Where a row's epoch column ("k/N") ends: the same in every row if columns hold."""
+    found = re.search(r" \d+/\d+ ", row)
+    assert found is not None, row
+    return found.end()
 
 
 def _lines(width: int, renderable: Any) -> list[str]:
@@ -166,7 +198,7 @@ def test_piped_rows_keep_their_columns(spec: SweepSpec) -> None:
     view.on_end(_outcome(spec))
     text = out.getvalue()
     rows = [line for line in text.splitlines() if re.match(r"^\s+[0-3] \S", line)]
-    assert len({line_end(r) for r in rows if "retry" not in r}) == 1
+    assert len({epoch_end(r) for r in rows}) == 1
     assert "next:" in text and f"clonesweep report {spec.file}" in text
 
 

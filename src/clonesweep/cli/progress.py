@@ -187,7 +187,7 @@ class LineProgress:
         self._line(f"sweep {spec.name}: {spec.sweep.trials} trials, {spec.sweep.parallel} at a "
                    f"time, {spec.objective.direction.value} {spec.objective.metric}{resumed}")
         self._line(f"study: {storage}")
-        self._line(f"{'trial':>5} {'state':<19} {self.tracker.metric[:10]:>10} {'epoch':>7} "
+        self._line(f"{'trial':>5} {'state':<19} {self.tracker.metric[:12]:>12} {'epoch':>7} "
                    f"{'train s':>7} params")
 
     def on_trial_start(self, spec: TrialSpec) -> None:
@@ -208,7 +208,7 @@ class LineProgress:
                      retried: bool) -> None:
         row = self.tracker.trial_end(result, counts, best, retried)
         n, state, value, epoch, secs, params = self.row(result, row, retried)
-        self._line(f"{n:>5} {state:<19} {value:>10} {epoch:>7} {secs:>7} {params}")
+        self._line(f"{n:>5} {state:<19} {value:>12} {epoch:>7} {secs:>7} {params}")
         if result.message and result.reason is not None:
             self._line(f"      {result.message.splitlines()[0][:200]}")
 
@@ -246,7 +246,7 @@ def _grid() -> Table:
     table = Table.grid(padding=(0, 1), expand=True)
     table.add_column(justify="right", width=5, no_wrap=True)            # trial
     table.add_column(width=19, no_wrap=True, overflow="ellipsis")       # state
-    table.add_column(justify="right", width=10, no_wrap=True, overflow="ellipsis")  # value
+    table.add_column(justify="right", width=12, no_wrap=True, overflow="ellipsis")  # value
     table.add_column(justify="right", width=7, no_wrap=True)            # epoch k/N
     table.add_column(justify="right", width=7, no_wrap=True)            # seconds
     table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")        # params
