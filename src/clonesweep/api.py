@@ -13,6 +13,10 @@ folder keeps it as ``base_config.json`` and the study holds it, as for any sweep
 go to the workers as the data loader's argument: on Ray they are put in the object store
 once (never pickled per trial or per worker); the in-process backend hands them over as they
 are.
+
+Longer than most modules (~350 lines): the two entry points share the resolution of the
+sweep, and their result types are what they return; splitting them would scatter one
+public surface over several files.
 """
 
 from __future__ import annotations

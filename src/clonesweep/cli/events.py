@@ -14,7 +14,7 @@ import math
 import time
 from typing import Any, TextIO
 
-from clonesweep.cli.progress import Clock, Tracker, next_commands
+from clonesweep.cli.tracker import Clock, Tracker, next_commands
 from clonesweep.orchestrator.sweep import BestTrial, Counts, SweepOutcome
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import TrialResult, TrialSpec
