@@ -173,16 +173,17 @@ def run(sweep: Sweep, *, model: keras.Model | None = None, data: Any = None,
         >>> result = clonesweep.run("configs/digits_mlp.yaml", trials=4, backend="inprocess")
         >>> result.best.params, result.history(result.best.number)["val_accuracy"]
     """
-    from clonesweep.cli.progress import LineProgress
     from clonesweep.orchestrator.model import base_model_config
-    from clonesweep.orchestrator.sweep import NullProgress, run_sweep
+    from clonesweep.orchestrator.sweep import run_sweep
 
     _quiet(verbose)
     with _resolved(sweep, model, data, overrides) as spec:
-        # No "next:" commands: they would name the temporary copy of a dict sweep.
-        view = LineProgress(sys.stdout, next_steps=False) if progress else NullProgress()
-        outcome = run_sweep(spec, base_model_config(spec), _backend(spec, backend, address),
-                            view)
+        view = _progress_view(spec, progress)
+        try:
+            outcome = run_sweep(spec, base_model_config(spec),
+                                _backend(spec, backend, address), view)
+        finally:
+            getattr(view, "close", lambda: None)()  # a live view comes down on errors too
     return SweepResult(spec, outcome)
 
 
@@ -315,6 +316,30 @@ def _backend(spec: SweepSpec, name: str, address: str | None) -> Any:
     return RayBackend(address=address, resources=spec.sweep.resources,
                       trial_timeout=spec.sweep.trial_timeout,
                       resource_wait=spec.sweep.resource_wait)
+
+
+def _progress_view(spec: SweepSpec, progress: bool) -> Any:
+    """In a notebook, the live view (Rich draws it in the cell's output); elsewhere plain
+    lines. No "next:" commands: they would name the temporary copy of a dict sweep. With
+    ``sweep.tensorboard``, TensorBoard logs too."""
+    from rich.console import Console
+
+    from clonesweep.cli.events import FanOut
+    from clonesweep.cli.progress import LineProgress, TerminalProgress
+    from clonesweep.orchestrator.sweep import NullProgress
+
+    views: list[Any] = []
+    if progress and Console().is_jupyter:
+        live = TerminalProgress(sys.stdout)
+        live.next_steps = False
+        views.append(live)
+    elif progress:
+        views.append(LineProgress(sys.stdout, next_steps=False))
+    if spec.sweep.tensorboard:
+        from clonesweep.orchestrator.tensorboard import TensorBoardLogs
+
+        views.append(TensorBoardLogs(spec))
+    return FanOut(*views) if views else NullProgress()
 
 
 def _quiet(verbose: bool) -> None:

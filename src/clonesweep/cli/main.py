@@ -225,16 +225,19 @@ def _import_keras_first(spec: SweepSpec, args: argparse.Namespace) -> None:
         import_keras_quietly()
 
 
-def _views(args: argparse.Namespace) -> Any:
+def _views(spec: SweepSpec, args: argparse.Namespace) -> Any:
     """The live view on a terminal (plain lines when piped); with --json, the JSON lines on
-    stdout and the human view on stderr."""
+    stdout and the human view on stderr; with sweep.tensorboard, TensorBoard logs too."""
+    from clonesweep.cli.events import FanOut, JsonLinesProgress
     from clonesweep.cli.progress import make_progress
 
-    if not args.json:
-        return make_progress(sys.stdout)
-    from clonesweep.cli.events import FanOut, JsonLinesProgress
+    views: list[Any] = ([JsonLinesProgress(sys.stdout), make_progress(sys.stderr)] if args.json
+                        else [make_progress(sys.stdout)])
+    if spec.sweep.tensorboard:
+        from clonesweep.orchestrator.tensorboard import TensorBoardLogs
 
-    return FanOut(JsonLinesProgress(sys.stdout), make_progress(sys.stderr))
+        views.append(TensorBoardLogs(spec))
+    return FanOut(*views)
 # --- end ux ---
 
 
@@ -259,7 +262,7 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator.sweep import RunOptions
 
     options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace)
-    views = _views(args)  # ux: built before the redirect, so the JSON lines reach stdout
+    views = _views(spec, args)  # ux: built before the redirect: JSON lines reach stdout
     # With --json, stdout holds the JSON alone: Ray prints its cluster events (a node marked
     # dead, a task retried) on the driver's stdout, so they go to stderr during the run.
     try:
