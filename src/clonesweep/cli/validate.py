@@ -26,11 +26,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
-    import optuna
-
+    # Optuna's INFO lines are lowered by main (cli/quiet.py) unless --verbose.
     from clonesweep.orchestrator.commands.validate import validate_sweep
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     field = "--storage" if args.storage else "sweep.storage"
     report = validate_sweep(spec, data=args.data, storage_field=field)
     if args.json:
