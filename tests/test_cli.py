@@ -44,6 +44,19 @@ def test_bad_storage_flag_exits_2(tmp_path: Path, sweep_file: Any,
     assert not (tmp_path / "runs").exists()
 
 
+def test_version_and_user_facing_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from clonesweep import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"clonesweep {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "clonesweep validate FILE" in text and "exit codes" in text
+    assert "parse -> spec" not in text  # the module docstring is for developers
+
+
 def test_status_of_a_sweep_that_never_ran_exits_1(sweep_file: Any, tmp_path: Path) -> None:
     assert main(["status", str(sweep_file())]) == 1
     assert not (tmp_path / "runs" / "tiny" / "study.db").exists()
@@ -55,7 +68,11 @@ def test_cli_run_status_best_end_to_end(ray_cluster: str, sweep_file: Any,
     path = sweep_file(trials=3, parallel=2, epochs=2)
     done = run_cli("run", str(path), "--address", ray_cluster, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    outcome = json.loads(done.stdout)
+    events = [json.loads(line) for line in done.stdout.splitlines()]  # JSON lines, each strict
+    assert events[0]["event"] == "run_started" and events[-1]["event"] == "summary"
+    assert sum(e["event"] == "trial_finished" for e in events) == 3
+    assert any(e["event"] == "epoch" for e in events)
+    outcome = events[-1]
     assert outcome["complete"] + outcome["pruned"] + outcome["failed"] == 3
     assert outcome["best"] is not None
     # Piped, the progress is plain lines: one per finished trial, no terminal escapes.

@@ -25,4 +25,5 @@ def test_public_api_is_declared() -> None:
     for name in clonesweep.__all__:
         assert hasattr(clonesweep, name), name
     assert {"build_variant", "load_sweep", "run_sweep", "TrialSpec", "TrialResult",
-            "SpecError"} <= set(clonesweep.__all__)
+            "SpecError", "run", "ensemble", "SweepResult", "EnsembleResult"} <= set(
+        clonesweep.__all__)

@@ -5,7 +5,15 @@ A driver serializes a base model config once; Ray worker actors rebuild each var
 report back; one Optuna study, written only by the driver, tracks every trial.
 
 Importing this package is cheap: Keras is imported by :func:`build_variant` and the workers,
-Optuna and Ray by :func:`run_sweep` and the backends.
+Optuna and Ray by :func:`run`, :func:`ensemble`, :func:`run_sweep` and the backends.
+
+Example (docs/api.md)::
+
+    import clonesweep
+
+    result = clonesweep.run("configs/digits_mlp.yaml", trials=8)
+    result.best, result.best_model(), result.dataframe(), result.history(result.best.number)
+    members = clonesweep.ensemble("configs/digits_mlp.yaml", members=4, trial="best")
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from clonesweep.api import EnsembleResult, SweepResult, ensemble, run
 from clonesweep.errors import (
     CloneSweepError,
     ConfigPathError,
@@ -34,12 +43,14 @@ __version__ = "0.1.0"
 __all__ = [
     "CloneSweepError",
     "ConfigPathError",
+    "EnsembleResult",
     "FailReason",
     "Intermediate",
     "RebuildError",
     "SpecError",
     "StudyError",
     "SweepFailed",
+    "SweepResult",
     "SweepSpec",
     "TrialResult",
     "TrialSpec",
@@ -47,7 +58,9 @@ __all__ = [
     "UnsafeConfigError",
     "__version__",
     "build_variant",
+    "ensemble",
     "load_sweep",
+    "run",
     "run_sweep",
 ]
 

@@ -22,7 +22,7 @@ def test_cli_ensemble_from_best_fused(ray_cluster: str, sweep_file: Any, tmp_pat
     path = sweep_file(trials=2, parallel=2, epochs=1, limit=300)
     done = run_cli("run", str(path), "--address", ray_cluster, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    best = json.loads(done.stdout)["best"]
+    best = json.loads(done.stdout.splitlines()[-1])["best"]  # the stream's summary line
 
     ens = run_cli("ensemble", str(path), "--members", "3", "--fused", "--from-best",
                   "--address", ray_cluster, "--json", cwd=tmp_path)
@@ -41,10 +41,12 @@ def test_cli_ensemble_from_best_fused(ray_cluster: str, sweep_file: Any, tmp_pat
     again = run_cli("ensemble", str(path), "--members", "1", "--address", ray_cluster,
                     cwd=tmp_path)
     assert again.returncode == 2 and "--study" in again.stderr
+    assert "ray" not in again.stderr.lower()  # refused before Ray started
 
     plain = run_cli("ensemble", str(path), "--members", "2", "--study", "plain",
                     "--address", ray_cluster, cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert "ensemble holds 2 of 2 members" in plain.stdout and "[separate]" in plain.stdout
     assert "val_accuracy" in plain.stdout
+    assert "oneDNN" not in plain.stderr and "absl" not in plain.stderr  # no TF banner
     assert (tmp_path / "runs" / "tiny" / "plain" / "ensemble.json").exists()

@@ -9,6 +9,7 @@ custom layer (``PYTHONPATH``)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,13 @@ def test_nan_hang_and_user_error_fail_with_their_reason(tmp_path: Path) -> None:
     path = tmp_path / "traps.yaml"
     path.write_text(SWEEP)
     drivers = Drivers(tmp_path)
-    drivers.env["PYTHONPATH"] = str(Path(__file__).parent)
+    # Kept: a PYTHONPATH already set (a worktree's src/) still wins over the installed copy.
+    drivers.env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).parent), drivers.env.get("PYTHONPATH", "")) if p)
     try:
         done = drivers.run("run", str(path), "--json", timeout=500)
         assert done.returncode == 0, done.stderr[-3000:]
-        summary: dict[str, Any] = json.loads(done.stdout)
+        summary: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])  # JSON lines
         got = trials(tmp_path / "runs" / "traps" / "study.db", "traps")
         assert_invariants(got, budget=5)
         mode = {t.number: t.params["layers.trap.mode"] for t in got}

@@ -51,18 +51,31 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator.ensemble.export import finish
-    from clonesweep.orchestrator.ensemble.run import EnsembleRequest, run_ensemble
+    from clonesweep.orchestrator.ensemble.run import (
+        EnsembleRequest,
+        check_study_unused,
+        resolve_params,
+        run_ensemble,
+    )
     from clonesweep.orchestrator.model import base_model_config
-    from clonesweep.orchestrator.study.storage import quiet_optuna_logs
 
-    quiet_optuna_logs()
     out: TextIO = sys.stderr if args.json else sys.stdout
-    base_config = base_model_config(spec)
     request = EnsembleRequest(members=args.members, seed=args.seed, fused=args.fused,
                               study=args.study,
                               trial="best" if args.from_best else args.trial)
+    # Where the params come from, and whether the ensemble study is free, are known before
+    # any worker starts: a wrong --trial or a used --study is refused at once.
+    study = request.study or f"{spec.name}-ensemble"
+    _, source = resolve_params(spec, request.trial)
+    check_study_unused(spec, study)
+    if not args.verbose:  # scoring imports Keras here: without TensorFlow's start-up lines
+        from clonesweep.cli.quiet import import_keras_quietly
+
+        import_keras_quietly()
+    base_config = base_model_config(spec)
     print(f"ensemble of {args.members} members of {spec.name}"
-          f"{' (fused)' if args.fused else ''}", file=out, flush=True)
+          f"{' (fused)' if args.fused else ''}; params from {source}; members are the "
+          f"trials of study {study!r}", file=out, flush=True)
     outcome = run_ensemble(spec, base_config, _backend(spec, args), request,
                            on_member=lambda m, retried: _member_line(m, retried, out))
     if outcome.fused_note:
@@ -88,15 +101,18 @@ def _backend(spec: SweepSpec, args: argparse.Namespace) -> Any:
 
 def _member_line(member: Any, retried: bool, out: TextIO) -> None:
     r = member.result
+    # "member i" and its seed; the ensemble study's trial number is not the sweep trial the
+    # params came from (the header names that one), so it is labelled as the member's own.
     if retried or r is None:
-        print(f"  member {member.index:>2} (trial {member.number}): retry "
-              f"(attempt {member.spec.attempt})", file=out, flush=True)
+        print(f"  member {member.index:>2}: retry (attempt {member.spec.attempt})",
+              file=out, flush=True)
         return
     state = r.state.value + (f":{r.reason.value}" if r.reason else "")
     value = "" if r.value is None else f"{r.value:.4f}"
     how = "fused" if member.output is not None and member.output.fused else "separate"
-    print(f"  member {member.index:>2} (trial {member.number}, seed {member.spec.seed}): "
-          f"{state} {value} [{how}] train {r.timings.train_s:.1f}s", file=out, flush=True)
+    print(f"  member {member.index:>2} (seed {member.spec.seed}, ensemble trial "
+          f"#{member.number}): {state} {value} [{how}] train {r.timings.train_s:.1f}s",
+          file=out, flush=True)
 
 
 def _print_report(report: Any, outcome: Any, out: TextIO) -> None:

@@ -42,9 +42,32 @@ _COMMAND_MODULES: tuple[str, ...] = ("clonesweep.cli.inspect", "clonesweep.cli.e
                                      "clonesweep.cli.validate")
 
 
+# --- ux: what `clonesweep --help` shows users (the module docstring is for developers) ---
+_DESCRIPTION = """\
+Hyperparameter sweeps and seeded ensembles of Keras 3 models: trials run on Ray workers
+(a local Ray by default), every trial is recorded in an Optuna study.
+
+Start with `clonesweep validate FILE` (a dry run that creates nothing), then
+`clonesweep run FILE`. Each command has its own help: `clonesweep run --help`."""
+
+_EPILOG = """\
+exit codes: 0 done, 1 the sweep failed, 2 bad input (the message names the file, field and
+value), 130 interrupted (`clonesweep resume FILE` goes on).
+docs: README.md, docs/sweep-file.md, docs/api.md, docs/json-events.md"""
+
+
+def _version() -> str:
+    from clonesweep import __version__
+
+    return f"clonesweep {__version__}"
+# --- end ux ---
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="clonesweep", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="clonesweep", description=_DESCRIPTION, epilog=_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version())  # ux
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
         module = importlib.import_module(module_name)
         added = module.add_parser(sub)
@@ -65,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--storage", help="an Optuna storage URL (overrides sweep.storage)")
         _password_flag(cmd)
         cmd.add_argument("--json", action="store_true", help="print JSON")
+    for cmd in sub.choices.values():  # ux: every command can show the libraries' banners
+        cmd.add_argument("--verbose", action="store_true",
+                         help="show Ray's and TensorFlow's own start-up messages and logs")
     # Every command that opens a storage (those of _COMMAND_MODULES too) takes the password file.
     for cmd in sub.choices.values():
         flags = cmd._option_string_actions
@@ -85,7 +111,9 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
                      help="a Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--backend", choices=("ray", "inprocess"), default="ray",
                      help="where trials run (inprocess: one at a time in this process)")
-    run.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    run.add_argument("--json", action="store_true",
+                     help="stream JSON lines on stdout, one per event (docs/json-events.md); "
+                          "the human view goes to stderr")
     run.add_argument("--enqueue-from", metavar="STUDY", default=None,
                      help="warm start: enqueue the best trials of study STUDY (in this "
                           "sweep's storage) before sampling; overrides sweep.enqueue_from")
@@ -157,8 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Read once, then removed: a local Ray started below (and its workers) must not inherit it.
     env_password = os.environ.pop("CLONESWEEP_STORAGE_PASSWORD", None)
     args = _parser().parse_args(argv)
+    if not args.verbose:  # ux
+        from clonesweep.cli.quiet import quiet_logs
+
+        quiet_logs()
     try:
         spec = _with_password(_with_overrides(load_sweep(args.file), args), args, env_password)
+        _import_keras_first(spec, args)  # ux
         handler = getattr(args, "handler", None) or (_run if args.command == "run" else _report)
         code: int = handler(spec, args)
         return code
@@ -174,13 +207,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
+# --- ux: commands that import Keras on the driver import it first, without its banner ---
+# (ensemble does so itself, after the checks that need no Keras.)
+_KERAS_COMMANDS = ("validate", "repro")
+
+
+def _import_keras_first(spec: SweepSpec, args: argparse.Namespace) -> None:
+    from clonesweep.spec.model import ModelSource
+
+    needs = (args.command in _KERAS_COMMANDS
+             or (args.command in ("run", "resume")
+                 and (getattr(args, "backend", "") == "inprocess"
+                      or spec.model.source is ModelSource.FACTORY)))
+    if needs and not args.verbose:
+        from clonesweep.cli.quiet import import_keras_quietly
+
+        import_keras_quietly()
+
+
+def _views(spec: SweepSpec, args: argparse.Namespace) -> Any:
+    """The live view on a terminal (plain lines when piped); with --json, the JSON lines on
+    stdout and the human view on stderr; with sweep.tensorboard, TensorBoard logs too."""
+    from clonesweep.cli.events import FanOut, JsonLinesProgress
     from clonesweep.cli.progress import make_progress
+
+    views: list[Any] = ([JsonLinesProgress(sys.stdout), make_progress(sys.stderr)] if args.json
+                        else [make_progress(sys.stdout)])
+    if spec.sweep.tensorboard:
+        from clonesweep.orchestrator.tensorboard import TensorBoardLogs
+
+        views.append(TensorBoardLogs(spec))
+    return FanOut(*views)
+# --- end ux ---
+
+
+def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator import base_model_config, run_sweep
     from clonesweep.orchestrator.backends.base import Backend, InProcessBackend
-    from clonesweep.orchestrator.study.storage import quiet_optuna_logs
-
-    quiet_optuna_logs()  # our table says what it would
     if args.resume:
         from clonesweep.orchestrator.study.storage import load_study, storage_url
 
@@ -195,11 +258,11 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         backend = RayBackend(address=args.address, resources=spec.sweep.resources,
                              trial_timeout=spec.sweep.trial_timeout,
                              resource_wait=spec.sweep.resource_wait)
-    out: TextIO = sys.stderr if args.json else sys.stdout
     from clonesweep.orchestrator.sweep import RunOptions
 
     options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace,
                          trials=args.trials, resume=bool(args.resume))
+    views = _views(spec, args)  # ux: built before the redirect: JSON lines reach stdout
     # Ray prints what the cluster tells the driver (a node lost, with its raylet's last log
     # lines) on stdout: into the run folder's ray.log instead, not the table or the JSON.
     # Anything else printed on stdout during the run goes to stderr with --json.
@@ -208,22 +271,15 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         from clonesweep.orchestrator.backends.ray.output import RAY_LOG, ray_messages_to
 
         quiet = ray_messages_to(spec.run_folder / RAY_LOG)
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), \
-            quiet:
-        outcome = run_sweep(spec, base_config, backend, make_progress(out), options)
-    if args.json:
-        print(json.dumps(_outcome_json(outcome), indent=2))
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), \
+                quiet:
+            outcome = run_sweep(spec, base_config, backend, views, options)
+    finally:
+        views.close()
     c = outcome.counts
     # Failed only when this run finished trials and every one of them failed.
     return 1 if c.finished > 0 and c.complete + c.pruned == 0 else 0
-
-
-def _outcome_json(outcome: Any) -> dict[str, Any]:
-    from clonesweep.orchestrator.records import summary
-
-    payload: dict[str, Any] = summary(outcome)
-    payload["run_folder"] = str(outcome.run_folder)
-    return payload
 
 
 def _report(spec: SweepSpec, args: argparse.Namespace) -> int:

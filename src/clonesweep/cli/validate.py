@@ -26,10 +26,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
+    # Optuna's INFO lines are lowered by main (cli/quiet.py) unless --verbose.
     from clonesweep.orchestrator.commands.validate import validate_sweep
-    from clonesweep.orchestrator.study.storage import quiet_optuna_logs
 
-    quiet_optuna_logs()
     field = "--storage" if args.storage else "sweep.storage"
     report = validate_sweep(spec, data=args.data, storage_field=field)
     if args.json:

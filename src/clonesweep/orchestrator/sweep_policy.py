@@ -170,6 +170,8 @@ class SweepPolicy:
     # -- while it runs -----------------------------------------------------------------------
     def report(self, event: Intermediate) -> bool:
         entry = self.asked.get(event.number)
+        if entry is not None:  # the live view's epoch column, the JSON lines' epoch events
+            self.progress.on_epoch(event.number, event.step, event.value)
         if entry is None or self.spec.is_multi_objective:
             return False  # Optuna cannot record intermediate values of a multi-objective trial
         try:

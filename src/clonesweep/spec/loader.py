@@ -34,7 +34,7 @@ from clonesweep.spec.searchspace import parse_parameters
 from clonesweep.spec.settings import check_storage_url, parse_settings
 from clonesweep.spec.sources import parse_model
 
-__all__ = ["DEFAULT_LOADER", "check_storage_url", "load_sweep"]
+__all__ = ["DEFAULT_LOADER", "check_storage_url", "load_sweep", "parse_sweep", "read_sweep_file"]
 
 DEFAULT_LOADER = "clonesweep.datasets:digits"
 _TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sweep",
@@ -85,9 +85,20 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
         (16, 'layers.hidden.units')
     """
     file = os.fspath(path)
-    top = Block.of(file, "", _read_yaml(file))
+    return parse_sweep(read_sweep_file(file), file=file,
+                       base=Path(file).expanduser().resolve().parent)
+
+
+def parse_sweep(data: Any, *, file: str, base: Path) -> SweepSpec:
+    """Validate a sweep already read into Python data (what :func:`load_sweep` does after
+    reading the YAML; the Python API passes a dict). ``file`` names it in errors and is the
+    spec's ``file``; relative paths resolve against ``base``.
+
+    Raises:
+        SpecError: as :func:`load_sweep`.
+    """
+    top = Block.of(file, "", data)
     top.only(_TOP_KEYS)
-    base = Path(file).expanduser().resolve().parent
     name = top.string("name", pattern=_NAME_RE, what="a name of letters, digits, '_', '.', '-'")
     if set(name) == {"."}:
         top.fail("name", "'.' and '..' cannot name a run folder", name)
@@ -113,6 +124,15 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
         constraints=_constraints(top, training.metrics),
         enqueue=_enqueue(top, parameters),
     )
+
+
+def read_sweep_file(file: str) -> Any:
+    """The sweep file's YAML as Python data (duplicate keys refused, ``1e-3`` a float).
+
+    Raises:
+        SpecError: the file is missing, unreadable, empty or not YAML.
+    """
+    return _read_yaml(file)
 
 
 def _read_yaml(file: str) -> Any:

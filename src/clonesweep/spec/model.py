@@ -275,6 +275,8 @@ class SweepSettings:
             ``<run folder>/checkpoints``. On a cluster, a folder every node reaches.
         checkpoint_every_s: A trial writes a checkpoint after an epoch only when this many
             seconds passed since its last one (0: after every epoch).
+        tensorboard: Write TensorBoard logs, one folder per trial under
+            ``<run folder>/tensorboard/``, with its params for the HParams view.
     """
 
     trials: int = 10
@@ -291,6 +293,7 @@ class SweepSettings:
     enqueue_from: EnqueueFrom | None = None
     checkpoint_dir: Path | None = None
     checkpoint_every_s: float = 30.0
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mys
                    "mysql+pymysql://", "journal://")
 _KEYS = ("trials", "parallel", "sampler", "pruner", "storage", "run_dir", "resources",
          "retries", "trial_timeout", "resource_wait", "seed", "enqueue_from",
-         "checkpoint_dir", "checkpoint_every_s")
+         "checkpoint_dir", "checkpoint_every_s", "tensorboard")
 _MAX_SEED = 2**32 - 1
 
 
@@ -62,6 +62,7 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
         checkpoint_dir=_checkpoint_dir(block, base),
         checkpoint_every_s=float(block.number("checkpoint_every_s",
                                               defaults.checkpoint_every_s, low=0)),
+        tensorboard=block.boolean("tensorboard", defaults.tensorboard),
     )
 
 

@@ -121,6 +121,7 @@ class RayBackend:
         # structure's config JSON is shipped once per worker (again after a restart).
         self._shipped: dict[int, set[str]] = {}
         self._member_slot: dict[int, int] = {}  # fused members -> the slot that trained them
+        self._data_ref: Any = None  # ux: in-memory data in the object store
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, job: WorkerJob, slots: int) -> None:
@@ -150,6 +151,7 @@ class RayBackend:
             self.shutdown()
             raise
         job = self._stamped(job)
+        job = self._data_by_reference(job)  # ux
         # max_task_retries=0: Ray itself never re-runs a trial, not even one its memory
         # monitor killed (task_oom_retries covers plain tasks, not actor methods): that
         # trial comes back as OutOfMemoryError -> `oom`, and the driver retries it at most
@@ -195,6 +197,23 @@ class RayBackend:
             changes["gpu_memory_fraction"] = self._resources.gpu
         return dataclasses.replace(job, **changes) if changes else job
 
+    # --- ux: in-memory data travels through the object store, once ---
+    def _data_by_reference(self, job: WorkerJob) -> WorkerJob:
+        """Arrays given in memory (the Python API's ``data=``) go to the object store once;
+        the workers' loader reads that one copy instead of each actor's arguments carrying
+        them (and again at each restart)."""
+        from clonesweep.spec.model import DataSpec
+        from clonesweep.workers.given import GIVEN_LOADER
+
+        if job.data.loader != GIVEN_LOADER:
+            return job
+        import ray
+
+        self._data_ref = ray.put(job.data.kwargs["arrays"])  # held while the workers run
+        loader = "clonesweep.orchestrator.backends.ray.actors:stored_arrays"
+        return dataclasses.replace(job, data=DataSpec(loader, {"ref": self._data_ref}))
+    # --- end ux ---
+
     def shutdown(self) -> None:
         import ray
 
@@ -206,6 +225,7 @@ class RayBackend:
             ray.kill(self._broker, no_restart=True)
         self._actors, self._running, self._broker, self._pool = [], {}, None, None
         self._waiting, self._failed_now = [], []
+        self._data_ref = None  # ux
         if self._owns_ray:
             stop_monitor()
             ray.shutdown()
