@@ -23,6 +23,7 @@ from typing import Any
 
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator.backends.ray.actors import _Broker, _WorkerActor
+from clonesweep.orchestrator.backends.ray.reaper import Reaper, children_of
 from clonesweep.orchestrator.backends.ray.slots import (
     SlotPool,
     first_line,
@@ -59,6 +60,38 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+#: Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the machine's external address
+#: (``services.resolve_ip_for_localhost``) unless its "not a cluster" switch is on; with the
+#: node address left at 127.0.0.1 its GCS, raylet, workers, driver and agents all listen on
+#: loopback only (measured with /proc/net/tcp). The public switch is this environment
+#: variable, read when ``ray`` is imported and inherited by every process Ray starts.
+_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Keep a local Ray this driver starts on 127.0.0.1 for the block.
+
+    The environment variable covers the processes Ray starts; the driver itself read it
+    when it imported ``ray``, possibly before this block (tests, notebooks), so the constant
+    it set is switched too (private: ``ray._private.ray_constants``; the public way is the
+    variable set before ``import ray``). Best effort: on a Ray without the constant the
+    socket test (tests/validate/test_loopback.py) says what listens where.
+    """
+    ray_constants: Any = None
+    with contextlib.suppress(ImportError):  # a Ray that moved it: the variable alone
+        from ray._private import ray_constants
+    before = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if before is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        with _environment(_LOOPBACK_ENV):
+            yield
+    finally:
+        if before is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def _stop_monitor() -> None:
@@ -124,6 +157,7 @@ class RayBackend:
         self._timeout = trial_timeout
         self._resource_wait = resource_wait
         self._owns_ray = False
+        self._reaper = Reaper()
         self._actors: list[Any] = []
         self._pool: SlotPool | None = None
         self._waiting: list[tuple[TrialSpec, Any]] = []  # (spec, FusedGroup or None)
@@ -151,10 +185,14 @@ class RayBackend:
                 if local:
                     extra = {"_node_ip_address": "127.0.0.1", **self._local_start(slots)}
                     inherit = True
-                with _environment(env if inherit else {}):
+                before = children_of(os.getpid()) if local else set()
+                with _environment(env if inherit else {}), \
+                        _loopback_only() if local else contextlib.nullcontext():
                     ray.init(address=self._address, include_dashboard=False,
                              log_to_driver=False, logging_level=logging.WARNING,
                              configure_logging=False, **extra)
+                if local:  # what ray.init started ends with this driver, even on SIGKILL
+                    self._reaper.start(children_of(os.getpid()) - before)
             except Exception as exc:
                 where = self._address or os.environ.get("RAY_ADDRESS") or "a local Ray"
                 raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
@@ -216,6 +254,7 @@ class RayBackend:
         import ray
 
         if not ray.is_initialized():
+            self._reaper.close()
             return
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
@@ -227,6 +266,7 @@ class RayBackend:
             _stop_monitor()
             ray.shutdown()
             self._owns_ray = False
+        self._reaper.close()
 
     # -- trials ---------------------------------------------------------------------------
     def free_slots(self) -> int:
