@@ -182,6 +182,12 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator.backends.base import Backend, InProcessBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our table says what it would
+    # validate's checks, and its --data checks, before anything exists: no run folder, no
+    # study, no Ray (SpecError: exit 2). A resumed study is checked against the sweep too.
+    from clonesweep.orchestrator.commands.validate import validate_sweep
+
+    validate_sweep(spec, data=True, storage_field="--storage" if args.storage else
+                   "sweep.storage")
     if args.resume:
         from clonesweep.orchestrator.study.storage import load_study, storage_url
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from clonesweep.errors import SpecError
-from clonesweep.spec._fields import Block, did_you_mean, is_json_data
+from clonesweep.spec._fields import Block, did_you_mean, is_json_data, resolve_path
 from clonesweep.spec.model import EnqueueFrom, PlugSpec, ResourcesSpec, SweepSettings
 
 __all__ = ["PASSWORD_ENV", "PRUNERS", "SAMPLERS", "STORAGE_SCHEMES", "check_storage_url",
@@ -51,7 +51,8 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
         sampler=_seeded(block, _plug(block, "sampler", SAMPLERS, defaults.sampler)),
         pruner=pruner,
         storage=_storage(block, base),
-        run_dir=run_dir.resolve(),
+        run_dir=resolve_path(run_dir, file=block.file, field=block.field("run_dir"),
+                             value=given or str(run_dir)),
         resources=_resources(block.sub("resources")),
         retries=block.integer("retries", defaults.retries, low=0),
         trial_timeout=_timeout(block),
@@ -68,7 +69,10 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
 def _checkpoint_dir(block: Block, base: Path) -> Path | None:
     """``checkpoint_dir``: a folder every node reaches; relative to the sweep file."""
     given = block.string("checkpoint_dir", None)
-    return None if given is None else (base / Path(given).expanduser()).resolve()
+    if given is None:
+        return None
+    return resolve_path(base / Path(given).expanduser(), file=block.file,
+                        field=block.field("checkpoint_dir"), value=given)
 
 
 def _seeded(block: Block, sampler: PlugSpec) -> PlugSpec:
@@ -121,8 +125,10 @@ def _storage(block: Block, base: Path) -> str | None:
     scheme = next(s for s in STORAGE_SCHEMES if url.startswith(s))
     if scheme in ("sqlite:///", "journal://"):
         rest = url[len(scheme):]
-        if rest != ":memory:" and not Path(rest).is_absolute():
-            return scheme + str((base / rest).resolve())
+        if rest != ":memory:":
+            path = resolve_path(base / rest, file=block.file, field=block.field("storage"),
+                                value=url)
+            return scheme + str(path) if not Path(rest).is_absolute() else url
     return url
 
 

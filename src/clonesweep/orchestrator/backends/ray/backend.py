@@ -78,7 +78,7 @@ def _loopback_only() -> Iterator[None]:
     when it imported ``ray``, possibly before this block (tests, notebooks), so the constant
     it set is switched too (private: ``ray._private.ray_constants``; the public way is the
     variable set before ``import ray``). Best effort: on a Ray without the constant the
-    socket test (tests/validate/test_loopback.py) says what listens where.
+    socket test (tests/safety/test_embedded_ray.py) says what listens where.
     """
     ray_constants: Any = None
     with contextlib.suppress(ImportError):  # a Ray that moved it: the variable alone
