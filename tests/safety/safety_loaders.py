@@ -82,7 +82,7 @@ def empty_train() -> tuple[Any, ...]:
 
 
 def not_a_tuple() -> dict[str, Any]:
-    x, y, xv, yv = _digits()
+    x, y, _, _ = _digits()
     return {"x": x, "y": y}
 
 

@@ -136,7 +136,9 @@ def _read_yaml(file: str) -> Any:
     except FileNotFoundError:
         raise SpecError("sweep file not found", file=file, value=file) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"cannot read the sweep file: {err}", file=file) from None
+        raise SpecError(f"cannot read the sweep file: {err}", file=file,
+                        hint="give a readable UTF-8 text file (a symlink on its path that "
+                             "points back to itself cannot be read)") from None
     except yaml.YAMLError as err:
         raise SpecError(f"not valid YAML: {_yaml_problem(err)}", file=file,
                         hint="check the indentation and quoting around that line") from None

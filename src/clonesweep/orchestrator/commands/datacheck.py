@@ -62,6 +62,16 @@ def check_training_names(spec: SweepSpec, corner_params: Sequence[dict[str, Any]
             raise SpecError(f"Keras knows no metric of this name: {_first_line(exc)}",
                             file=file, field=f"training.metrics[{index}]", value=metric,
                             hint=f"e.g. accuracy, mae, auc; {imports}") from exc
+    _check_optimizer(spec, corner_params, imports)
+
+
+def _check_optimizer(spec: SweepSpec, corner_params: Sequence[dict[str, Any]],
+                     imports: str) -> None:
+    """Build the optimizer with its settings at each corner; a setting whose default is a
+    number must be a number (Keras stores a string as it is, and fit fails on it)."""
+    import keras
+
+    tr, file = spec.training, str(spec.file)
     settings: list[tuple[str, dict[str, Any]]] = [("training.optimizer", {})]
     for params in corner_params:
         own = {k[len("optimizer."):]: v for k, v in params.items()
@@ -78,6 +88,18 @@ def check_training_names(spec: SweepSpec, corner_params: Sequence[dict[str, Any]
                             file=file, field=field, value=value,
                             hint=f"e.g. adam, sgd, rmsprop with settings it takes; {imports}")\
                 from exc
+    defaults = keras.optimizers.get(tr.optimizer).get_config()
+    given = [(f"training.optimizer.{k}", k, v) for k, v in tr.optimizer_config.items()]
+    given += [(f"parameters.optimizer.{k[len('optimizer.'):]}", k[len("optimizer."):], v)
+              for params in corner_params for k, v in params.items()
+              if k.startswith("optimizer.")]
+    for field, key, value in given:
+        default = defaults.get(key)
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise SpecError(f"the optimizer's {key} must be a number, not a "
+                            f"{type(value).__name__}", file=file, field=field, value=value,
+                            hint="write it as a YAML number (e.g. 0.9, 1e-3)")
 
 
 def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
