@@ -553,7 +553,7 @@ def _open(spec: SweepSpec, url: str, base_config: dict[str, Any],
     except BaseException:
         folder.remove_if_new()
         raise
-    lease = Lease(study)
+    lease = Lease(study, url)
     previous = lease.acquire(takeover)
     recover_stale(study, previous)
     reseed_sampler(spec, study)

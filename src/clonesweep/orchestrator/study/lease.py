@@ -8,13 +8,16 @@ over; a lease whose heartbeat is older than ``STALE_AFTER`` heartbeats, or whose
 on this host and is gone, is stale and taken over silently. A driver that finds, when it
 refreshes, that another one took its lease stops.
 
-The read-then-write is not atomic: two drivers started within the same instant could both
-take it. The lease guards against the usual mistake (the same sweep started twice, a resume
-while the first driver still runs), not against a race of milliseconds.
+Taking, refreshing and releasing the lease are each one compare-and-set: the read of the
+current lease, the decision and the write happen under the storage's own cross-process lock
+(:func:`clonesweep.orchestrator.study.storagelock.storage_lock`: ``flock`` on a SQLite or
+journal file, an advisory lock on a PostgreSQL or MySQL server), so of two drivers started
+in the same instant exactly one takes the lease and the other reads it and stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -60,6 +63,7 @@ class Lease:
     """This driver's hold on one study. ``acquire`` first, ``beat`` often, ``release`` last."""
 
     study: optuna.Study
+    url: str | None = None  # the study's storage URL: its lock makes each step atomic
     token: str = ""
     started: float = 0.0
     last_beat: float = 0.0
@@ -70,6 +74,10 @@ class Lease:
         Raises:
             SweepFailed: Another driver holds a fresh lease and ``takeover`` is False.
         """
+        with self._locked():
+            return self._acquire(takeover)
+
+    def _acquire(self, takeover: bool) -> dict[str, Any] | None:
         previous: dict[str, Any] | None = self.study.user_attrs.get(LEASE_ATTR)
         if previous and holder_alive(previous) and not takeover:
             age = time.time() - float(previous.get("heartbeat", 0.0))
@@ -93,20 +101,29 @@ class Lease:
         """
         if time.monotonic() - self.last_beat < HEARTBEAT_S:
             return
-        current = self.study.user_attrs.get(LEASE_ATTR) or {}
-        if current.get("token") != self.token:
-            raise SweepFailed(f"another driver (pid {current.get('pid')} on "
-                              f"{current.get('host')}) took this sweep over; stopping")
-        self._write()
+        with self._locked():
+            current = self.study.user_attrs.get(LEASE_ATTR) or {}
+            if current.get("token") != self.token:
+                raise SweepFailed(f"another driver (pid {current.get('pid')} on "
+                                  f"{current.get('host')}) took this sweep over; stopping")
+            self._write()
 
     def release(self) -> None:
         """Mark the lease released, so a next driver need not wait; never raises."""
         try:
-            current = self.study.user_attrs.get(LEASE_ATTR) or {}
-            if current.get("token") == self.token:
-                self._write(released=True)
+            with self._locked():
+                current = self.study.user_attrs.get(LEASE_ATTR) or {}
+                if current.get("token") == self.token:
+                    self._write(released=True)
         except Exception:  # storage gone: the lease goes stale by itself
             pass
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        if self.url is None:
+            return contextlib.nullcontext()
+        from clonesweep.orchestrator.study.storagelock import storage_lock
+
+        return storage_lock(self.url, f"clonesweep-lease:{self.study.study_name}")
 
     def _write(self, released: bool = False) -> None:
         lease = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
