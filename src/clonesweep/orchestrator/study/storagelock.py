@@ -6,8 +6,9 @@ reaches it, with the storage's own means and without touching Optuna's tables:
 
 * ``sqlite:///PATH`` and ``journal://PATH``: ``flock`` on the file itself. SQLite locks
   with POSIX record locks and Optuna's journal with a lock file, neither of which ``flock``
-  interferes with on Linux; no lock file is created. (NFS: ``flock`` is as good as the
-  mount's lock support.)
+  interferes with on a local Linux file system; no lock file is created. On NFS, Linux
+  emulates ``flock`` with POSIX locks, which SQLite uses too: keep a SQLite study on a local
+  disk (as SQLite itself advises) and use PostgreSQL for a shared one.
 * PostgreSQL: a session advisory lock (``pg_advisory_lock``) on a connection of its own.
 * MySQL: ``GET_LOCK``.
 
