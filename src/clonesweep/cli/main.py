@@ -210,11 +210,20 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our table says what it would
     # validate's checks, and its --data checks, before anything exists: no run folder, no
-    # study, no Ray (SpecError: exit 2). A resumed study is checked against the sweep too.
-    from clonesweep.orchestrator.commands.validate import validate_sweep
+    # study, no Ray (SpecError: exit 2). A resumed study is checked against the sweep too;
+    # first, a read of its lease, so a second driver is told at once that one runs.
+    from clonesweep.orchestrator.commands.validate import check_storage, validate_sweep
+    from clonesweep.orchestrator.study.storage import storage_url
 
-    validate_sweep(spec, data=True, storage_field="--storage" if args.storage else
-                   "sweep.storage")
+    field = "--storage" if args.storage else "sweep.storage"
+    found = check_storage(spec, storage_url(spec), field if spec.sweep.storage else
+                          "sweep.run_dir")
+    if not args.takeover and found.startswith("resumes"):
+        from clonesweep.orchestrator.study.lease import refuse_if_held
+        from clonesweep.orchestrator.study.storage import load_study
+
+        refuse_if_held(load_study(spec.name, storage_url(spec)))
+    validate_sweep(spec, data=True, storage_field=field)
     if args.resume:
         from clonesweep.orchestrator.study.storage import load_study, storage_url
 

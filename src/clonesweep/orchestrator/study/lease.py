@@ -29,7 +29,7 @@ import optuna
 
 from clonesweep.errors import SweepFailed
 
-__all__ = ["HEARTBEAT_S", "LEASE_ATTR", "STALE_AFTER", "Lease"]
+__all__ = ["HEARTBEAT_S", "LEASE_ATTR", "STALE_AFTER", "Lease", "refuse_if_held"]
 
 LEASE_ATTR = "driver_lease"
 HEARTBEAT_S = 5.0
@@ -58,6 +58,24 @@ def holder_alive(lease: dict[str, Any], now: float | None = None) -> bool:
     return True
 
 
+def refuse_if_held(study: optuna.Study) -> None:
+    """Raise SweepFailed if another driver holds a fresh lease on ``study`` (a read only:
+    ``run`` asks before its slower checks, so a second driver is told at once).
+
+    Raises:
+        SweepFailed: Naming the holder's pid and host, with the hint ``--takeover``.
+    """
+    previous: dict[str, Any] | None = study.user_attrs.get(LEASE_ATTR)
+    if previous and holder_alive(previous):
+        age = time.time() - float(previous.get("heartbeat", 0.0))
+        raise SweepFailed(
+            f"another driver is running sweep {study.study_name!r}: "
+            f"pid {previous.get('pid')} on {previous.get('host')}, last heartbeat "
+            f"{age:.0f} s ago; wait for it, stop it, or pass --takeover to take the sweep "
+            f"over (its lease goes stale {STALE_AFTER * HEARTBEAT_S:g} s after its last "
+            f"heartbeat)")
+
+
 @dataclass
 class Lease:
     """This driver's hold on one study. ``acquire`` first, ``beat`` often, ``release`` last."""
@@ -79,14 +97,8 @@ class Lease:
 
     def _acquire(self, takeover: bool) -> dict[str, Any] | None:
         previous: dict[str, Any] | None = self.study.user_attrs.get(LEASE_ATTR)
-        if previous and holder_alive(previous) and not takeover:
-            age = time.time() - float(previous.get("heartbeat", 0.0))
-            raise SweepFailed(
-                f"another driver is running sweep {self.study.study_name!r}: "
-                f"pid {previous.get('pid')} on {previous.get('host')}, last heartbeat "
-                f"{age:.0f} s ago; wait for it, stop it, or pass --takeover to take the sweep "
-                f"over (its lease goes stale {STALE_AFTER * HEARTBEAT_S:g} s after its last "
-                f"heartbeat)")
+        if not takeover:
+            refuse_if_held(self.study)
         self.token = secrets.token_hex(8)
         self.started = time.time()
         self._write()
