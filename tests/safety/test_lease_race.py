@@ -63,3 +63,27 @@ def test_exactly_one_driver_takes_the_lease(kind: str, tmp_path: Path,
         from clonesweep.orchestrator.study.storage import load_study
 
         assert load_study(name, url).user_attrs[LEASE_ATTR]["token"]
+
+
+@pytest.mark.slow
+def test_two_drivers_started_together_one_runs(sweep_file: Any, tmp_path: Path) -> None:
+    """Two `clonesweep run` processes on one new sweep, started at once: both pass the same
+    pre-checks in about the same time and race for the study; one runs it, the other exits 1
+    naming it. The trials are long enough that the winner still runs when the loser looks."""
+    import os
+    import subprocess
+    import sys
+
+    path = sweep_file(name="twin", trials=2, epochs=150, limit=1500)
+    env = {k: v for k, v in os.environ.items() if k != "CLONESWEEP_STORAGE_PASSWORD"}
+    argv = [sys.executable, "-m", "clonesweep", "run", str(path), "--backend", "inprocess"]
+    drivers = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    done = [(d.wait(timeout=900), *d.communicate()) for d in drivers]
+    codes = sorted(code for code, _, _ in done)
+    assert codes == [0, 1], [err[-2000:] for _, _, err in done]
+    loser = next(err for code, _, err in done if code == 1)
+    assert "another driver is running sweep 'twin'" in loser, loser[-2000:]
+    study = optuna.load_study(study_name="twin",
+                              storage=f"sqlite:///{tmp_path / 'runs' / 'twin' / 'study.db'}")
+    assert len(study.trials) == 2
