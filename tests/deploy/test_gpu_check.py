@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,14 @@ def test_gpu_check_smoke_mode_runs_without_tensorflow_or_ray(tmp_path: Path) -> 
     (tmp_path / "airgap").mkdir()
     (tmp_path / "airgap" / "sitecustomize.py").write_text(AIR_GAP)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
-    env.update(PYTHONPATH=str(tmp_path / "airgap"), CLONESWEEP_WHEELS=str(tmp_path / "none"),
+    # The script's venv (--system-site-packages) sees the packages of the interpreter it is
+    # made from: for a test run inside a virtual environment that is the base interpreter,
+    # not the venv that holds keras, optuna and jax. On the GPU machine they are the
+    # machine's own packages; here they are this interpreter's, so its package folders are
+    # put on the path and the venv is made from this interpreter.
+    packages = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path / "airgap"), *packages]),
+               PYTHON=sys.executable, CLONESWEEP_WHEELS=str(tmp_path / "none"),
                CLONESWEEP_CHECK_VENV=str(tmp_path / "venv"), TMPDIR=str(tmp_path))
     done = subprocess.run([str(REPO / "deploy" / "gpu-check.sh"), "--cpu"], env=env,
                           capture_output=True, text=True, timeout=500, cwd=tmp_path)

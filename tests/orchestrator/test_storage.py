@@ -131,15 +131,18 @@ def test_the_postgres_server_wants_the_password(postgres_url: str) -> None:
         sqlalchemy.create_engine(bad).connect().close()
 
 
-def test_a_password_in_the_sweep_file_stays_out_of_the_run_folder(
-        postgres_url: str, sweep_file: Any) -> None:
+def test_a_password_in_the_sweep_file_is_refused(postgres_url: str, sweep_file: Any) -> None:
+    """A URL with its password is refused at load (tests/safety/test_secrets.py has every
+    form); the message shows it masked."""
+    from clonesweep.errors import SpecError
+
     name = f"store-{uuid.uuid4().hex[:10]}"
     path = sweep_file(name=name, trials=1, epochs=1, sweep_extra=f"\n  storage: {postgres_url}")
-    spec, outcome = _run(path, None)
-    from_file = spec.sweep.storage == postgres_url
-    assert from_file and outcome.counts.complete == 1
-    leaks = _leaks(make_url(postgres_url).password or "", _files(spec.run_folder))
-    assert not leaks, "the storage password is written into run files"
+    with pytest.raises(SpecError, match="CLONESWEEP_STORAGE_PASSWORD") as info:
+        load_sweep(path)
+    shown = (make_url(postgres_url).password or "") in str(info.value)
+    assert not shown, "the refusal printed the password"
+    assert not (path.parent / "runs").exists()
 
 
 def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(

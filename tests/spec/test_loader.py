@@ -124,7 +124,7 @@ sweep:
   parallel: 3
   sampler: random
   pruner: nop
-  storage: postgresql://user:pw@db:5432/optuna
+  storage: postgresql://user@db:5432/optuna
   run_dir: out/runs
   resources: {cpu: 2, gpu: 0.25}
   retries: 0
@@ -154,7 +154,7 @@ def test_every_key_round_trips(workdir: Path) -> None:
     assert spec.parameters[1].is_fixed
     assert spec.sweep == SweepSettings(
         trials=7, parallel=3, sampler=PlugSpec("random"), pruner=PlugSpec("none"),
-        storage="postgresql://user:pw@db:5432/optuna", run_dir=workdir / "out" / "runs",
+        storage="postgresql+psycopg2://user@db:5432/optuna", run_dir=workdir / "out" / "runs",
         resources=ResourcesSpec(cpu=2.0, gpu=0.25), retries=0, trial_timeout=90.0,
         resource_wait=45.0, seed=2**32 - 1)
 

@@ -283,17 +283,21 @@ def test_enough_bad_inputs() -> None:
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
+@pytest.mark.parametrize("command", ["validate", "run"])
 @pytest.mark.parametrize(("text", "argv", "setup", "field", "value"),
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_validate_refuses(workdir: Path, text: str, argv: list[str], setup: str | None,
-                          field: str | None, value: str,
+                          field: str | None, value: str, command: str,
                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``run`` refuses the same, before it creates anything (its data checks are on)."""
     if setup is not None:
         PRE[setup](workdir)
     sweep = workdir / "sweep.yaml"
     sweep.write_text(text)
     before = snapshot(workdir)
-    assert main(["validate", str(sweep), *argv]) == 2
+    if command == "run":
+        argv = [a for a in argv if a != "--data"]
+    assert main([command, str(sweep), *argv]) == 2
     out, err = capsys.readouterr()
     assert err.startswith(f"clonesweep: error: {sweep}"), err
     if field is not None:

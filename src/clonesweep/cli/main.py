@@ -136,18 +136,26 @@ def _password_flag(parser: argparse.ArgumentParser) -> None:
              "the storage URL then names the user only")
 
 
-def _with_password(spec: SweepSpec, args: argparse.Namespace,
-                   env_password: str | None) -> SweepSpec:
+def _password(args: argparse.Namespace, env_password: str | None) -> tuple[str | None, str]:
+    """The storage password (from --storage-password-file, else the environment) and where
+    it came from."""
+    from clonesweep.spec.settings import PASSWORD_ENV, read_password_file
+
+    path = getattr(args, "storage_password_file", None)
+    return ((read_password_file(path), "--storage-password-file") if path
+            else (env_password, f"${PASSWORD_ENV}"))
+
+
+def _with_password(spec: SweepSpec, args: argparse.Namespace, password: str | None,
+                   source: str) -> SweepSpec:
     """Fill the storage URL's password from --storage-password-file or the environment.
 
     The password reaches the driver's storage URL only: never a command line, the run
     folder (which shows URLs masked) or a worker (the WorkerJob holds no storage URL).
     """
-    from clonesweep.spec.settings import PASSWORD_ENV, read_password_file, with_password
+    from clonesweep.spec.settings import with_password
 
     path = getattr(args, "storage_password_file", None)
-    password, source = ((read_password_file(path), "--storage-password-file") if path
-                        else (env_password, f"${PASSWORD_ENV}"))
     url = spec.sweep.storage
     if path and (url is None or url.startswith(("sqlite:///", "journal://"))):
         from clonesweep.errors import SpecError
@@ -171,7 +179,8 @@ def _with_overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
     if "storage" in changes:
         from clonesweep.spec.loader import check_storage_url
 
-        check_storage_url(changes["storage"], file="--storage", field="--storage")
+        changes["storage"] = check_storage_url(changes["storage"], file="--storage",
+                                               field="--storage")
     if getattr(args, "enqueue_from", None):
         from clonesweep.spec.model import EnqueueFrom
 
@@ -189,22 +198,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clonesweep.cli.quiet import quiet_logs
 
         quiet_logs()
+    password: str | None = env_password
     try:
-        spec = _with_password(_with_overrides(load_sweep(args.file), args), args, env_password)
+        password, source = _password(args, env_password)
+        spec = _with_password(_with_overrides(load_sweep(args.file), args), args, password,
+                              source)
         _import_keras_first(spec, args)  # ux
         handler = getattr(args, "handler", None) or (_run if args.command == "run" else _report)
         code: int = handler(spec, args)
         return code
     except SpecError as exc:
-        print(f"clonesweep: error: {exc}", file=sys.stderr)
+        print(f"clonesweep: error: {_redacted(str(exc), password)}", file=sys.stderr)
         return 2
     except CloneSweepError as exc:
-        print(f"clonesweep: error: {exc}", file=sys.stderr)
+        print(f"clonesweep: error: {_redacted(str(exc), password)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("clonesweep: interrupted; trials still running were failed as 'interrupted' "
               "and re-queued: `clonesweep resume FILE` continues", file=sys.stderr)
         return 130
+
+
+def _redacted(text: str, password: str | None) -> str:
+    """``text`` with storage URLs masked and the password gone in any spelling (as given,
+    percent-encoded): a driver's or server's message may quote it."""
+    from urllib.parse import quote, quote_plus
+
+    from clonesweep.spec.settings import mask_url
+
+    text = mask_url(text)
+    if password:
+        for form in sorted({password, quote(password, safe=""), quote_plus(password)},
+                           key=len, reverse=True):
+            text = text.replace(form, "***")
+    return text
 
 
 # --- ux: commands that import Keras on the driver import it first, without its banner ---
@@ -244,6 +271,22 @@ def _views(spec: SweepSpec, args: argparse.Namespace) -> Any:
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator import base_model_config, run_sweep
     from clonesweep.orchestrator.backends.base import Backend, InProcessBackend
+
+    # validate's checks, and its --data checks, before anything exists: no run folder, no
+    # study, no Ray (SpecError: exit 2). A resumed study is checked against the sweep too;
+    # first, a read of its lease, so a second driver is told at once that one runs.
+    from clonesweep.orchestrator.commands.validate import check_storage, validate_sweep
+    from clonesweep.orchestrator.study.storage import storage_url
+
+    field = "--storage" if args.storage else "sweep.storage"
+    found = check_storage(spec, storage_url(spec), field if spec.sweep.storage else
+                          "sweep.run_dir")
+    if not args.takeover and found.startswith("resumes"):
+        from clonesweep.orchestrator.study.lease import refuse_if_held
+        from clonesweep.orchestrator.study.storage import load_study
+
+        refuse_if_held(load_study(spec.name, storage_url(spec)))
+    validate_sweep(spec, data=True, storage_field=field)
     if args.resume:
         from clonesweep.orchestrator.study.storage import load_study, storage_url
 

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from clonesweep.errors import SpecError
 
 __all__ = [
+    "MAX_NAME_BYTES",
     "MISSING",
     "Block",
+    "check_path_length",
     "did_you_mean",
     "is_json_data",
     "is_primitive",
     "kind_of",
+    "resolve_path",
 ]
 
 MISSING: Any = SpecError._MISSING
@@ -188,3 +193,40 @@ class Block:
             self.fail(key, f"expected a value >= {low}", value)
         if high is not None and value > high:
             self.fail(key, f"expected a value <= {high}", value)
+
+
+#: Linux's limits (NAME_MAX, PATH_MAX less room for the files a run writes below a folder):
+#: beyond them ``open`` fails with "File name too long" after the run folder exists.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4000
+
+
+def resolve_path(path: Path, *, file: str | None, field: str, value: Any) -> Path:
+    """``path`` made absolute with symlinks resolved, or a SpecError naming ``field``.
+
+    Refuses a symlink loop (``Path.resolve`` raises RuntimeError or OSError on one) and a
+    path with a component or a total length beyond what the file system takes.
+    """
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise SpecError(f"the path cannot be resolved: {exc}", file=file, field=field,
+                        value=value, hint="a symlink on it points back to itself "
+                                          "(directly or through others): fix or remove it")\
+            from None
+    check_path_length(resolved, file=file, field=field, value=value)
+    return resolved
+
+
+def check_path_length(path: Path, *, file: str | None, field: str, value: Any) -> None:
+    """SpecError if a component of ``path`` or the whole of it is too long to create."""
+    longest = max((part for part in path.parts), key=lambda p: len(os.fsencode(p)),
+                  default="")
+    if len(os.fsencode(longest)) > MAX_NAME_BYTES:
+        raise SpecError(f"a folder or file name in the path has {len(os.fsencode(longest))} "
+                        f"bytes; the file system takes at most {MAX_NAME_BYTES}", file=file,
+                        field=field, value=value, hint="use a shorter name")
+    if len(os.fsencode(str(path))) > MAX_PATH_BYTES:
+        raise SpecError(f"the path has {len(os.fsencode(str(path)))} bytes; at most "
+                        f"{MAX_PATH_BYTES} leave room for the files a run writes",
+                        file=file, field=field, value=value, hint="use a shorter path")

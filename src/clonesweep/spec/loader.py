@@ -43,6 +43,10 @@ _TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "loss", "metrics",
                   "steps_per_execution", "jit_compile", "validation_batch_size",
                   "reuse_graphs")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+#: The name is a folder name (at most 255 bytes) and a study name; 200 leaves room.
+_MAX_NAME = 200
+#: A sweep file is settings, a few kB; anything beyond this is refused before parsing.
+MAX_SWEEP_FILE_BYTES = 1 << 20
 _DIRECTIONS = {"maximize": Direction.MAXIMIZE, "max": Direction.MAXIMIZE,
                "minimize": Direction.MINIMIZE, "min": Direction.MINIMIZE}
 
@@ -102,6 +106,9 @@ def parse_sweep(data: Any, *, file: str, base: Path) -> SweepSpec:
     name = top.string("name", pattern=_NAME_RE, what="a name of letters, digits, '_', '.', '-'")
     if set(name) == {"."}:
         top.fail("name", "'.' and '..' cannot name a run folder", name)
+    if len(name) > _MAX_NAME:
+        top.fail("name", f"a name of {len(name)} characters; at most {_MAX_NAME} (it names "
+                 "the run folder and the study)", name, "use a shorter name")
     if not top.has("model"):
         top.fail("model", "'model' is required", hint="e.g. model: {config: my_model.json}")
     model = parse_model(top.sub("model"), base)
@@ -137,12 +144,21 @@ def read_sweep_file(file: str) -> Any:
 
 def _read_yaml(file: str) -> Any:
     try:
+        size = os.stat(file).st_size
+        if size > MAX_SWEEP_FILE_BYTES:
+            # Read no further: YAML parses a large file slowly (a 50 MB file: minutes, GBs).
+            raise SpecError(f"the sweep file has {size:,} bytes; at most "
+                            f"{MAX_SWEEP_FILE_BYTES:,} are read", file=file, value=size,
+                            hint="a sweep file holds settings: keep model configs in their "
+                                 "own file (model.config) and data in the loader")
         with open(file, encoding="utf-8") as stream:
             data = yaml.load(stream, Loader=_StrictLoader)
     except FileNotFoundError:
         raise SpecError("sweep file not found", file=file, value=file) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"cannot read the sweep file: {err}", file=file) from None
+        raise SpecError(f"cannot read the sweep file: {err}", file=file,
+                        hint="give a readable UTF-8 text file (a symlink on its path that "
+                             "points back to itself cannot be read)") from None
     except yaml.YAMLError as err:
         raise SpecError(f"not valid YAML: {_yaml_problem(err)}", file=file,
                         hint="check the indentation and quoting around that line") from None

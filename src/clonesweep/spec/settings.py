@@ -10,21 +10,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from clonesweep.errors import SpecError
-from clonesweep.spec._fields import Block, did_you_mean, is_json_data
+from clonesweep.spec._fields import Block, did_you_mean, is_json_data, resolve_path
 from clonesweep.spec.model import EnqueueFrom, PlugSpec, ResourcesSpec, SweepSettings
 
 __all__ = ["PASSWORD_ENV", "PRUNERS", "SAMPLERS", "STORAGE_SCHEMES", "check_storage_url",
-           "parse_settings", "read_password_file", "with_password"]
+           "has_password", "mask_url", "parse_settings", "read_password_file", "with_password"]
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2", "nsga3", "qmc", "bruteforce")
 #: ``nop`` is read as ``none``: one name for "no pruning".
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "patient",
            "wilcoxon", "none", "nop")
 #: ``journal://<path>`` is clonesweep's own form: an Optuna JournalFileBackend at <path>.
-STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://",
+STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://",
+                   "postgresql+psycopg://", "mysql://",
                    "mysql+pymysql://", "journal://")
 _KEYS = ("trials", "parallel", "sampler", "pruner", "storage", "run_dir", "resources",
          "retries", "trial_timeout", "resource_wait", "seed", "enqueue_from",
@@ -51,7 +52,8 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
         sampler=_seeded(block, _plug(block, "sampler", SAMPLERS, defaults.sampler)),
         pruner=pruner,
         storage=_storage(block, base),
-        run_dir=run_dir.resolve(),
+        run_dir=resolve_path(run_dir, file=block.file, field=block.field("run_dir"),
+                             value=given or str(run_dir)),
         resources=_resources(block.sub("resources")),
         retries=block.integer("retries", defaults.retries, low=0),
         trial_timeout=_timeout(block),
@@ -69,7 +71,10 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
 def _checkpoint_dir(block: Block, base: Path) -> Path | None:
     """``checkpoint_dir``: a folder every node reaches; relative to the sweep file."""
     given = block.string("checkpoint_dir", None)
-    return None if given is None else (base / Path(given).expanduser()).resolve()
+    if given is None:
+        return None
+    return resolve_path(base / Path(given).expanduser(), file=block.file,
+                        field=block.field("checkpoint_dir"), value=given)
 
 
 def _seeded(block: Block, sampler: PlugSpec) -> PlugSpec:
@@ -122,17 +127,24 @@ def _storage(block: Block, base: Path) -> str | None:
     scheme = next(s for s in STORAGE_SCHEMES if url.startswith(s))
     if scheme in ("sqlite:///", "journal://"):
         rest = url[len(scheme):]
-        if rest != ":memory:" and not Path(rest).is_absolute():
-            return scheme + str((base / rest).resolve())
+        if rest != ":memory:":
+            path = resolve_path(base / rest, file=block.file, field=block.field("storage"),
+                                value=url)
+            return scheme + str(path) if not Path(rest).is_absolute() else url
     return url
 
 
 def check_storage_url(url: Any, *, file: str | None = None, field: str | None = None) -> str:
     """Return ``url`` if it is a storage URL clonesweep can open, else raise SpecError.
 
+    A password in the URL is refused, in any form (``user:PW@``, ``?password=PW``): a URL
+    shows in process lists, shell history and the sweep file. A plain ``postgresql://``
+    URL comes back as ``postgresql+psycopg2://``: SQLAlchemy 2.1 maps the plain scheme to
+    psycopg 3, while the ``postgres`` extra installs psycopg2.
+
     Example:
         >>> check_storage_url("postgresql://sweeper@db/optuna")
-        'postgresql://sweeper@db/optuna'
+        'postgresql+psycopg2://sweeper@db/optuna'
     """
     scheme = next((s for s in STORAGE_SCHEMES if isinstance(url, str) and url.startswith(s)),
                   None)
@@ -143,23 +155,58 @@ def check_storage_url(url: Any, *, file: str | None = None, field: str | None = 
             value=_redact(url),
             hint="omit it for a SQLite file in the run folder; "
                  "e.g. postgresql://user@host/db on a cluster")
+    if scheme not in ("sqlite:///", "journal://") and has_password(url):
+        raise SpecError(
+            "a password in the storage URL is refused: a URL shows in process lists, shell "
+            "history and the sweep file", file=file, field=field, value=mask_url(url),
+            hint=f"write the URL without it (postgresql://USER@HOST:PORT/DB) and give the "
+                 f"password through ${PASSWORD_ENV} or --storage-password-file")
+    if scheme == "postgresql://":
+        return "postgresql+psycopg2://" + url[len(scheme):]
     return str(url)
 
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
+_PASSWORD_KEYS = ("password", "passwd", "pwd")
+#: ``host:port/path`` before an '@' of the path or query: no user part at all.
+_HOST_PORT = re.compile(r"^[^:/?#@]*:\d*[/?#]")
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` holds a password: in its user part or as a query parameter.
+
+    Example:
+        >>> has_password("postgresql://u:p/w@db/x"), has_password("postgresql://u@db:5/x")
+        (True, False)
+    """
+    rest = url.split("://", 1)[-1]
+    if "@" in rest:
+        user = rest.split("@", 1)[0]  # a password may hold '/', ':' or '@' unescaped
+        if ":" in user and not _HOST_PORT.match(user):
+            return True
+    query = rest.split("?", 1)[1] if "?" in rest else ""
+    keys = {key.strip().lower() for key, _ in parse_qsl(query, keep_blank_values=True)}
+    return bool(keys & set(_PASSWORD_KEYS))
+
+
+# The user part's password, whatever it holds (up to the last '@' on the line, outside
+# quotes), and password query parameters: masking too much is safe, too little is not.
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s'\"]*:)[^'\"\n]*@")
+_PASSWORD_PARAM = re.compile(rf"([?&;](?:{'|'.join(_PASSWORD_KEYS)})=)[^&;'\"#\n]*",
+                             re.IGNORECASE)
 
 
 def mask_url(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` URL in it masked.
+    """``text`` with the password of every storage URL in it masked.
 
     Used for every log line, error, stored attribute and run-folder file that may hold a
-    storage URL.
+    storage URL. Masks ``scheme://user:PASSWORD@host`` whatever the password holds (spaces,
+    ``/``, ``@``, ``%``) and ``password=`` query parameters.
 
     Example:
         >>> mask_url("postgresql://sweeper:s3cret@db:5432/studies")
         'postgresql://sweeper:***@db:5432/studies'
     """
-    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", text))
 
 
 #: The environment variable the command line takes the storage password from (then removes it
@@ -183,9 +230,8 @@ def with_password(url: str, password: str | None, *, source: str) -> str:
         return url
     match = _USER_NO_PASSWORD.match(url)
     if match is None:
-        has_password = _PASSWORD_IN_URL.search(url) is not None
         raise SpecError(
-            "the storage URL already holds a password" if has_password
+            "the storage URL already holds a password" if has_password(url)
             else "the storage URL names no user to give the password to",
             field="storage", value=mask_url(url),
             hint=f"a password comes from {source}: write the URL as "

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clonesweep.spec._fields import CALLABLE_RE, MODULE_RE, Block
+from clonesweep.spec._fields import CALLABLE_RE, MODULE_RE, Block, resolve_path
 from clonesweep.spec.model import ModelSource, ModelSpec
 
 __all__ = ["find_lambda", "parse_model"]
@@ -61,7 +61,8 @@ def _imports(block: Block) -> tuple[str, ...]:
 
 def _existing_file(block: Block, key: str, base: Path) -> Path:
     raw = block.string(key)
-    path = (base / Path(raw).expanduser()).resolve()
+    path = resolve_path(base / Path(raw).expanduser(), file=block.file, field=block.field(key),
+                        value=raw)
     if not path.is_file():
         block.fail(key, f"no such file: {path}", raw,
                    "paths are relative to the folder of the sweep file")

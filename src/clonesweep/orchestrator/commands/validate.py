@@ -11,10 +11,17 @@ nothing anywhere:
 3. if the sweep's study exists, checks it can be resumed: same directions, and the search
    space its trials were sampled from
    (:func:`~clonesweep.orchestrator.study.compat.check_resume_compatible`);
-4. imports ``model.imports`` and the data loader (``data=True`` also calls it and checks
-   what it returns against the model's input);
-5. rebuilds the model in safe mode at every corner of the search space and counts its
-   parameters (:mod:`clonesweep.orchestrator.commands.corners`).
+4. checks that the run folder (and ``sweep.checkpoint_dir``) can be created: path lengths,
+   and a folder actually made and removed where it would go (``os.access`` says yes to
+   root on /proc);
+5. imports ``model.imports`` and the data loader (``data=True`` also calls it and checks
+   what it returns: :mod:`clonesweep.orchestrator.commands.datacheck`);
+6. rebuilds the model in safe mode at every corner of the search space and counts its
+   parameters (:mod:`clonesweep.orchestrator.commands.corners`), then resolves the loss,
+   metrics and optimizer (at each corner's settings) as a worker's compile would.
+
+``clonesweep run`` and ``resume`` make all of these checks, ``data=True`` included, before
+they create the run folder, the study or a Ray.
 
 Every refusal is a :class:`SpecError` (exit code 2) naming the file, the field, the value
 (storage URLs masked) and a hint.
@@ -29,6 +36,7 @@ from typing import Any
 
 from clonesweep.errors import SpecError
 from clonesweep.orchestrator.commands.corners import Corner, build_corners
+from clonesweep.orchestrator.commands.datacheck import check_data, check_training_names
 from clonesweep.orchestrator.study.check import (
     Refuse,
     check_folder,
@@ -40,7 +48,8 @@ from clonesweep.orchestrator.study.compat import check_resume_compatible
 from clonesweep.spec.model import SweepSpec
 from clonesweep.spec.settings import mask_url
 
-__all__ = ["ValidationReport", "check_storage", "validate_sweep"]
+__all__ = ["ValidationReport", "check_places", "check_resume_compatible", "check_storage",
+           "validate_sweep"]
 
 
 @dataclass(frozen=True)
@@ -91,16 +100,42 @@ def validate_sweep(spec: SweepSpec, *, data: bool = False,
     url = storage_url(spec)
     field_name = storage_field if spec.sweep.storage else "sweep.run_dir"
     study = check_storage(spec, url, field_name)
+    check_places(spec)
     _check_warm_start(spec, url)
     _import_modules(spec)
     base_config = base_model_config(spec)
     seed = derive_seed(spec.sweep.seed, "trial", 0)
     built = build_corners(spec, base_config, lambda args: build_structure(spec, args), seed)
-    checked = _check_data(spec, base_config, seed) if data else None
+    check_training_names(spec, [c.params for c in built])
+    checked = None
+    if data:
+        from clonesweep.workers.rebuild import rebuild
+
+        checked = check_data(spec, rebuild(base_config, {}, seed=seed).model)
     return ValidationReport(
         name=spec.name, file=str(spec.file), storage=mask_url(url), study=study,
         sampler=spec.sweep.sampler.name, pruner=spec.sweep.pruner.name,
         corners=tuple(built), data=checked)
+
+
+# -- places --------------------------------------------------------------------------------
+def check_places(spec: SweepSpec) -> None:
+    """The run folder and the checkpoint folder can be created (tried, then undone)."""
+    from clonesweep.spec._fields import check_path_length
+
+    places = [("sweep.run_dir", spec.run_folder)]
+    if spec.sweep.checkpoint_dir is not None:
+        places.append(("sweep.checkpoint_dir", spec.sweep.checkpoint_dir / spec.name))
+    for field_name, folder in places:
+        check_path_length(folder / "trials" / "00000.json", file=str(spec.file),
+                          field=field_name, value=str(folder))
+
+        def refuse(problem: str, hint: str, where: str = field_name,
+                   folder: Path = folder) -> SpecError:
+            return SpecError(f"the {where.split('.')[-1]} {problem}", file=str(spec.file),
+                             field=where, value=str(folder), hint=hint)
+
+        check_folder(folder / "trials", refuse)
 
 
 # -- storage -------------------------------------------------------------------------------
@@ -209,52 +244,3 @@ def _import_modules(spec: SweepSpec) -> None:
         raise SpecError("the data loader is not callable", file=str(spec.file),
                         field="data.loader", value=spec.data.loader,
                         hint="it must be a function returning (x_train, y_train, x_val, y_val)")
-
-
-def _check_data(spec: SweepSpec, base_config: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Call the loader; check its 4-tuple and that x fits the model's input shape."""
-    from clonesweep.workers.rebuild import rebuild
-    from clonesweep.workers.runner import import_object
-
-    def refuse(problem: str, value: Any, hint: str) -> SpecError:
-        return SpecError(f"the data loader {problem}", file=str(spec.file),
-                         field="data.loader", value=value, hint=hint)
-
-    try:
-        loaded = import_object(spec.data.loader)(**spec.data.kwargs)
-    except Exception as exc:
-        raise refuse(f"failed: {type(exc).__name__}: {exc}", spec.data.loader,
-                     "run it by hand with data.kwargs to see why") from exc
-    if not isinstance(loaded, (tuple, list)) or len(loaded) != 4:
-        what = type(loaded).__name__ + (f" of length {len(loaded)}"
-                                        if isinstance(loaded, (tuple, list)) else "")
-        raise refuse(f"returned a {what}", spec.data.loader,
-                     "return (x_train, y_train, x_val, y_val)")
-    shapes = {name: _shape(array) for name, array in
-              zip(("x_train", "y_train", "x_val", "y_val"), loaded, strict=True)}
-    model = rebuild(base_config, {}, seed=seed).model
-    wanted = [None if d is None else int(d) for d in tuple(model.inputs[0].shape)[1:]] \
-        if len(getattr(model, "inputs", None) or []) == 1 else None
-    for name in ("x_train", "x_val"):
-        got = shapes[name]
-        if wanted is not None and got is not None and not _fits(got[1:], wanted):
-            raise refuse(f"returns {name} of shape {list(got)}, which does not fit the "
-                         f"model's input (batch, {', '.join(map(str, wanted))})", list(got),
-                         "reshape the arrays in the loader, or fix the model's Input")
-    for x, y in (("x_train", "y_train"), ("x_val", "y_val")):
-        x_shape, y_shape = shapes[x], shapes[y]
-        if x_shape and y_shape and x_shape[0] != y_shape[0]:
-            raise refuse(f"returns {x} and {y} of different lengths "
-                         f"({x_shape[0]} and {y_shape[0]})", spec.data.loader,
-                         "return as many targets as samples")
-    return {name: None if s is None else list(s) for name, s in shapes.items()}
-
-
-def _shape(array: Any) -> tuple[int, ...] | None:
-    shape = getattr(array, "shape", None)
-    return None if shape is None else tuple(int(d) for d in shape)
-
-
-def _fits(got: tuple[int, ...], wanted: list[int | None]) -> bool:
-    return len(got) == len(wanted) and all(w is None or w == g
-                                       for g, w in zip(got, wanted, strict=True))

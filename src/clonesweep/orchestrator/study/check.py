@@ -8,15 +8,17 @@ URLs masked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from clonesweep.errors import SpecError
 from clonesweep.spec.settings import mask_url
 
-__all__ = ["Refuse", "check_folder", "check_sqlite_file", "server_has_study",
+__all__ = ["Refuse", "can_create_in", "check_folder", "check_sqlite_file", "server_has_study",
            "sqlite_has_study"]
 
 #: Builds the SpecError for a storage problem: ``refuse(problem, hint)``.
@@ -24,18 +26,42 @@ Refuse = Callable[[str, str], SpecError]
 
 
 def check_folder(path: Path, refuse: Refuse) -> None:
-    """The file's folder exists and is writable, or the nearest existing ancestor is."""
+    """``path`` can be created: its folder exists and is writable, or the nearest existing
+    ancestor is a folder this process can create folders in.
+
+    Writability is tried, not read from the permission bits: ``os.access`` says yes to root
+    on /proc and on a read-only mount. The try is a folder made and removed at once in that
+    ancestor, so nothing stays.
+    """
     folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    except OSError as exc:  # e.g. a name too long, a symlink loop
+        raise refuse(f"folder {folder} cannot be checked: {exc.strerror}",
+                     "point the storage (or sweep.run_dir) at a folder you can write") from exc
     if not folder.is_dir():
         raise refuse(f"folder cannot be created: {folder} is not a folder",
                      "point the storage (or sweep.run_dir) at a folder you can write")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not can_create_in(folder):
         raise refuse(f"folder {folder} is not writable",
                      "point the storage (or sweep.run_dir) at a folder you can write")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise refuse(f"file {path} is not readable and writable", "fix its permissions")
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether this process can create (and remove) a folder in ``folder``; ``folder``'s
+    times are put back, so a check leaves no trace."""
+    try:
+        times = folder.stat()
+        probe = tempfile.mkdtemp(prefix=".clonesweep-probe-", dir=folder)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    with contextlib.suppress(OSError):
+        os.utime(folder, ns=(times.st_atime_ns, times.st_mtime_ns))
+    return True
 
 
 def check_sqlite_file(path: Path, refuse: Refuse) -> None:

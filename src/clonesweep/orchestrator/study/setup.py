@@ -92,7 +92,7 @@ class StudyPlan:
         except BaseException:
             folder.remove_if_new()
             raise
-        lease = Lease(study)
+        lease = Lease(study, self.url)
         recover_stale(study, lease.acquire(takeover))
         for key, value in study_attributes(spec, base_config,
                                            fixed_params(spec.parameters)).items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -86,6 +87,9 @@ def _construct(kind: str, plug: PlugSpec, registry: dict[str, Callable[..., Any]
                             field=f"{field}.{key}", value=plug.settings[key],
                             hint=(f"did you mean '{close[0]}'? " if close else "")
                             + f"it accepts: {', '.join(sorted(accepted))}")
+    parameters = inspect.signature(factory).parameters
+    for key, value in plug.settings.items():
+        _check_type(f"{field}.{key}", f"{plug.name} {kind}", parameters[key], value, file)
     kwargs = {k: v for k, v in extra.items() if k in accepted and k not in plug.settings}
     kwargs.update(plug.settings)
     try:
@@ -94,7 +98,42 @@ def _construct(kind: str, plug: PlugSpec, registry: dict[str, Callable[..., Any]
             return factory(**kwargs)
     except (TypeError, ValueError, ImportError) as exc:
         raise SpecError(f"{plug.name} {kind} refused its settings: {exc}", file=file,
-                        field=field, value=dict(plug.settings)) from exc
+                        field=field, value=dict(plug.settings),
+                        hint=f"see the settings of optuna's {_type_name(factory)}") from exc
+
+
+#: Annotation words -> the YAML value types they take (an int is a float too; a bool is not
+#: an int here, although Python says it is).
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float),
+                                              "bool": (bool,), "str": (str,)}
+
+
+def _check_type(field: str, what: str, param: inspect.Parameter, value: Any,
+                file: str) -> None:
+    """Refuse a setting whose type its annotation (or default) rules out: Optuna checks
+    few types when it builds a sampler, and a wrong one fails mid-sweep instead."""
+    annotation = param.annotation if isinstance(param.annotation, str) else \
+        getattr(param.annotation, "__name__", "")
+    words = {w.strip() for w in re.split(r"[|\[\],]", annotation.replace("Optional", ""))
+             if w.strip()}
+    if words and words <= {*_SIMPLE_TYPES, "None"}:
+        types = tuple(t for w in words - {"None"} for t in _SIMPLE_TYPES[w])
+        nullable = "None" in words or "Optional" in annotation
+    elif isinstance(param.default, (bool, int, float)) and param.default is not None:
+        types, nullable = _SIMPLE_TYPES[type(param.default).__name__], False
+    else:
+        return
+    if value is None and nullable:
+        return
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        expected = " or ".join(sorted({t.__name__ for t in types}))
+        raise SpecError(f"{what}: expected {expected}{' or null' if nullable else ''}, not "
+                        f"a {type(value).__name__}", file=file, field=field, value=value,
+                        hint=f"write it as a YAML {expected}")
+
+
+def _type_name(factory: Any) -> str:
+    return f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', factory)}"
 
 
 #: Samplers that need a package clonesweep does not install by default: name -> (module,

@@ -9,10 +9,13 @@ read a private attribute of a Ray object.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["actor_init_failed", "loopback_node", "never_ran", "preload_modules",
-           "start_failure", "stop_monitor"]
+__all__ = ["actor_init_failed", "loopback_node", "loopback_only", "never_ran",
+           "preload_modules", "start_failure", "stop_monitor"]
 
 # The phrase Ray puts in an actor error whose ``__init__`` raised ("... raised in its creation
 # task, ..."); read only where the typed flag is missing (see actor_init_failed).
@@ -111,3 +114,43 @@ def never_ran(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, rex.ActorUnavailableError) and (
         "restarting" in text or "failed to connect" in text)
+
+
+#: Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the machine's external address
+#: (``services.resolve_ip_for_localhost``) unless its "not a cluster" switch is on; with the
+#: node address left at 127.0.0.1 its GCS, raylet, workers, driver and agents all listen on
+#: loopback only (measured with /proc/net/tcp). The public switch is this environment
+#: variable, read when ``ray`` is imported and inherited by every process Ray starts.
+_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Keep a local Ray this driver starts on 127.0.0.1 for the block.
+
+    The environment variable covers the processes Ray starts; the driver itself read it
+    when it imported ``ray``, possibly before this block (tests, notebooks), so the constant
+    it set is switched too (private: ``ray._private.ray_constants``; the public way is the
+    variable set before ``import ray``). Best effort: on a Ray without the constant the
+    socket test (tests/safety/test_embedded_ray.py) says what listens where.
+    """
+    ray_constants: Any = None
+    with contextlib.suppress(ImportError):  # a Ray that moved it: the variable alone
+        from ray._private import ray_constants
+    before = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if before is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        before_env = {key: os.environ.get(key) for key in _LOOPBACK_ENV}
+        os.environ.update(_LOOPBACK_ENV)
+        try:
+            yield
+        finally:
+            for key, value in before_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        if before is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = before

@@ -25,12 +25,14 @@ from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator.backends.ray._ray import (
     actor_init_failed,
     loopback_node,
+    loopback_only,
     never_ran,
     preload_modules,
     start_failure,
     stop_monitor,
 )
 from clonesweep.orchestrator.backends.ray.actors import _Broker, _WorkerActor
+from clonesweep.orchestrator.backends.ray.reaper import Reaper, children_of
 from clonesweep.orchestrator.backends.ray.slots import (
     SlotPool,
     first_line,
@@ -109,6 +111,7 @@ class RayBackend:
         self._timeout = trial_timeout
         self._resource_wait = resource_wait
         self._owns_ray = False
+        self._reaper = Reaper()
         self._actors: list[Any] = []
         self._pool: SlotPool | None = None
         self._waiting: list[tuple[TrialSpec, Any]] = []  # (spec, FusedGroup or None)
@@ -137,10 +140,14 @@ class RayBackend:
                 if local:
                     extra = {**loopback_node(), **self._local_start(slots)}
                     inherit = True
-                with _environment(env if inherit else {}):
+                before = children_of(os.getpid()) if local else set()
+                with _environment(env if inherit else {}), \
+                        loopback_only() if local else contextlib.nullcontext():
                     ray.init(address=self._address, include_dashboard=False,
                              log_to_driver=False, logging_level=logging.WARNING,
                              configure_logging=False, **extra)
+                if local:  # what ray.init started ends with this driver, even on SIGKILL
+                    self._reaper.start(children_of(os.getpid()) - before)
             except Exception as exc:
                 where = self._address or os.environ.get("RAY_ADDRESS") or "a local Ray"
                 raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
@@ -218,6 +225,7 @@ class RayBackend:
         import ray
 
         if not ray.is_initialized():
+            self._reaper.close()
             return
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
@@ -230,6 +238,7 @@ class RayBackend:
             stop_monitor()
             ray.shutdown()
             self._owns_ray = False
+        self._reaper.close()
 
     # -- trials ---------------------------------------------------------------------------
     def free_slots(self) -> int:

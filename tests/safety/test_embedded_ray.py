@@ -1,0 +1,113 @@
+"""The embedded Ray of `clonesweep run`: it listens on loopback only (checked on the real
+sockets of every process of the sweep while trials run), and none of its processes outlives
+a driver killed by SIGKILL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safety_sockets import listening
+
+from tests_support import pids_with_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+MARKER = "CLONESWEEP_TEST_SAFETY"
+
+
+def _wait(what: str, check: Callable[[], bool], deadline_s: float) -> None:
+    """Poll ``check`` until it holds; fail once ``deadline_s`` has passed."""
+    end = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline_s:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _count(db: Path, query: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute(query).fetchone()
+    except sqlite3.Error:  # the tables are not created yet
+        return 0
+    return int(row[0])
+
+
+@pytest.fixture
+def marked_driver(sweep_file: Any) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    """`clonesweep run` in its own process; every process it starts carries the marker."""
+    marker = uuid.uuid4().hex
+    temp = Path(tempfile.mkdtemp(prefix="cssafe-", dir="/tmp"))
+    path = sweep_file(name="loop", trials=4, parallel=2, epochs=300, limit=1500)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update({MARKER: marker, "RAY_TMPDIR": str(temp), "RAY_USAGE_STATS_ENABLED": "0"})
+    driver = subprocess.Popen([sys.executable, "-m", "clonesweep", "run", str(path)],
+                              cwd=path.parent, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        yield driver, marker, path.parent / "runs" / "loop" / "study.db"
+    finally:
+        for pid in pids_with_env(MARKER, marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        driver.kill()
+        driver.communicate()
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_sweep_listens_on_loopback_only_and_dies_with_its_driver(
+        marked_driver: tuple[subprocess.Popen[str], str, Path]) -> None:
+    driver, marker, db = marked_driver
+
+    def trials_run() -> bool:
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited {driver.returncode}: "
+                                 f"{driver.communicate()[1][-3000:]}")
+        # both trials running and epochs reported: every worker actor and the broker are up
+        return (_count(db, "select count(*) from trials where state = 'RUNNING'") == 2
+                and _count(db, "select count(distinct trial_id) from "
+                               "trial_intermediate_values") == 2)
+
+    _wait("two trials reporting epochs", trials_run, deadline_s=300)
+    pids = pids_with_env(MARKER, marker)
+    sockets = listening(pids)
+    names = sorted(s.name for s in sockets)
+    # the driver's own gRPC server, GCS, raylet (2 ports), the runtime-env agent, both worker
+    # actors and the pruning broker (Ray names an actor's process ray::<Class>[.<method>])
+    assert driver.pid in {s.pid for s in sockets}, sockets
+    assert {"gcs_server", "raylet", "ray::RuntimeEnvAgent"} <= set(names), names
+    assert sum(1 for n in names if n.startswith("ray::_Broker")) == 1, names
+    assert sum(1 for n in names if n.startswith("ray::_WorkerActor")) == 2, names
+    exposed = [s for s in sockets if not s.loopback]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    left: list[int] = []
+
+    def all_gone() -> bool:
+        left[:] = pids_with_env(MARKER, marker)
+        return not left
+
+    try:
+        _wait("every process of the sweep to exit", all_gone, deadline_s=10)
+    except AssertionError:
+        names_left = [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in left
+                      if Path(f"/proc/{pid}").exists()]
+        raise AssertionError(f"alive 10 s after the driver's SIGKILL: {names_left}") from None
