@@ -440,6 +440,8 @@ def _attributes(result: TrialResult) -> dict[str, Any]:
         "data_fingerprint": result.data_fingerprint,
         "resumed_from_epoch": result.resumed_from_epoch,
         "engine": result.engine,
+        "engine_fallback": (str(result.engine_fallback)
+                            if result.engine_fallback is not None else None),
     }
     if result.reason is not None:
         attrs["fail_reason"] = result.reason.value

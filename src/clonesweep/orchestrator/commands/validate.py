@@ -274,13 +274,14 @@ def _check_data(spec: SweepSpec, base_config: dict[str, Any], seed: int) -> dict
     except Exception as exc:
         raise refuse(f"failed: {type(exc).__name__}: {exc}", spec.data.loader,
                      "run it by hand with data.kwargs to see why") from exc
-    if not isinstance(loaded, (tuple, list)) or len(loaded) != 4:
+    if not isinstance(loaded, (tuple, list)) or len(loaded) not in (4, 5, 6):
         what = type(loaded).__name__ + (f" of length {len(loaded)}"
                                         if isinstance(loaded, (tuple, list)) else "")
         raise refuse(f"returned a {what}", spec.data.loader,
-                     "return (x_train, y_train, x_val, y_val)")
+                     "return (x_train, y_train, x_val, y_val), optionally followed by "
+                     "sample_weight and val_sample_weight")
     shapes = {name: _shape(array) for name, array in
-              zip(("x_train", "y_train", "x_val", "y_val"), loaded, strict=True)}
+              zip(("x_train", "y_train", "x_val", "y_val"), loaded[:4], strict=True)}
     model = rebuild(base_config, {}, seed=seed).model
     wanted = [None if d is None else int(d) for d in tuple(model.inputs[0].shape)[1:]] \
         if len(getattr(model, "inputs", None) or []) == 1 else None

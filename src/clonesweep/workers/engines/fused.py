@@ -30,18 +30,31 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from clonesweep.errors import RebuildError
 from clonesweep.spec.model import TrainingSpec
-from clonesweep.trials import FailReason, Timings, TrialResult, TrialState
+from clonesweep.trials import (
+    EngineFallback,
+    FailReason,
+    FallbackReason,
+    Timings,
+    TrialResult,
+    TrialSpec,
+    TrialState,
+)
+from clonesweep.workers.job import WorkerJob, WorkerState
 from clonesweep.workers.member import FusedGroup, MemberOutput, model_bytes, predict
+from clonesweep.workers.oom import oom_reason
 from clonesweep.workers.seeding import DATA_ORDER
 
 __all__ = [
     "FUSABLE_LAYERS",
     "FusionUnsupported",
+    "GroupRun",
     "build_fused",
     "extract_members",
     "fusion_blocker",
@@ -85,6 +98,8 @@ def fusion_blocker(config: Mapping[str, Any], optimizer: Mapping[str, Any],
         if cls not in FUSABLE_LAYERS:
             return (f"layer '{name}' is a {cls}, which has no stacked form (covered: "
                     f"{', '.join(FUSABLE_LAYERS)})")
+        if cfg.get("trainable") is False:
+            return f"layer '{name}' is frozen (trainable: false)"
         if cls == "Dense":
             extra = next((k for k in _DENSE_EXTRAS if cfg.get(k) is not None), None)
             if extra is not None or cfg.get("lora_rank"):
@@ -279,16 +294,31 @@ def stacked_metrics(training: TrainingSpec, y: Any,
     return [{key: values[i] for key, values in out.items()} for i in range(k)]
 
 
-def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any, Any],
-                group: FusedGroup, *, node: str = "", worker: str = "",
-                cache: dict[Any, Any] | None = None) -> list[MemberOutput]:
+def _worker_blocker(state: WorkerState, optimizer: Any) -> str | None:
+    """What only the worker sees that a stacked model does not reproduce (the driver's
+    :func:`fusion_blocker` reads the config alone)."""
+    import keras
+
+    tr = state.job.training
+    if tr.callbacks:
+        return "training.callbacks are set (each member needs its own fit)"
+    if tr.class_weight is not None:
+        return "training.class_weight is set"
+    if state.data.weighted:
+        return "the data loader returns sample weights"
+    if not isinstance(optimizer.learning_rate, keras.Variable):
+        return "the learning rate is a schedule or a callable"
+    return None
+
+
+def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
     """Rebuild, fuse, train and pull out the group's members; one output per member.
 
-    ``job`` is the worker's :class:`~clonesweep.workers.runner.WorkerJob`. With a ``cache``
-    (the worker's, kept across groups) and ``training.reuse_graphs`` on, members that
-    :mod:`clonesweep.workers.engines.graphfit` covers train on the structure's stacked traced graph
-    (:mod:`clonesweep.workers.engines.fusedgraph`, traced once per worker); others on a stacked
-    Keras model traced for the group.
+    With ``training.reuse_graphs`` on, members that :mod:`clonesweep.workers.engines.graphfit`
+    covers train on the structure's stacked traced graph
+    (:mod:`clonesweep.workers.engines.fusedgraph`, traced once per worker, engine
+    ``fused-graph``); others on a stacked Keras model traced for the group (engine ``fused``,
+    with the graph's reason as its fallback).
 
     Raises:
         FusionUnsupported: the members cannot be fused (train them separately).
@@ -300,29 +330,35 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
 
     keras.utils.clear_session()
     t0 = time.perf_counter()
-    variants = [rebuild(base_config, m.params, seed=m.seed) for m in group.members]
+    job, data = state.job, state.data
+    variants = [rebuild(state.base_config, m.params, seed=m.seed) for m in group.members]
     mats = [v.materialized for v in variants]
     members = [v.model for v in variants]
     tr = job.training
     settings = {**tr.optimizer_config, **mats[0].optimizer}
     optimizer = keras.optimizers.get({"class_name": tr.optimizer, "config": settings})
+    why = _worker_blocker(state, optimizer)
+    if why is not None:
+        raise FusionUnsupported(why)
     epochs = int(mats[0].train.get("epochs", tr.epochs))
     batch = int(mats[0].train.get("batch_size", tr.batch_size))
     rngs = [np.random.default_rng(m.seeds[DATA_ORDER]) for m in mats]
-    if cache is not None and tr.reuse_graphs:
-        on_graph = _train_on_graph(job, members, optimizer, data, epochs, batch, rngs,
-                                   cache, t0)
-        if on_graph is not None:
+    fallback: EngineFallback | None = None
+    if tr.reuse_graphs:
+        on_graph = _train_on_graph(state, members, optimizer, epochs, batch, rngs, t0)
+        if isinstance(on_graph, EngineFallback):
+            fallback = on_graph
+        else:
             hist, timings, preds = on_graph
-            return [_output(job, spec, mat, model, hist[i], timings, (data[2], data[3]),
-                            node, worker, val_pred=preds[i])
+            return [_output(job, spec, mat, model, hist[i], timings, (data.x_val, data.y_val),
+                            state, _GRAPH_ENGINE, None, val_pred=preds[i])
                     for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                                strict=True))]
     fused = build_fused(members)
     fused.compile(optimizer=optimizer, loss=_summed_loss(tr.loss), jit_compile=tr.jit_compile)
     build_s = time.perf_counter() - t0
-    x_tr, y_tr, x_va, y_va = data
-    x_tr, y_tr, x_va = np.asarray(x_tr), np.asarray(y_tr), np.asarray(x_va)
+    x_tr, y_tr = np.asarray(data.x), np.asarray(data.y)
+    x_va, y_va = np.asarray(data.x_val), data.y_val
     x_va_k = np.repeat(x_va[:, None], len(members), axis=1)
     histories: list[dict[str, list[float]]] = [{} for _ in members]
     train_s = eval_s = 0.0
@@ -340,36 +376,37 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
         train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
     extract_members(fused, members)
     timings = Timings(build_s, train_s, eval_s)
-    return [_output(job, spec, mat, model, histories[i], timings, (x_va, y_va), node, worker)
+    return [_output(job, spec, mat, model, histories[i], timings, (x_va, y_va), state,
+                    _KERAS_ENGINE, fallback)
             for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                        strict=True))]
 
 
-def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
-                    data: tuple[Any, Any, Any, Any], epochs: int, batch: int,
-                    rngs: Sequence[Any], cache: dict[Any, Any],
-                    t0: float) -> tuple[list[dict[str, list[float]]], Timings, np.ndarray] | None:
+_GRAPH_ENGINE, _KERAS_ENGINE = "fused-graph", "fused"
+_Trained = tuple[list[dict[str, list[float]]], Timings, np.ndarray]
+
+
+def _train_on_graph(state: WorkerState, members: Sequence[Any], optimizer: Any, epochs: int,
+                    batch: int, rngs: Sequence[Any], t0: float) -> _Trained | EngineFallback:
     """Train the members on the structure's stacked traced graph; their histories, the
     group's timings and the members' final validation predictions ``(members, n_val, ...)``,
-    or None when the graph does not cover them."""
-    from clonesweep.workers.engines.graphfit import graph_arrays, reuse_blocker, structure_of
+    or why the graph does not cover them."""
+    from clonesweep.workers.engines.graphfit import graph_arrays, graph_declines, structure_of
 
-    tr = job.training
-    if reuse_blocker(members[0], data, tr.loss, tr.metrics, tr.jit_compile,
-                     optimizer=optimizer) is not None:
-        return None
+    tr, data = state.job.training, state.data
+    declined = graph_declines(members[0], data, tr, _GRAPH_ENGINE, optimizer=optimizer)
+    if declined is not None:
+        return declined
     from clonesweep.workers.engines.fusedgraph import StackedEngine
 
     structure = structure_of(members[0], data, tr.loss, tr.metrics, optimizer=optimizer)
-    key = ("fusedgraph", structure)
-    engine = cache.get(key)
-    if engine is None:
-        engine = cache[key] = StackedEngine(structure, members[0])
-    xt, yt, xv, _ = graph_arrays(cache, data)
+    engine = state.feeds.stacked_engine(structure,
+                                        lambda: StackedEngine(structure, members[0]))
+    xt, yt, xv, _ = graph_arrays(state.feeds, data)
     engine.load(members)
     rates, hyper = engine.hyper(members[0], optimizer)
     build_s = time.perf_counter() - t0
-    n, y_va = len(data[0]), data[3]
+    n, y_va = len(data.x), data.y_val
     histories: list[dict[str, list[float]]] = [{} for _ in members]
     train_s = eval_s = 0.0
     pred = np.zeros(0)
@@ -387,8 +424,9 @@ def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
     return histories, Timings(build_s, train_s, eval_s), pred
 
 
-def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[float]],
-            timings: Timings, val: tuple[Any, Any], node: str, worker: str,
+def _output(job: WorkerJob, spec: TrialSpec, mat: Any, model: Any,
+            history: dict[str, list[float]], timings: Timings, val: tuple[Any, Any],
+            state: WorkerState, engine: str, fallback: EngineFallback | None,
             val_pred: np.ndarray | None = None) -> MemberOutput:
     """A trained member's output. ``val_pred``: its validation predictions when the fused
     run already made them with the member's final weights (else predicted here)."""
@@ -403,8 +441,8 @@ def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[f
         message="trained fused" if ok else f"{metric} or val_loss became {value}/{loss}",
         history=history, seeds=dict(mat.seeds), config_hash=mat.config_hash,
         config_json=json.dumps(mat.config, sort_keys=True),
-        param_count=int(model.count_params()), timings=timings, node=node, worker=worker,
-        attempt=spec.attempt)
+        param_count=int(model.count_params()), timings=timings, node=state.node,
+        worker=state.worker, attempt=spec.attempt, engine=engine, engine_fallback=fallback)
     pred = val_pred if val_pred is not None else \
         predict(model, val[0], job.training.validation_batch_size)
     return MemberOutput(pred, np.asarray(val[1]),
@@ -412,52 +450,42 @@ def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[f
                         result=result, fused=True)
 
 
-class _NoPruning:
-    def report(self, step: int, value: float) -> bool:
-        return False
+@dataclass(frozen=True)
+class GroupRun:
+    """What :func:`run_group` did with a group.
 
-
-def run_group(runner: Any, group: FusedGroup) -> TrialResult:
-    """Run a group on a :class:`~clonesweep.workers.runner.TrialRunner`; never raises.
-
-    The group's own result is COMPLETE when its members were trained (each member's outcome
-    is in its kept :class:`MemberOutput`), FAIL with a reason when the group as a whole
-    failed (a retry of the group may help: ``oom``, ``worker_died``). Members that cannot be
-    fused are trained one after another on this worker, and the message says why.
+    Attributes:
+        result: The group's own result: COMPLETE when its members were trained (each
+            member's outcome is in its output), FAIL with a reason when the group as a whole
+            failed (a retry of the group may help: ``oom``, ``worker_died``).
+        outputs: The trained members' outputs, by trial number.
+        unfused: Set when the members cannot be fused: the caller trains them one by one
+            (with this as each one's fallback); ``result`` and ``outputs`` are then empty.
     """
-    from dataclasses import replace
 
-    from clonesweep.errors import RebuildError
-    from clonesweep.workers.runner import _oom_reason
+    result: TrialResult | None
+    outputs: dict[int, MemberOutput]
+    unfused: EngineFallback | None = None
 
+
+def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:
+    """Train a fused group on this worker; never raises."""
     spec = group.as_spec()
     try:
-        data = runner._load_data()
-        outputs = train_fused(runner.job, runner._base_config, data, group,
-                              node=runner.node, worker=runner.worker,
-                              cache=runner._feed_cache)
+        outputs = train_fused(state, group)
     except FusionUnsupported as exc:
-        for member in group.members:
-            result = runner.run(member, _NoPruning())
-            kept = runner._members.get(member.number)
-            if kept is not None:
-                runner._members[member.number] = replace(kept, result=result)
-            else:
-                runner._members[member.number] = MemberOutput(np.zeros(0), np.zeros(0), b"",
-                                                              result=result)
-        return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
-                           node=runner.node, worker=runner.worker,
-                           message=f"fused training does not apply ({exc}); trained "
-                                   f"{len(group.members)} members separately")
+        return GroupRun(None, {}, EngineFallback(_KERAS_ENGINE, FallbackReason.NOT_COVERED,
+                                                 str(exc)))
     except RebuildError as exc:
-        return TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc))
+        return GroupRun(TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc)), {})
     except Exception as exc:
-        reason = _oom_reason(exc) or FailReason.USER_ERROR
-        return TrialResult.failed(spec, reason, f"{type(exc).__name__}: {exc}"[:2000])
-    for out in outputs:
-        assert out.result is not None
-        runner._members[out.result.number] = out
-    return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
-                       node=runner.node, worker=runner.worker,
-                       timings=outputs[0].result.timings if outputs[0].result else Timings(),
-                       message=f"trained {len(outputs)} members fused")
+        reason = oom_reason(exc) or FailReason.USER_ERROR
+        return GroupRun(TrialResult.failed(spec, reason,
+                                           f"{type(exc).__name__}: {exc}"[:2000]), {})
+    kept = {out.result.number: out for out in outputs if out.result is not None}
+    first = outputs[0].result
+    return GroupRun(TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
+                                node=state.node, worker=state.worker,
+                                timings=first.timings if first else Timings(),
+                                engine=first.engine if first else "",
+                                message=f"trained {len(outputs)} members fused"), kept)

@@ -23,16 +23,15 @@ Imports Keras and TensorFlow: import this module only on a worker.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
+from clonesweep.workers import _keras
 from clonesweep.workers.engines.graphfit import (
     Structure,
-    _cast_seed,
     apply_update,
     hyper_inputs,
     steps,
@@ -104,7 +103,7 @@ class StackedEngine:
                     member_shape = tf.shape(x)[1:]
                     noise = tf.map_fn(
                         lambda s, shape=member_shape, dtype=x.dtype:
-                            tf.random.stateless_uniform(shape, seed=_cast_seed(s),
+                            tf.random.stateless_uniform(shape, seed=_keras.cast_seed(s),
                                                         dtype=dtype),
                         seeds, fn_output_signature=x.dtype)
                     x = tf.where(noise >= rates[0][dropout],
@@ -171,7 +170,7 @@ class StackedEngine:
         dropouts = [[layer for layer in m.layers
                      if type(layer).__name__ == "Dropout" and layer.rate > 0] for m in members]
         for j, gen in enumerate(self.generators):
-            gen.assign(np.stack([d[j].seed_generator.state.numpy() for d in dropouts]))
+            gen.assign(np.stack([_keras.dropout_seed_state(d[j]).numpy() for d in dropouts]))
 
     def store(self, members: Sequence[Any]) -> None:
         """Put each member's trained weights back into its own model."""
@@ -192,27 +191,11 @@ class StackedEngine:
         ``(members, n_val, ...)``, made with the weights the epoch ended with."""
         import tensorflow as tf
 
-        with _without_graph_optimizer():
+        # Grappler's passes cost more than they save on these small graphs (measured on
+        # the digits MLP, 16 members: bench/README.md); stacked members agree with separate
+        # ones to float32 rounding only, with or without it.
+        with _keras.without_grappler():
             total, preds = self._epoch(x, y, tf.constant(orders, tf.int64),
                                        tf.constant(batch, tf.int64), rates, hyper, x_val,
                                        tf.constant(val_batch, tf.int64))
         return float(total), np.asarray(preds)
-
-
-@contextlib.contextmanager
-def _without_graph_optimizer() -> Iterator[None]:
-    """Run the engine's functions without TensorFlow's graph optimizer (Grappler), whose
-    passes cost more than they save on these small graphs (measured on the digits MLP, 16
-    members: see bench/README.md). Unlike :mod:`~clonesweep.workers.engines.graphfit`, which must
-    stay bitwise equal to Keras's fit (and keeps the optimizer, whose rewrites change the last
-    bits of some losses), stacked members agree with separate ones to float32 rounding only,
-    before and after. Only calls made inside this block are affected."""
-    import tensorflow as tf
-
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer",
-                                                                 False)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    try:
-        yield
-    finally:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})

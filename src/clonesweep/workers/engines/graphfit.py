@@ -46,18 +46,27 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from clonesweep.workers.engines.kerasfit import EpochOrder, FitClock, FitPlan
+from clonesweep.spec.model import TrainingSpec
+from clonesweep.trials import EngineFallback, FallbackReason
+from clonesweep.workers import _keras
+from clonesweep.workers._keras import VERIFIED_KERAS
+from clonesweep.workers.engines.base import (
+    EpochHook,
+    EpochOrder,
+    FitClock,
+    FitPlan,
+    TrainData,
+    TrialTraining,
+)
+from clonesweep.workers.engines.feeds import FeedCache
 
-__all__ = ["VERIFIED_KERAS", "GraphEngine", "Structure", "fit_trial_reused", "reuse_blocker",
-           "structure_of"]
+__all__ = ["VERIFIED_KERAS", "GraphEngine", "GraphFit", "Structure", "fit_trial_reused",
+           "graph_declines", "reuse_blocker", "structure_of"]
 
-#: Keras releases whose ops this module was checked against, bitwise (tests/workers/
-#: test_graphfit.py); another release trains through Keras's ``fit`` until it is checked.
-VERIFIED_KERAS = ("3.15",)
 _LAYERS = ("InputLayer", "Dense", "Dropout", "Activation", "Flatten")
 _OPTIMIZER_OFF = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
                   "loss_scale_factor", "gradient_accumulation_steps")
-EpochHook = Callable[[int, dict[str, float]], bool]
+_SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
 
 
 class Structure(NamedTuple):
@@ -83,62 +92,109 @@ def _activation_name(fn: Any) -> str | None:
     return name if name and keras.activations.get(name) is fn else None
 
 
-def reuse_blocker(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
-                  metrics: Sequence[str], jit_compile: bool,
-                  optimizer: Any = None) -> str | None:
+class GraphFit:
+    """The traced-graph engine: one graph per layer structure, reused across trials."""
+
+    name = "graph"
+
+    def declines(self, trial: TrialTraining) -> EngineFallback | None:
+        return graph_declines(trial.model, trial.data, trial.training, self.name,
+                              has_callbacks=bool(trial.callbacks))
+
+    def fit(self, trial: TrialTraining) -> None:
+        tr = trial.training
+        structure = structure_of(trial.model, trial.data, tr.loss, tr.metrics)
+        fit_trial_reused(trial.model, trial.data, trial.plan, trial.hook, trial.clock,
+                         trial.feeds, structure, trial.before_save)
+
+
+def graph_declines(model: Any, data: TrainData, training: TrainingSpec, engine: str,
+                   optimizer: Any = None, has_callbacks: bool = False) -> EngineFallback | None:
+    """:func:`reuse_blocker` as a typed fallback (which kind of reason, and its words)."""
+    if keras.backend.backend() != "tensorflow":
+        return EngineFallback(engine, FallbackReason.BACKEND,
+                              f"the Keras backend is {keras.backend.backend()}")
+    if _keras.keras_release() not in VERIFIED_KERAS:
+        return EngineFallback(engine, FallbackReason.UNVERIFIED_VERSION,
+                              f"Keras {keras.__version__} is not among the releases this "
+                              f"engine was checked against ({', '.join(VERIFIED_KERAS)})")
+    if has_callbacks:
+        return EngineFallback(engine, FallbackReason.NOT_COVERED,
+                              "training.callbacks are set (they need Keras's fit)")
+    if training.class_weight is not None:
+        return EngineFallback(engine, FallbackReason.NOT_COVERED, "training.class_weight is set")
+    if data.weighted:
+        return EngineFallback(engine, FallbackReason.NOT_COVERED,
+                              "the data loader returns sample weights")
+    why = reuse_blocker(model, data, training.loss, training.metrics, training.jit_compile,
+                        optimizer=optimizer)
+    return None if why is None else EngineFallback(engine, FallbackReason.NOT_COVERED, why)
+
+
+def reuse_blocker(model: Any, data: TrainData, loss: str, metrics: Sequence[str],
+                  jit_compile: bool, optimizer: Any = None) -> str | None:
     """Why this compiled model's trials cannot share a traced graph, or None when they can.
     ``optimizer``: the one to train with, when the model itself is not compiled."""
     if keras.backend.backend() != "tensorflow":
         return f"the Keras backend is {keras.backend.backend()}"
-    if ".".join(keras.__version__.split(".")[:2]) not in VERIFIED_KERAS:
+    if _keras.keras_release() not in VERIFIED_KERAS:
         return (f"Keras {keras.__version__} is not among the releases checked "
                 f"({', '.join(VERIFIED_KERAS)})")
-    try:
-        from keras.src.trainers.compile_utils import get_loss, get_metric  # noqa: F401
-    except ImportError:
+    if not _keras.has_compile_utils():
         return "this Keras has no keras.src.trainers.compile_utils"
     if jit_compile:
         return "jit_compile is on"
     if type(model) is not keras.Sequential:
         return f"the model is a {type(model).__name__}, not a Sequential"
-    if not all(isinstance(a, np.ndarray) for a in data):
+    if not all(isinstance(a, np.ndarray) for a in (data.x, data.y, data.x_val, data.y_val)):
         return "the data are not four NumPy arrays"
     if not isinstance(loss, str) or not all(isinstance(m, str) for m in metrics):
         return "the loss or a metric is not given by name"
     if model.dtype_policy.name != "float32":
         return f"the dtype policy is {model.dtype_policy.name}"
+    if data.y.ndim != len(model.outputs[0].shape) and loss not in _SPARSE_LOSSES:
+        return (f"the targets have rank {data.y.ndim} and the output rank "
+                f"{len(model.outputs[0].shape)} (Keras's fit reshapes them)")
     for layer in model.layers:
-        cls = type(layer).__name__
-        if cls not in _LAYERS or type(layer) is not getattr(keras.layers, cls):
-            return f"layer '{layer.name}' is a {cls}"
-        if layer.dtype_policy.name != "float32":
-            return f"layer '{layer.name}' computes in {layer.dtype_policy.name}"
-        if cls == "Dense":
-            for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                         "kernel_constraint", "bias_constraint"):
-                if getattr(layer, attr, None) is not None:
-                    return f"Dense layer '{layer.name}' has a {attr}"
-            if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode",
-                                                                None):
-                return f"Dense layer '{layer.name}' is LoRA-enabled or quantized"
-            if len(layer.input.shape) != 2:
-                return f"Dense layer '{layer.name}' sees an input of rank above 2"
-        if cls in ("Dense", "Activation") and _activation_name(layer.activation) is None:
-            return f"layer '{layer.name}' has a custom activation"
-        if cls == "Dropout" and layer.noise_shape is not None:
-            return f"Dropout layer '{layer.name}' has a noise_shape"
-        if cls == "Flatten" and layer.data_format == "channels_first":
-            return f"Flatten layer '{layer.name}' is channels_first"
+        why = _layer_blocker(layer)
+        if why is not None:
+            return why
     if model.losses:
         return "the model adds losses of its own"
     return _optimizer_blocker(optimizer if optimizer is not None else model.optimizer)
+
+
+def _layer_blocker(layer: Any) -> str | None:
+    cls = type(layer).__name__
+    if cls not in _LAYERS or type(layer) is not getattr(keras.layers, cls):
+        return f"layer '{layer.name}' is a {cls}"
+    if layer.dtype_policy.name != "float32":
+        return f"layer '{layer.name}' computes in {layer.dtype_policy.name}"
+    if not layer.trainable and layer.weights:
+        return f"layer '{layer.name}' is frozen (trainable: false)"
+    if cls == "Dense":
+        for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                     "kernel_constraint", "bias_constraint"):
+            if getattr(layer, attr, None) is not None:
+                return f"Dense layer '{layer.name}' has a {attr}"
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+            return f"Dense layer '{layer.name}' is LoRA-enabled or quantized"
+        if len(layer.input.shape) != 2:
+            return f"Dense layer '{layer.name}' sees an input of rank above 2"
+    if cls in ("Dense", "Activation") and _activation_name(layer.activation) is None:
+        return f"layer '{layer.name}' has a custom activation"
+    if cls == "Dropout" and layer.noise_shape is not None:
+        return f"Dropout layer '{layer.name}' has a noise_shape"
+    if cls == "Flatten" and layer.data_format == "channels_first":
+        return f"Flatten layer '{layer.name}' is channels_first"
+    return None
 
 
 def _optimizer_blocker(opt: Any) -> str | None:
     kind = type(opt)
     if kind not in (keras.optimizers.Adam, keras.optimizers.SGD):
         return f"the optimizer is {kind.__name__} (covered: Adam, SGD)"
-    if not isinstance(opt._learning_rate, keras.Variable):
+    if _keras.constant_learning_rate(opt) is None:
         return "the learning rate is a schedule or a callable"
     for attr in _OPTIMIZER_OFF:
         if getattr(opt, attr, None) is not None:
@@ -150,7 +206,7 @@ def _optimizer_blocker(opt: Any) -> str | None:
     return None
 
 
-def structure_of(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
+def structure_of(model: Any, data: TrainData, loss: str,
                  metrics: Sequence[str], optimizer: Any = None) -> Structure:
     """The :class:`Structure` of a model :func:`reuse_blocker` accepts (trained with
     ``optimizer``, or the one it was compiled with)."""
@@ -170,7 +226,7 @@ def structure_of(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
         kind: tuple[Any, ...] = ("SGD", opt.momentum != 0, bool(opt.nesterov))
     else:
         kind = ("Adam",)
-    x_tr, y_tr = data[0], data[1]
+    x_tr, y_tr = data.x, data.y
     return Structure(tuple(layers), x_tr.ndim, str(x_tr.dtype), str(y_tr.dtype), y_tr.ndim,
                      int(model.outputs[0].shape[-1]), loss, tuple(metrics), kind)
 
@@ -183,16 +239,6 @@ def _f32(value: float) -> Any:
     return tf.constant(np.float32(value))
 
 
-def _cast_seed(seed: Any) -> Any:
-    """A generator's int64 state as the int32 seed TensorFlow's stateless ops take, cast as
-    Keras's TensorFlow backend casts it."""
-    import tensorflow as tf
-
-    if seed.dtype == tf.int32:
-        return seed
-    return tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-
-
 def _dropout(x: Any, rate: Any, scale: Any, gen: Any) -> Any:
     """``stateless_dropout`` as TensorFlow computes it for a Python ``rate`` (Keras passes
     one): ``x`` times ``1 / (1 - rate)`` rounded once to float32, kept where a uniform draw
@@ -201,7 +247,7 @@ def _dropout(x: Any, rate: Any, scale: Any, gen: Any) -> Any:
     import tensorflow as tf
 
     shape = tf.shape(x)
-    noise = tf.random.stateless_uniform(shape, seed=_cast_seed(gen.next()), dtype=x.dtype)
+    noise = tf.random.stateless_uniform(shape, seed=_keras.cast_seed(gen.next()), dtype=x.dtype)
     return tf.where(noise >= rate, tf.multiply(x, scale), tf.zeros((), x.dtype))
 
 
@@ -245,7 +291,7 @@ def hyper_inputs(kind: tuple[Any, ...], dropout_rates: Sequence[float],
     dropped = list(dropout_rates) or [0.0]
     rates = tf.constant(np.array([dropped, [1 / (1 - r) for r in dropped]], np.float32))
     opt = optimizer
-    lr = opt._learning_rate.value
+    lr = _keras.constant_learning_rate(opt).value
     if kind[0] == "Adam":
         values = [lr, _f32(opt.beta_1), _f32(opt.beta_2), _f32(1 - opt.beta_1),
                   _f32(1 - opt.beta_2), _f32(opt.epsilon)]
@@ -254,15 +300,13 @@ def hyper_inputs(kind: tuple[Any, ...], dropout_rates: Sequence[float],
     return rates, tf.stack([tf.cast(v, tf.float32) for v in values])
 
 
-def graph_arrays(cache: dict[Any, Any], data: tuple[Any, Any, Any, Any]) -> tuple[Any, ...]:
+def graph_arrays(feeds: FeedCache, data: TrainData) -> tuple[Any, ...]:
     """The data as tensors (floats as float32), converted once per worker."""
     import tensorflow as tf
 
-    if "graphfit-arrays" not in cache:
-        cache["graphfit-arrays"] = tuple(
-            tf.convert_to_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a)
-            for a in data)
-    return cache["graphfit-arrays"]
+    return feeds.graph_arrays(lambda: tuple(
+        tf.convert_to_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a)
+        for a in (data.x, data.y, data.x_val, data.y_val)))
 
 
 def steps(n: Any, batch: Any, body: Callable[..., tuple[Any, ...]],
@@ -285,13 +329,12 @@ class GraphEngine:
 
     def __init__(self, structure: Structure, model: Any, y_sample: Any) -> None:
         import tensorflow as tf
-        from keras.src.trainers.compile_utils import get_loss, get_metric
 
         self.structure = structure
         y_pred = model(np.zeros((1, *model.inputs[0].shape[1:]), dtype=np.float32))
-        self._loss = get_loss(structure.loss, y_sample, y_pred)
+        self._loss, self._metrics = _keras.compiled_loss_and_metrics(
+            structure.loss, structure.metrics, y_sample, y_pred)
         self._tracker = keras.metrics.Mean(name="loss")
-        self._metrics = [get_metric(m, y_sample, y_pred) for m in structure.metrics]
         self._names = ["loss", *structure.metrics]
 
         def free(rank: int) -> Any:
@@ -398,8 +441,8 @@ class GraphEngine:
 
     def _optimizer_slots(self, opt: Any) -> list[list[Any]]:
         if self.structure.optimizer[0] == "Adam":
-            return [opt._momentums, opt._velocities]
-        return [opt.momentums] if self.slots else []
+            return _keras.adam_slots(opt)
+        return _keras.sgd_slots(opt)
 
     def load(self, model: Any) -> None:
         """Take the trial's weights, optimizer state and Dropout generator states."""
@@ -418,7 +461,7 @@ class GraphEngine:
                     mine.assign(np.zeros(var.shape, np.float32))
             self.iterations.assign(0)
         for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
-            gen.state.assign(layer.seed_generator.state.value)
+            gen.state.assign(_keras.dropout_seed_state(layer).value)
 
     def store(self, model: Any) -> None:
         """Put the trained state back into the trial's Keras model and optimizer."""
@@ -433,7 +476,7 @@ class GraphEngine:
                 theirs.assign(mine.numpy())
         opt.iterations.assign(self.iterations.numpy())
         for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
-            layer.seed_generator.state.assign(gen.state.value)
+            _keras.dropout_seed_state(layer).assign(gen.state.value)
 
     def hyper(self, model: Any) -> tuple[Any, Any]:
         """The trial's dropout rates and optimizer constants, as graph inputs."""
@@ -456,29 +499,24 @@ class GraphEngine:
         return {f"val_{k}": float(v) for k, v in zip(self._names, out, strict=True)}
 
 
-def fit_trial_reused(model: Any, data: tuple[Any, Any, Any, Any], plan: FitPlan,
-                     hook: EpochHook, clock: FitClock, cache: dict[Any, Any],
-                     structure: Structure, loss: str, metrics: Sequence[str],
+def fit_trial_reused(model: Any, data: TrainData, plan: FitPlan, hook: EpochHook,
+                     clock: FitClock, feeds: FeedCache, structure: Structure,
                      before_save: list[Callable[[], None]] | None = None) -> None:
     """Train ``model`` for epochs ``plan.start_epoch .. plan.epochs-1`` on the structure's
-    traced graph (built on the first trial of ``structure``, kept in ``cache``).
+    traced graph (built on the first trial of ``structure``, kept in ``feeds``).
 
-    Same contract as :func:`clonesweep.workers.engines.kerasfit.fit_trial`: the hook runs after each
-    epoch's validation, a hook's exception ends training and is left in ``clock.error``;
+    Same contract as :func:`clonesweep.workers.engines.kerasfit.fit_trial`: the hook runs after
+    each epoch's validation, a hook's exception ends training and is left in ``clock.error``;
     the model holds the trained state when this returns or raises. ``before_save`` gets a
     function that copies the current state into the model (for a checkpoint mid-trial).
     """
-    key = ("graphfit", structure)
-    engine: GraphEngine | None = cache.get(key)
-    x_tr, y_tr = data[0], data[1]
-    if engine is None:
-        engine = cache[key] = GraphEngine(structure, model, y_tr[:1])
-    xt, yt, xv, yv = graph_arrays(cache, data)
+    engine = feeds.graph_engine(structure, lambda: GraphEngine(structure, model, data.y[:1]))
+    xt, yt, xv, yv = graph_arrays(feeds, data)
     engine.load(model)
     if before_save is not None:
         before_save.append(lambda: engine.store(model))
     rates, hyper = engine.hyper(model)
-    order = EpochOrder(plan.data_seed, len(x_tr), plan.start_epoch)
+    order = EpochOrder(plan.data_seed, len(data.x), plan.start_epoch)
     t0 = time.perf_counter()
     try:
         for epoch in range(plan.start_epoch, plan.epochs):
