@@ -114,10 +114,11 @@ def graph_declines(model: Any, data: TrainData, training: TrainingSpec, engine: 
     if keras.backend.backend() != "tensorflow":
         return EngineFallback(engine, FallbackReason.BACKEND,
                               f"the Keras backend is {keras.backend.backend()}")
-    if _keras.keras_release() not in VERIFIED_KERAS:
+    if _keras.keras_release() not in _keras.VERIFIED_KERAS:
         return EngineFallback(engine, FallbackReason.UNVERIFIED_VERSION,
                               f"Keras {keras.__version__} is not among the releases this "
-                              f"engine was checked against ({', '.join(VERIFIED_KERAS)})")
+                              f"engine was checked against "
+                              f"({', '.join(_keras.VERIFIED_KERAS)})")
     if has_callbacks:
         return EngineFallback(engine, FallbackReason.NOT_COVERED,
                               "training.callbacks are set (they need Keras's fit)")
@@ -137,9 +138,9 @@ def reuse_blocker(model: Any, data: TrainData, loss: str, metrics: Sequence[str]
     ``optimizer``: the one to train with, when the model itself is not compiled."""
     if keras.backend.backend() != "tensorflow":
         return f"the Keras backend is {keras.backend.backend()}"
-    if _keras.keras_release() not in VERIFIED_KERAS:
+    if _keras.keras_release() not in _keras.VERIFIED_KERAS:
         return (f"Keras {keras.__version__} is not among the releases checked "
-                f"({', '.join(VERIFIED_KERAS)})")
+                f"({', '.join(_keras.VERIFIED_KERAS)})")
     if not _keras.has_compile_utils():
         return "this Keras has no keras.src.trainers.compile_utils"
     if jit_compile:
