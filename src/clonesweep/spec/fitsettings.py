@@ -35,7 +35,7 @@ BUILTIN_CALLBACKS: dict[str, frozenset[str]] = {
                                 "baseline", "restore_best_weights", "start_from_epoch"}),
     "ReduceLROnPlateau": frozenset({"monitor", "factor", "patience", "verbose", "mode",
                                     "min_delta", "cooldown", "min_lr"}),
-    "TerminateOnNaN": frozenset(),
+    "TerminateOnNaN": frozenset({"raise_error"}),
 }
 _REFUSED = {
     "ModelCheckpoint": "it writes files on the worker; clonesweep checkpoints trials itself "
