@@ -215,7 +215,9 @@ def structure_of(model: Any, data: TrainData, loss: str,
     for layer in model.layers:
         cls = type(layer).__name__
         if cls == "Dense":
-            layers.append((cls, _activation_name(layer.activation), layer.use_bias))
+            # One unit adds its bias as a plain add (see GraphEngine._forward): its own trace.
+            layers.append((cls, _activation_name(layer.activation), layer.use_bias,
+                           layer.units == 1))
         elif cls == "Activation":
             layers.append((cls, _activation_name(layer.activation)))
         elif cls == "Dropout":
@@ -365,8 +367,12 @@ class GraphEngine:
                 x = tf.reshape(x, (tf.shape(x)[0], -1))
             elif spec[0] == "Dense":
                 x = tf.matmul(x, next(w))
-                if spec[2]:  # Keras's add is a bias_add for a (batch, units) + (units,)
-                    x = tf.nn.bias_add(x, next(w))
+                if spec[2]:
+                    # Keras's ops.add on TensorFlow is a bias_add for (batch, units) +
+                    # (units,), except for one unit, where the bias squeezes to nothing and
+                    # it is a plain add (whose gradient sums in another order).
+                    bias = next(w)
+                    x = tf.add(x, bias) if spec[3] else tf.nn.bias_add(x, bias)
                 x = keras.activations.get(spec[1])(x)
             elif spec[0] == "Activation":
                 x = keras.activations.get(spec[1])(x)
