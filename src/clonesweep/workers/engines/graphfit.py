@@ -12,27 +12,37 @@ counts or another learning rate runs the same graph. The epoch runs in the graph
 per epoch, batches gathered in the epoch's order), and so does each validation pass.
 
 The arithmetic is Keras's own, op for op, so a trial's numbers are bitwise those of the same
-trial fitted by Keras (tests/workers/test_graphfit.py compares histories, trained weights and
-optimizer state with ``==``): per Dense, ``matmul``, ``bias_add`` (what Keras's ``add`` runs
-for a bias) and the layer's own Keras activation function; per active Dropout, the uniform
-draw TensorFlow's ``stateless_dropout`` makes from the next seed of a Keras
+trial fitted by Keras. Where this is tested with ``==`` (histories, trained weights and
+optimizer state; tests/workers/test_bitwise.py and test_graphfit.py): softmax, sigmoid and
+linear outputs, at learning rates 1e-3 and 0.06, Adam and SGD (with and without Nesterov
+momentum), Dropout, Flatten and Activation layers, a biasless output, a one-unit layer, on
+Keras 3.15 with TensorFlow 2.21 on CPU. Elsewhere (other losses, GPUs, other TensorFlow
+builds) the same ops run, but no test holds them to ``==``; a new Keras release is not used
+at all until it is checked (:data:`VERIFIED_KERAS`). The ops: per Dense, ``matmul``, then
+the bias as Keras's ``ops.add`` adds it on TensorFlow (a ``bias_add``, except for a
+one-unit layer, whose bias does not squeeze to a vector: a plain ``add``, whose gradient
+sums in another order) and the layer's own Keras activation function; per active Dropout,
+the uniform draw TensorFlow's ``stateless_dropout`` makes from the next seed of a Keras
 ``SeedGenerator`` (cast as Keras casts it; each trial's generator state copied from its own
 Dropout layer), kept where it is at least the rate and scaled by ``1 / (1 - rate)`` rounded
 once to float32, as TensorFlow does for the Python rate Keras passes; the loss and metric
-objects Keras's ``compile`` resolves from the same names (``keras.src.trainers.
-compile_utils``), a ``Mean`` loss tracker weighted by the batch size; Adam and SGD updates
-written as Keras's ``update_step`` writes them, every constant rounded to float32 as Keras
-rounds it. Initial weights come from the trial's own
-Keras model, rebuilt with its seeds as before; the trained weights, optimizer state and
-generator states go back into that model (and its compiled optimizer) at the end and before
-every checkpoint, so saving, checkpoints and ensembles see an ordinary Keras model.
+objects Keras's ``compile`` resolves from the same names, a ``Mean`` loss tracker weighted
+by the batch size; Adam and SGD updates written as Keras's ``update_step`` writes them,
+every constant rounded to float32 as Keras rounds it. The Keras internals this takes are
+in :mod:`clonesweep.workers._keras`. Initial weights come from the trial's own Keras model,
+rebuilt with its seeds as before; the trained weights, optimizer state and generator states
+go back into that model (and its compiled optimizer) at the end and before every
+checkpoint, so saving, checkpoints and ensembles see an ordinary Keras model.
 
-Covered (else :func:`reuse_blocker` says why and the trial fits through Keras as before):
-Sequential models of InputLayer, Dense, Dropout, Activation and Flatten, float32, one
-input and one target array; an optimizer of class ``Adam`` (no amsgrad) or ``SGD``, with a
-constant learning rate and no weight decay, clipping, EMA, loss scaling or gradient
-accumulation; ``jit_compile`` off; built-in activations; losses and metrics that Keras
-resolves from their names; a Keras release in :data:`VERIFIED_KERAS`.
+Covered (else :meth:`GraphFit.declines` says why, as an
+:class:`~clonesweep.trials.EngineFallback`, and the trial trains on Keras's fit): Sequential
+models of InputLayer, Dense, Dropout, Activation and Flatten, float32, trainable (a frozen
+layer falls back), one input and one target array of the output's rank (sparse losses: one
+rank less); an optimizer of class ``Adam`` (no amsgrad) or ``SGD``, with a constant learning
+rate and no weight decay, clipping, EMA, loss scaling or gradient accumulation;
+``jit_compile`` off; built-in activations; losses and metrics that Keras resolves from their
+names; no ``class_weight``, sample weights or callbacks; the TensorFlow backend; a Keras
+release in :data:`VERIFIED_KERAS`.
 
 Imports Keras and TensorFlow: import this module only on a worker.
 """
