@@ -75,7 +75,7 @@ def has_compile_utils() -> bool:
     return all(hasattr(compile_utils, f) for f in ("get_loss", "get_metric"))
 
 
-def constant_learning_rate(optimizer: Any) -> Any:
+def constant_learning_rate(optimizer: keras.optimizers.Optimizer) -> Any:
     """The optimizer's learning-rate variable, or None for a schedule or a callable.
 
     Public: ``optimizer.learning_rate`` returns that variable itself when the rate is a
@@ -85,7 +85,7 @@ def constant_learning_rate(optimizer: Any) -> Any:
     return rate if isinstance(rate, keras.Variable) else None
 
 
-def adam_slots(optimizer: Any) -> list[list[Any]]:
+def adam_slots(optimizer: keras.optimizers.Optimizer) -> list[list[Any]]:
     """Adam's first and second moment variables, each in the order of the trained variables.
 
     Private: ``Adam._momentums`` / ``_velocities``. The public ``optimizer.variables`` holds
@@ -96,13 +96,13 @@ def adam_slots(optimizer: Any) -> list[list[Any]]:
     return [list(optimizer._momentums), list(optimizer._velocities)]
 
 
-def sgd_slots(optimizer: Any) -> list[list[Any]]:
+def sgd_slots(optimizer: keras.optimizers.Optimizer) -> list[list[Any]]:
     """SGD's momentum variables (empty without momentum). Public attribute, no private use:
     kept here beside Adam's for symmetry."""
     return [list(optimizer.momentums)] if optimizer.momentum else []
 
 
-def dropout_seed_state(layer: Any) -> Any:
+def dropout_seed_state(layer: keras.layers.Layer) -> Any:
     """The variable holding a Dropout layer's random state (int64, shape (2,)).
 
     Undocumented: ``Dropout.seed_generator`` and ``SeedGenerator.state`` are public names

@@ -17,12 +17,19 @@ fused (the driver then trains the members separately and says so); :class:`Fusio
 is raised at build time for what only shapes reveal.
 
 Trained members are pulled back out (:func:`extract_members`) into their separately built
-models, which then predict as the fused model does.
+models, which then predict as the fused model does. The stacked Keras model is in
+:mod:`~clonesweep.workers.engines.stacked`, the members' metrics in
+:mod:`~clonesweep.workers.engines.fusedmetrics`.
 
-On TensorFlow, with ``training.reuse_graphs`` on and members
-:func:`~clonesweep.workers.engines.graphfit.reuse_blocker` accepts, :func:`train_fused` runs the
-same stacked arithmetic on :class:`~clonesweep.workers.engines.fusedgraph.StackedEngine` instead:
-traced once per worker and layer structure, not once per group.
+On TensorFlow, with ``training.reuse_graphs`` on and members the graph engines cover
+(:func:`~clonesweep.workers.engines.graphcover.graph_declines`), :func:`train_fused` runs the
+same stacked arithmetic on :class:`~clonesweep.workers.engines.fusedgraph.StackedEngine`
+instead, traced once per worker and layer structure, not once per group: each member's
+result says ``engine: fused-graph``; otherwise ``fused``, with the graph's reason as its
+``engine_fallback``. Members the worker finds it cannot fuse (callbacks, class or sample
+weights, a learning-rate schedule: :class:`FusionUnsupported`) come back as
+:attr:`GroupRun.unfused`, and the runner trains them one by one, each saying why. The
+worker hands this module a :class:`~clonesweep.workers.job.WorkerState`, never itself.
 """
 
 from __future__ import annotations
@@ -31,12 +38,11 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clonesweep.errors import RebuildError
-from clonesweep.spec.model import TrainingSpec
 from clonesweep.trials import (
     EngineFallback,
     FailReason,
@@ -46,10 +52,22 @@ from clonesweep.trials import (
     TrialSpec,
     TrialState,
 )
+from clonesweep.workers.engines.fusedmetrics import member_metrics, stacked_metrics
+from clonesweep.workers.engines.stacked import (
+    FusionUnsupported,
+    build_fused,
+    extract_members,
+    summed_loss,
+)
 from clonesweep.workers.job import WorkerJob, WorkerState
 from clonesweep.workers.member import FusedGroup, MemberOutput, model_bytes, predict
 from clonesweep.workers.oom import oom_reason
 from clonesweep.workers.seeding import DATA_ORDER
+
+if TYPE_CHECKING:  # the driver imports this module for fusion_blocker: no Keras at run time
+    import keras
+
+    from clonesweep.workers.materialize import Materialized
 
 __all__ = [
     "FUSABLE_LAYERS",
@@ -71,10 +89,6 @@ _COUPLING_OPTIMIZER_KEYS = ("clipnorm", "global_clipnorm")
 # Per-member extras a stacked Dense does not reproduce (a constraint's axes, a penalty's sum).
 _DENSE_EXTRAS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
                  "kernel_constraint", "bias_constraint", "quantization_config")
-
-
-class FusionUnsupported(Exception):
-    """These members cannot be trained as one stacked model; train them separately."""
 
 
 def fusion_blocker(config: Mapping[str, Any], optimizer: Mapping[str, Any],
@@ -111,190 +125,7 @@ def fusion_blocker(config: Mapping[str, Any], optimizer: Mapping[str, Any],
     return None
 
 
-# -- the stacked layers (built by build_fused only, never serialized) ---------------------------
-def _layers() -> dict[str, Any]:
-    import keras
-
-    class StackedDense(keras.layers.Layer):
-        def __init__(self, members: int, units: int, activation: Any, use_bias: bool,
-                     **kw: Any) -> None:
-            super().__init__(**kw)
-            self.members, self.units, self.use_bias = members, units, use_bias
-            self.activation = keras.activations.get(activation)
-
-        def build(self, input_shape: Any) -> None:
-            k, fan_in = self.members, int(input_shape[-1])
-            self.kernel = self.add_weight(shape=(k, fan_in, self.units), initializer="zeros",
-                                          name="kernel")
-            self.bias = (self.add_weight(shape=(k, self.units), initializer="zeros",
-                                         name="bias") if self.use_bias else None)
-
-        def call(self, x: Any) -> Any:
-            y = keras.ops.einsum("bki,kio->bko", x, self.kernel)
-            if self.bias is not None:
-                y = y + self.bias
-            return self.activation(y)
-
-    class StackedDropout(keras.layers.Layer):
-        def __init__(self, rate: float, seeds: Sequence[int], **kw: Any) -> None:
-            super().__init__(**kw)
-            self.rate = rate
-            # One generator per member, seeded as that member's own Dropout layer seeds its.
-            self.generators = [keras.random.SeedGenerator(s) for s in seeds]
-
-        def call(self, x: Any, training: bool = False) -> Any:
-            if not training or self.rate <= 0:
-                return x
-            return keras.ops.stack(
-                [keras.random.dropout(x[:, k], self.rate, seed=g)
-                 for k, g in enumerate(self.generators)], axis=1)
-
-    class StackedActivation(keras.layers.Layer):
-        def __init__(self, activation: Any, **kw: Any) -> None:
-            super().__init__(**kw)
-            self.activation = keras.activations.get(activation)
-
-        def call(self, x: Any) -> Any:
-            return self.activation(x)
-
-    class StackedFlatten(keras.layers.Layer):
-        def call(self, x: Any) -> Any:
-            return keras.ops.reshape(x, (-1, x.shape[1], int(np.prod(x.shape[2:]))))
-
-    return {"Dense": StackedDense, "Dropout": StackedDropout,
-            "Activation": StackedActivation, "Flatten": StackedFlatten}
-
-
-def build_fused(members: Sequence[Any]) -> Any:
-    """One model of ``len(members)`` stacked members, initial weights copied bitwise.
-
-    Raises:
-        FusionUnsupported: not all Sequential, a layer without a stacked form, a Dense on an
-            input of rank above 2.
-    """
-    import keras
-
-    k = len(members)
-    first = members[0]
-    if not all(isinstance(m, keras.Sequential) for m in members):
-        raise FusionUnsupported("fused training covers Sequential models only")
-    stacked = _layers()
-    inp = keras.Input(shape=(k, *first.input_shape[1:]), name="members_input")
-    x = inp
-    for layer in first.layers:
-        cls = type(layer).__name__
-        if cls not in stacked:
-            raise FusionUnsupported(f"layer '{layer.name}' ({cls}) has no stacked form")
-        if cls == "Dense":
-            if len(x.shape) != 3:
-                raise FusionUnsupported(f"Dense layer '{layer.name}' sees an input of rank "
-                                        f"{len(x.shape) - 1}; only rank 2 is covered")
-            fused = stacked[cls](k, layer.units, layer.activation, layer.use_bias,
-                                 name=layer.name)
-        elif cls == "Dropout":
-            seeds = [int(m.get_layer(layer.name).seed) for m in members]
-            fused = stacked[cls](layer.rate, seeds, name=layer.name)
-        elif cls == "Activation":
-            fused = stacked[cls](layer.activation, name=layer.name)
-        else:
-            fused = stacked[cls](name=layer.name)
-        x = fused(x)
-    model = keras.Model(inp, x, name="fused_members")
-    for layer in model.layers:
-        if hasattr(layer, "kernel"):
-            layer.kernel.assign(np.stack([m.get_layer(layer.name).kernel.numpy()
-                                          for m in members]))
-            if layer.bias is not None:
-                layer.bias.assign(np.stack([m.get_layer(layer.name).bias.numpy()
-                                            for m in members]))
-    return model
-
-
-def extract_members(fused: Any, members: Sequence[Any]) -> list[Any]:
-    """Copy each member's slice of the fused weights into its own model; returns them."""
-    for layer in fused.layers:
-        if not hasattr(layer, "kernel"):
-            continue
-        kernel = layer.kernel.numpy()
-        bias = layer.bias.numpy() if layer.bias is not None else None
-        for i, member in enumerate(members):
-            target = member.get_layer(layer.name)
-            target.kernel.assign(kernel[i])
-            if bias is not None:
-                target.bias.assign(bias[i])
-    return list(members)
-
-
-def _summed_loss(name: str) -> Any:
-    import keras
-
-    base = keras.losses.get(name)
-
-    def summed(y_true: Any, y_pred: Any) -> Any:
-        # Per sample: the sum over members; Keras then takes the batch mean, so the loss is
-        # the sum of the members' mean losses and member k's gradient is its own.
-        return keras.ops.sum(base(y_true, y_pred), axis=-1)
-
-    return summed
-
-
-_ACCURACY = {"sparse_categorical_crossentropy": "sparse_categorical_accuracy",
-             "categorical_crossentropy": "categorical_accuracy",
-             "binary_crossentropy": "binary_accuracy"}
-
-
-def member_metrics(training: TrainingSpec, y: Any, pred: np.ndarray) -> dict[str, float]:
-    """``val_loss`` and ``val_<metric>`` of one member's predictions, as Keras computes them."""
-    import keras
-
-    def mean(value: Any) -> float:
-        return float(np.mean(keras.ops.convert_to_numpy(value)))
-
-    out = {"val_loss": mean(keras.losses.get(training.loss)(y, pred))}
-    for name in training.metrics:
-        fn_name = _ACCURACY.get(training.loss, "accuracy") if name in ("accuracy", "acc") \
-            else name
-        fn = keras.metrics.get(fn_name)
-        y_true, y_pred = y, pred
-        if fn_name == "sparse_categorical_accuracy" and np.ndim(y) == 1:
-            y_true = np.asarray(y)[:, None]
-        out[f"val_{name}"] = mean(fn(y_true, y_pred))
-    return out
-
-
-def stacked_metrics(training: TrainingSpec, y: Any,
-                    preds: np.ndarray) -> list[dict[str, float]]:
-    """:func:`member_metrics` of every member at once, equal to it member by member.
-
-    ``preds``: ``(members, n, ...)``. The loss and the accuracies are per-sample functions:
-    computed on all members' rows at once, then each member's mean over its own contiguous
-    row (for accuracies, 0/1 values, a NumPy mean equals the Keras metric's exactly). Other
-    metrics are computed member by member, as :func:`member_metrics` does.
-    """
-    import keras
-
-    k, n = preds.shape[0], preds.shape[1]
-    flat = preds.reshape((k * n, *preds.shape[2:]))
-    y_all = np.concatenate([np.asarray(y)] * k)
-
-    def means(values: Any) -> list[float]:
-        rows = np.asarray(keras.ops.convert_to_numpy(values)).reshape(k, n)
-        return [float(v) for v in np.mean(rows, axis=1)]
-
-    out = {"val_loss": means(keras.losses.get(training.loss)(y_all, flat))}
-    for name in training.metrics:
-        fn_name = _ACCURACY.get(training.loss, "accuracy") if name in ("accuracy", "acc") \
-            else name
-        if fn_name in _ACCURACY.values():
-            y_true = y_all[:, None] if fn_name == "sparse_categorical_accuracy" and \
-                np.ndim(y) == 1 else y_all
-            out[f"val_{name}"] = means(getattr(keras.metrics, fn_name)(y_true, flat))
-        else:
-            out[f"val_{name}"] = [member_metrics(training, y, p)[f"val_{name}"] for p in preds]
-    return [{key: values[i] for key, values in out.items()} for i in range(k)]
-
-
-def _worker_blocker(state: WorkerState, optimizer: Any) -> str | None:
+def _worker_blocker(state: WorkerState, optimizer: keras.optimizers.Optimizer) -> str | None:
     """What only the worker sees that a stacked model does not reproduce (the driver's
     :func:`fusion_blocker` reads the config alone)."""
     import keras
@@ -355,7 +186,7 @@ def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
                     for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                                strict=True))]
     fused = build_fused(members)
-    fused.compile(optimizer=optimizer, loss=_summed_loss(tr.loss), jit_compile=tr.jit_compile)
+    fused.compile(optimizer=optimizer, loss=summed_loss(tr.loss), jit_compile=tr.jit_compile)
     build_s = time.perf_counter() - t0
     x_tr, y_tr = np.asarray(data.x), np.asarray(data.y)
     x_va, y_va = np.asarray(data.x_val), data.y_val
@@ -386,8 +217,10 @@ _GRAPH_ENGINE, _KERAS_ENGINE = "fused-graph", "fused"
 _Trained = tuple[list[dict[str, list[float]]], Timings, np.ndarray]
 
 
-def _train_on_graph(state: WorkerState, members: Sequence[Any], optimizer: Any, epochs: int,
-                    batch: int, rngs: Sequence[Any], t0: float) -> _Trained | EngineFallback:
+def _train_on_graph(state: WorkerState, members: Sequence[keras.Model],
+                    optimizer: keras.optimizers.Optimizer, epochs: int, batch: int,
+                    rngs: Sequence[np.random.Generator],
+                    t0: float) -> _Trained | EngineFallback:
     """Train the members on the structure's stacked traced graph; their histories, the
     group's timings and the members' final validation predictions ``(members, n_val, ...)``,
     or why the graph does not cover them."""
@@ -424,7 +257,7 @@ def _train_on_graph(state: WorkerState, members: Sequence[Any], optimizer: Any, 
     return histories, Timings(build_s, train_s, eval_s), pred
 
 
-def _output(job: WorkerJob, spec: TrialSpec, mat: Any, model: Any,
+def _output(job: WorkerJob, spec: TrialSpec, mat: Materialized, model: keras.Model,
             history: dict[str, list[float]], timings: Timings, val: tuple[Any, Any],
             state: WorkerState, engine: str, fallback: EngineFallback | None,
             val_pred: np.ndarray | None = None) -> MemberOutput:

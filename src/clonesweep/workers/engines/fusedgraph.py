@@ -30,12 +30,8 @@ import keras
 import numpy as np
 
 from clonesweep.workers import _keras
-from clonesweep.workers.engines.graphfit import (
-    Structure,
-    apply_update,
-    hyper_inputs,
-    steps,
-)
+from clonesweep.workers.engines.graphcover import Structure
+from clonesweep.workers.engines.graphops import apply_update, hyper_inputs, steps
 
 __all__ = ["StackedEngine"]
 
@@ -44,7 +40,7 @@ class StackedEngine:
     """The traced epoch and prediction functions of one structure's fused groups, and the
     stacked variables they run on."""
 
-    def __init__(self, structure: Structure, member: Any) -> None:
+    def __init__(self, structure: Structure, member: keras.Model) -> None:
         import tensorflow as tf
 
         self.structure = structure
@@ -159,7 +155,7 @@ class StackedEngine:
         return tf.transpose(out.concat(), (1, 0, 2))
 
     # -- a group's state in and out of the engine ------------------------------------------
-    def load(self, members: Sequence[Any]) -> None:
+    def load(self, members: Sequence[keras.Model]) -> None:
         """Stack the members' initial weights and Dropout seeds; zero the optimizer."""
         for i, mine in enumerate(self.weights):
             mine.assign(np.stack([m.trainable_variables[i].numpy() for m in members]))
@@ -172,14 +168,14 @@ class StackedEngine:
         for j, gen in enumerate(self.generators):
             gen.assign(np.stack([_keras.dropout_seed_state(d[j]).numpy() for d in dropouts]))
 
-    def store(self, members: Sequence[Any]) -> None:
+    def store(self, members: Sequence[keras.Model]) -> None:
         """Put each member's trained weights back into its own model."""
         for i, mine in enumerate(self.weights):
             stacked = mine.numpy()
             for k, member in enumerate(members):
                 member.trainable_variables[i].assign(stacked[k])
 
-    def hyper(self, member: Any, optimizer: Any) -> tuple[Any, Any]:
+    def hyper(self, member: keras.Model, optimizer: keras.optimizers.Optimizer) -> tuple[Any, Any]:
         return hyper_inputs(self.structure.optimizer,
                             [float(layer.rate) for layer in member.layers
                              if type(layer).__name__ == "Dropout" and layer.rate > 0],

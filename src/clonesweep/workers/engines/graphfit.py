@@ -44,6 +44,9 @@ rate and no weight decay, clipping, EMA, loss scaling or gradient accumulation;
 names; no ``class_weight``, sample weights or callbacks; the TensorFlow backend; a Keras
 release in :data:`VERIFIED_KERAS`.
 
+What the engine covers is :mod:`~clonesweep.workers.engines.graphcover`; the ops it shares
+with the stacked engine are :mod:`~clonesweep.workers.engines.graphops`.
+
 Imports Keras and TensorFlow: import this module only on a worker.
 """
 
@@ -51,13 +54,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
 
-from clonesweep.spec.model import TrainingSpec
-from clonesweep.trials import EngineFallback, FallbackReason
+from clonesweep.trials import EngineFallback
 from clonesweep.workers import _keras
 from clonesweep.workers._keras import VERIFIED_KERAS
 from clonesweep.workers.engines.base import (
@@ -69,37 +71,23 @@ from clonesweep.workers.engines.base import (
     TrialTraining,
 )
 from clonesweep.workers.engines.feeds import FeedCache
+from clonesweep.workers.engines.graphcover import (
+    Structure,
+    graph_declines,
+    reuse_blocker,
+    structure_of,
+)
+from clonesweep.workers.engines.graphops import (
+    apply_update,
+    dropout,
+    graph_arrays,
+    hyper_inputs,
+    steps,
+)
 
 __all__ = ["VERIFIED_KERAS", "GraphEngine", "GraphFit", "Structure", "fit_trial_reused",
            "graph_declines", "reuse_blocker", "structure_of"]
 
-_LAYERS = ("InputLayer", "Dense", "Dropout", "Activation", "Flatten")
-_OPTIMIZER_OFF = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
-                  "loss_scale_factor", "gradient_accumulation_steps")
-_SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
-
-
-class Structure(NamedTuple):
-    """What a traced graph is specific to; trials that share it share the graph."""
-
-    layers: tuple[tuple[Any, ...], ...]
-    input_rank: int
-    x_dtype: str
-    y_dtype: str
-    y_rank: int
-    outputs: int
-    loss: str
-    metrics: tuple[str, ...]
-    optimizer: tuple[Any, ...]
-
-
-def _activation_name(fn: Any) -> str | None:
-    """The name of a built-in Keras activation function, else None."""
-    module = getattr(fn, "__module__", "") or ""
-    if not module.startswith("keras.") or not callable(fn):
-        return None
-    name = getattr(fn, "__name__", None)
-    return name if name and keras.activations.get(name) is fn else None
 
 
 class GraphFit:
@@ -118,229 +106,11 @@ class GraphFit:
                          trial.feeds, structure, trial.before_save)
 
 
-def graph_declines(model: Any, data: TrainData, training: TrainingSpec, engine: str,
-                   optimizer: Any = None, has_callbacks: bool = False) -> EngineFallback | None:
-    """:func:`reuse_blocker` as a typed fallback (which kind of reason, and its words)."""
-    if keras.backend.backend() != "tensorflow":
-        return EngineFallback(engine, FallbackReason.BACKEND,
-                              f"the Keras backend is {keras.backend.backend()}")
-    if _keras.keras_release() not in _keras.VERIFIED_KERAS:
-        return EngineFallback(engine, FallbackReason.UNVERIFIED_VERSION,
-                              f"Keras {keras.__version__} is not among the releases this "
-                              f"engine was checked against "
-                              f"({', '.join(_keras.VERIFIED_KERAS)})")
-    if has_callbacks:
-        return EngineFallback(engine, FallbackReason.NOT_COVERED,
-                              "training.callbacks are set (they need Keras's fit)")
-    if training.class_weight is not None:
-        return EngineFallback(engine, FallbackReason.NOT_COVERED, "training.class_weight is set")
-    if data.weighted:
-        return EngineFallback(engine, FallbackReason.NOT_COVERED,
-                              "the data loader returns sample weights")
-    why = reuse_blocker(model, data, training.loss, training.metrics, training.jit_compile,
-                        optimizer=optimizer)
-    return None if why is None else EngineFallback(engine, FallbackReason.NOT_COVERED, why)
-
-
-def reuse_blocker(model: Any, data: TrainData, loss: str, metrics: Sequence[str],
-                  jit_compile: bool, optimizer: Any = None) -> str | None:
-    """Why this compiled model's trials cannot share a traced graph, or None when they can.
-    ``optimizer``: the one to train with, when the model itself is not compiled."""
-    if keras.backend.backend() != "tensorflow":
-        return f"the Keras backend is {keras.backend.backend()}"
-    if _keras.keras_release() not in _keras.VERIFIED_KERAS:
-        return (f"Keras {keras.__version__} is not among the releases checked "
-                f"({', '.join(_keras.VERIFIED_KERAS)})")
-    if not _keras.has_compile_utils():
-        return "this Keras has no keras.src.trainers.compile_utils"
-    if jit_compile:
-        return "jit_compile is on"
-    if type(model) is not keras.Sequential:
-        return f"the model is a {type(model).__name__}, not a Sequential"
-    if not all(isinstance(a, np.ndarray) for a in (data.x, data.y, data.x_val, data.y_val)):
-        return "the data are not four NumPy arrays"
-    if not isinstance(loss, str) or not all(isinstance(m, str) for m in metrics):
-        return "the loss or a metric is not given by name"
-    if model.dtype_policy.name != "float32":
-        return f"the dtype policy is {model.dtype_policy.name}"
-    if data.y.ndim != len(model.outputs[0].shape) and loss not in _SPARSE_LOSSES:
-        return (f"the targets have rank {data.y.ndim} and the output rank "
-                f"{len(model.outputs[0].shape)} (Keras's fit reshapes them)")
-    for layer in model.layers:
-        why = _layer_blocker(layer)
-        if why is not None:
-            return why
-    if model.losses:
-        return "the model adds losses of its own"
-    return _optimizer_blocker(optimizer if optimizer is not None else model.optimizer)
-
-
-def _layer_blocker(layer: Any) -> str | None:
-    cls = type(layer).__name__
-    if cls not in _LAYERS or type(layer) is not getattr(keras.layers, cls):
-        return f"layer '{layer.name}' is a {cls}"
-    if layer.dtype_policy.name != "float32":
-        return f"layer '{layer.name}' computes in {layer.dtype_policy.name}"
-    if not layer.trainable and layer.weights:
-        return f"layer '{layer.name}' is frozen (trainable: false)"
-    if cls == "Dense":
-        for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                     "kernel_constraint", "bias_constraint"):
-            if getattr(layer, attr, None) is not None:
-                return f"Dense layer '{layer.name}' has a {attr}"
-        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-            return f"Dense layer '{layer.name}' is LoRA-enabled or quantized"
-        if len(layer.input.shape) != 2:
-            return f"Dense layer '{layer.name}' sees an input of rank above 2"
-    if cls in ("Dense", "Activation") and _activation_name(layer.activation) is None:
-        return f"layer '{layer.name}' has a custom activation"
-    if cls == "Dropout" and layer.noise_shape is not None:
-        return f"Dropout layer '{layer.name}' has a noise_shape"
-    if cls == "Flatten" and layer.data_format == "channels_first":
-        return f"Flatten layer '{layer.name}' is channels_first"
-    return None
-
-
-def _optimizer_blocker(opt: Any) -> str | None:
-    kind = type(opt)
-    if kind not in (keras.optimizers.Adam, keras.optimizers.SGD):
-        return f"the optimizer is {kind.__name__} (covered: Adam, SGD)"
-    if _keras.constant_learning_rate(opt) is None:
-        return "the learning rate is a schedule or a callable"
-    for attr in _OPTIMIZER_OFF:
-        if getattr(opt, attr, None) is not None:
-            return f"the optimizer sets {attr}"
-    if opt.use_ema:
-        return "the optimizer uses EMA"
-    if kind is keras.optimizers.Adam and opt.amsgrad:
-        return "Adam's amsgrad is on"
-    return None
-
-
-def structure_of(model: Any, data: TrainData, loss: str,
-                 metrics: Sequence[str], optimizer: Any = None) -> Structure:
-    """The :class:`Structure` of a model :func:`reuse_blocker` accepts (trained with
-    ``optimizer``, or the one it was compiled with)."""
-    layers: list[tuple[Any, ...]] = []
-    for layer in model.layers:
-        cls = type(layer).__name__
-        if cls == "Dense":
-            # One unit adds its bias as a plain add (see GraphEngine._forward): its own trace.
-            layers.append((cls, _activation_name(layer.activation), layer.use_bias,
-                           layer.units == 1))
-        elif cls == "Activation":
-            layers.append((cls, _activation_name(layer.activation)))
-        elif cls == "Dropout":
-            layers.append((cls, layer.rate > 0))
-        elif cls == "Flatten":
-            layers.append((cls,))
-    opt = optimizer if optimizer is not None else model.optimizer
-    if type(opt) is keras.optimizers.SGD:
-        kind: tuple[Any, ...] = ("SGD", opt.momentum != 0, bool(opt.nesterov))
-    else:
-        kind = ("Adam",)
-    x_tr, y_tr = data.x, data.y
-    return Structure(tuple(layers), x_tr.ndim, str(x_tr.dtype), str(y_tr.dtype), y_tr.ndim,
-                     int(model.outputs[0].shape[-1]), loss, tuple(metrics), kind)
-
-
-def _f32(value: float) -> Any:
-    """A Python float rounded to float32, as Keras rounds a constant it multiplies a
-    float32 tensor by."""
-    import tensorflow as tf
-
-    return tf.constant(np.float32(value))
-
-
-def _dropout(x: Any, rate: Any, scale: Any, gen: Any) -> Any:
-    """``stateless_dropout`` as TensorFlow computes it for a Python ``rate`` (Keras passes
-    one): ``x`` times ``1 / (1 - rate)`` rounded once to float32, kept where a uniform draw
-    from the generator's next seed is at least ``rate``. A tensor rate would divide by
-    ``1 - rate`` in float32 instead, which rounds differently."""
-    import tensorflow as tf
-
-    shape = tf.shape(x)
-    noise = tf.random.stateless_uniform(shape, seed=_keras.cast_seed(gen.next()), dtype=x.dtype)
-    return tf.where(noise >= rate, tf.multiply(x, scale), tf.zeros((), x.dtype))
-
-
-def apply_update(kind: tuple[Any, ...], weights: Sequence[Any], slots: Sequence[Any],
-                 iterations: Any, grads: Sequence[Any], hyper: Any) -> None:
-    """One optimizer step on ``weights`` (Adam or SGD, as Keras's ``update_step`` writes
-    it); elementwise, so stacked members' variables take each member's own step."""
-    import tensorflow as tf
-
-    if kind[0] == "Adam":
-        lr, beta_1, beta_2, one_minus_1, one_minus_2, epsilon = (hyper[i] for i in range(6))
-        local_step = tf.cast(iterations + 1, tf.float32)
-        beta_1_power = tf.pow(beta_1, local_step)
-        beta_2_power = tf.pow(beta_2, local_step)
-        for var, g, m, v in zip(weights, grads, *slots, strict=True):
-            alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-            m.assign_add(tf.multiply(tf.subtract(g, m), one_minus_1))
-            v.assign_add(tf.multiply(tf.subtract(tf.square(g), v), one_minus_2))
-            var.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), epsilon)))
-    else:
-        lr, momentum = hyper[0], hyper[1]
-        for i, (var, g) in enumerate(zip(weights, grads, strict=True)):
-            if not slots:
-                var.assign_sub(tf.multiply(g, lr))
-                continue
-            m = slots[0][i]
-            m.assign(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
-            if kind[2]:
-                var.assign_add(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
-            else:
-                var.assign_add(m)
-    iterations.assign_add(1)
-
-
-def hyper_inputs(kind: tuple[Any, ...], dropout_rates: Sequence[float],
-                 optimizer: Any) -> tuple[Any, Any]:
-    """The active Dropouts' rates (and their float32 ``1 / (1 - rate)``) and the optimizer's
-    learning rate and constants, as graph inputs."""
-    import tensorflow as tf
-
-    dropped = list(dropout_rates) or [0.0]
-    rates = tf.constant(np.array([dropped, [1 / (1 - r) for r in dropped]], np.float32))
-    opt = optimizer
-    lr = _keras.constant_learning_rate(opt).value
-    if kind[0] == "Adam":
-        values = [lr, _f32(opt.beta_1), _f32(opt.beta_2), _f32(1 - opt.beta_1),
-                  _f32(1 - opt.beta_2), _f32(opt.epsilon)]
-    else:
-        values = [lr, _f32(opt.momentum)]
-    return rates, tf.stack([tf.cast(v, tf.float32) for v in values])
-
-
-def graph_arrays(feeds: FeedCache, data: TrainData) -> tuple[Any, ...]:
-    """The data as tensors (floats as float32), converted once per worker."""
-    import tensorflow as tf
-
-    return feeds.graph_arrays(lambda: tuple(
-        tf.convert_to_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a)
-        for a in (data.x, data.y, data.x_val, data.y_val)))
-
-
-def steps(n: Any, batch: Any, body: Callable[..., tuple[Any, ...]],
-          state: tuple[Any, ...] = ()) -> tuple[Any, ...]:
-    """Run ``body(step, *state) -> (step + 1, *state)`` for each batch of ``n`` samples, as
-    one graph loop written out (the engines' functions are traced without AutoGraph, whose
-    conversion of every function the loop calls was ~80% of a first trace: 1.6 s of a
-    stacked epoch's trace on the digits MLP). Returns the final ``state``."""
-    import tensorflow as tf
-
-    last = (n + batch - 1) // batch
-    out = tf.while_loop(lambda step, *rest: step < last, body,
-                        (tf.constant(0, tf.int64), *state))
-    return tuple(out[1:])
-
-
 class GraphEngine:
     """The traced epoch and validation functions of one :class:`Structure`, and the
     variables they run on (reused by every trial of the structure on this worker)."""
 
-    def __init__(self, structure: Structure, model: Any, y_sample: Any) -> None:
+    def __init__(self, structure: Structure, model: keras.Model, y_sample: Any) -> None:
         import tensorflow as tf
 
         self.structure = structure
@@ -371,7 +141,7 @@ class GraphEngine:
 
         w = iter(self.weights)
         gens = iter(self.generators)
-        dropout = 0
+        active = 0  # the index of the next active Dropout
         for spec in self.structure.layers:
             if spec[0] == "Flatten":
                 x = tf.reshape(x, (tf.shape(x)[0], -1))
@@ -389,8 +159,8 @@ class GraphEngine:
             elif spec[0] == "Dropout" and spec[1]:
                 gen = next(gens)
                 if training:
-                    x = _dropout(x, rates[0][dropout], rates[1][dropout], gen)
-                dropout += 1
+                    x = dropout(x, rates[0][active], rates[1][active], gen)
+                active += 1
         return x
 
     def _loss_of(self, y: Any, y_pred: Any) -> Any:
@@ -452,16 +222,16 @@ class GraphEngine:
         return self._results()
 
     # -- a trial's state in and out of the engine ------------------------------------------
-    def _dropouts(self, model: Any) -> list[Any]:
+    def _dropouts(self, model: keras.Model) -> list[Any]:
         return [layer for layer in model.layers
                 if type(layer).__name__ == "Dropout" and layer.rate > 0]
 
-    def _optimizer_slots(self, opt: Any) -> list[list[Any]]:
+    def _optimizer_slots(self, opt: keras.optimizers.Optimizer) -> list[list[Any]]:
         if self.structure.optimizer[0] == "Adam":
             return _keras.adam_slots(opt)
         return _keras.sgd_slots(opt)
 
-    def load(self, model: Any) -> None:
+    def load(self, model: keras.Model) -> None:
         """Take the trial's weights, optimizer state and Dropout generator states."""
         for mine, theirs in zip(self.weights, model.trainable_variables, strict=True):
             mine.assign(theirs.value)
@@ -480,7 +250,7 @@ class GraphEngine:
         for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
             gen.state.assign(_keras.dropout_seed_state(layer).value)
 
-    def store(self, model: Any) -> None:
+    def store(self, model: keras.Model) -> None:
         """Put the trained state back into the trial's Keras model and optimizer."""
         for mine, theirs in zip(self.weights, model.trainable_variables, strict=True):
             theirs.assign(mine.numpy())
@@ -495,7 +265,7 @@ class GraphEngine:
         for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
             _keras.dropout_seed_state(layer).assign(gen.state.value)
 
-    def hyper(self, model: Any) -> tuple[Any, Any]:
+    def hyper(self, model: keras.Model) -> tuple[Any, Any]:
         """The trial's dropout rates and optimizer constants, as graph inputs."""
         return hyper_inputs(self.structure.optimizer,
                             [float(layer.rate) for layer in self._dropouts(model)],
@@ -516,7 +286,7 @@ class GraphEngine:
         return {f"val_{k}": float(v) for k, v in zip(self._names, out, strict=True)}
 
 
-def fit_trial_reused(model: Any, data: TrainData, plan: FitPlan, hook: EpochHook,
+def fit_trial_reused(model: keras.Model, data: TrainData, plan: FitPlan, hook: EpochHook,
                      clock: FitClock, feeds: FeedCache, structure: Structure,
                      before_save: list[Callable[[], None]] | None = None) -> None:
     """Train ``model`` for epochs ``plan.start_epoch .. plan.epochs-1`` on the structure's

@@ -93,7 +93,7 @@ class KerasFit:
                   class_weight=trial.training.class_weight, callbacks=trial.callbacks)
 
 
-def fit_trial(model: Any, data: TrainData, plan: FitPlan, hook: EpochHook, clock: FitClock,
+def fit_trial(model: keras.Model, data: TrainData, plan: FitPlan, hook: EpochHook, clock: FitClock,
               feeds: FeedCache | None = None, *, class_weight: dict[int, float] | None = None,
               callbacks: tuple[Any, ...] = ()) -> None:
     """Train ``model`` for epochs ``plan.start_epoch .. plan.epochs-1`` in one ``fit`` call.
