@@ -272,7 +272,11 @@ class TrialRunner:
 
         engine: Engine = self._engine()
         trial = self._training(variant, epochs)
-        fallback = engine.declines(trial)
+        try:
+            fallback = engine.declines(trial)
+        except Exception as exc:  # a bug of the engine's own: Keras's fit takes the trial
+            fallback = EngineFallback(engine.name, FallbackReason.ENGINE_ERROR,
+                                      f"{type(exc).__name__}: {str(exc)[:300]}")
         if fallback is not None:
             engine = KerasFit()
         epochs.engine, epochs.fallback = engine.name, fallback
