@@ -330,7 +330,7 @@ class _Loop:
                 self.on_member(by_number[spec.number], True)
             return again
         if isinstance(item, FusedGroup):
-            if result.state is TrialState.COMPLETE and "does not apply" in result.message:
+            if result.state is TrialState.COMPLETE and result.engine_fallback is not None:
                 self.group_notes.append(result.message)
             told = []
             for spec in item.members:
@@ -376,7 +376,9 @@ def _attributes(result: TrialResult) -> dict[str, Any]:
         "param_count": result.param_count, "node": result.node, "worker": result.worker,
         "attempt": result.attempt, "history": result.history,
         "build_s": round(result.timings.build_s, 4), "train_s": round(result.timings.train_s, 4),
-        "eval_s": round(result.timings.eval_s, 4),
+        "eval_s": round(result.timings.eval_s, 4), "engine": result.engine,
+        "engine_fallback": (str(result.engine_fallback)
+                            if result.engine_fallback is not None else None),
     }
     if result.reason is not None:
         attrs["fail_reason"] = result.reason.value
