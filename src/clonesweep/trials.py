@@ -57,7 +57,8 @@ class FailReason(str, enum.Enum):
 
 
 class FallbackReason(str, enum.Enum):
-    """Why a trial that an engine was asked to train ran on Keras's own ``fit`` instead.
+    """Why the engine asked for did not train a trial (Keras's own ``fit`` did, or, for an
+    ensemble member that could not be fused, the engine a trial of its own runs on).
 
     Not a failure: the trial trained, on the reference engine. Stored on the trial (attribute
     ``engine_fallback``) so that the live table and ``status`` show it.
@@ -76,7 +77,7 @@ class FallbackReason(str, enum.Enum):
 
 @dataclass(frozen=True)
 class EngineFallback:
-    """An engine declined a trial (or failed inside it) and Keras's fit trained it.
+    """An engine declined a trial (or failed inside it) and another trained it.
 
     Attributes:
         engine: The engine that declined (``graph``, ``fused``, ``fused-graph``).
@@ -184,8 +185,10 @@ class TrialResult:
             :mod:`clonesweep.workers.engines.graphfit`), ``fused`` or ``fused-graph`` (an
             ensemble member trained in a stacked group, :mod:`clonesweep.workers.engines.fused`);
             empty when the trial failed before training.
-        engine_fallback: Set when a faster engine was asked for and Keras's fit trained the
-            trial instead: which engine declined and why. None otherwise.
+        engine_fallback: Set when the engine asked for did not train the trial (another did,
+            ``engine``): which engine declined or failed inside, and why. Keras's fit for a
+            single trial; for an ensemble member that could not be fused, the engine its own
+            trial ran on. None otherwise.
     """
 
     number: int

@@ -243,3 +243,27 @@ def test_fused_members_with_class_weight_train_separately_and_say_why() -> None:
         assert out.result.engine == "keras"
         assert str(out.result.engine_fallback) == \
             "fused: not_covered: training.class_weight is set"
+
+
+def test_a_fused_engine_error_trains_the_members_one_by_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from clonesweep.workers.engines.fusedgraph import StackedEngine
+    from clonesweep.workers.member import FusedGroup
+
+    def broken(self: StackedEngine, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a stacked-engine bug")
+
+    monkeypatch.setattr(StackedEngine, "train_epoch", broken)
+    r = TrialRunner(dataclasses.replace(runner(mlp()).job, keep_members=True))
+    group = FusedGroup(0, (TrialSpec(0, {}, seed=1), TrialSpec(1, {}, seed=2)))
+    done = r.run_fused(group)
+    assert done.state is TrialState.COMPLETE
+    assert done.engine_fallback is not None
+    assert done.engine_fallback.reason is FallbackReason.ENGINE_ERROR
+    for member in group.members:
+        out = r.member_output(member.number)
+        assert out is not None and out.result is not None
+        assert out.result.state is TrialState.COMPLETE, out.result.message
+        assert out.result.engine == "graph"
+        assert str(out.result.engine_fallback) == \
+            "fused: engine_error: RuntimeError: a stacked-engine bug"

@@ -391,7 +391,7 @@ class TrialRunner:
                 else MemberOutput(np.zeros(0), np.zeros(0), b"", result=result))
         return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
                            node=self.node, worker=self.worker,
-                           message=f"fused training does not apply ({run.unfused.detail}); "
+                           message=f"fused training does not apply ({run.unfused}); "
                                    f"trained {len(group.members)} members separately",
                            engine_fallback=run.unfused)
 

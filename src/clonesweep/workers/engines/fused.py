@@ -292,8 +292,10 @@ class GroupRun:
             member's outcome is in its output), FAIL with a reason when the group as a whole
             failed (a retry of the group may help: ``oom``, ``worker_died``).
         outputs: The trained members' outputs, by trial number.
-        unfused: Set when the members cannot be fused: the caller trains them one by one
-            (with this as each one's fallback); ``result`` and ``outputs`` are then empty.
+        unfused: Set when the members cannot be fused, or the fused engine failed inside
+            for a reason that is not an out-of-memory error: the caller trains them one by
+            one (with this as each one's fallback); ``result`` and ``outputs`` are then
+            empty.
     """
 
     result: TrialResult | None
@@ -302,7 +304,8 @@ class GroupRun:
 
 
 def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:
-    """Train a fused group on this worker; never raises."""
+    """Train a fused group on this worker; never raises. An error of the fused engine fails
+    no member: it comes back as :attr:`GroupRun.unfused`."""
     spec = group.as_spec()
     try:
         outputs = train_fused(state, group)
@@ -312,9 +315,14 @@ def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:
     except RebuildError as exc:
         return GroupRun(TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc)), {})
     except Exception as exc:
-        reason = oom_reason(exc) or FailReason.USER_ERROR
-        return GroupRun(TrialResult.failed(spec, reason,
-                                           f"{type(exc).__name__}: {exc}"[:2000]), {})
+        oom = oom_reason(exc)
+        if oom is not None:  # a retry of the group may find room
+            return GroupRun(TrialResult.failed(spec, oom, f"{type(exc).__name__}: {exc}"[:2000]),
+                            {})
+        # Not the fused engine's to judge: trained one by one, each member fails there if
+        # the error was the user's, and trains if it was the engine's.
+        return GroupRun(None, {}, EngineFallback(_KERAS_ENGINE, FallbackReason.ENGINE_ERROR,
+                                                 f"{type(exc).__name__}: {str(exc)[:300]}"))
     kept = {out.result.number: out for out in outputs if out.result is not None}
     first = outputs[0].result
     return GroupRun(TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
