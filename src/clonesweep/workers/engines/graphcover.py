@@ -25,6 +25,9 @@ _LAYERS = ("InputLayer", "Dense", "Dropout", "Activation", "Flatten")
 _OPTIMIZER_OFF = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
                   "loss_scale_factor", "gradient_accumulation_steps")
 _SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
+#: With a one-unit output, 1-D targets are covered for this loss and these metrics.
+ONE_D_LOSSES = ("binary_crossentropy",)
+ONE_D_METRICS = ("accuracy", "acc", "binary_accuracy")
 
 
 class Structure(NamedTuple):
@@ -52,7 +55,8 @@ def activation_name(fn: Any) -> str | None:
 
 def graph_declines(model: keras.Model, data: TrainData, training: TrainingSpec, engine: str,
                    optimizer: keras.optimizers.Optimizer | None = None,
-                   has_callbacks: bool = False) -> EngineFallback | None:
+                   has_callbacks: bool = False,
+                   one_d_targets: bool = False) -> EngineFallback | None:
     """:func:`reuse_blocker` as a typed fallback (which kind of reason, and its words)."""
     if keras.backend.backend() != "tensorflow":
         return EngineFallback(engine, FallbackReason.BACKEND,
@@ -71,15 +75,19 @@ def graph_declines(model: keras.Model, data: TrainData, training: TrainingSpec, 
         return EngineFallback(engine, FallbackReason.NOT_COVERED,
                               "the data loader returns sample weights")
     why = reuse_blocker(model, data, training.loss, training.metrics, training.jit_compile,
-                        optimizer=optimizer)
+                        optimizer=optimizer, one_d_targets=one_d_targets)
     return None if why is None else EngineFallback(engine, FallbackReason.NOT_COVERED, why)
 
 
 def reuse_blocker(model: keras.Model, data: TrainData, loss: str, metrics: Sequence[str],
                   jit_compile: bool,
-                  optimizer: keras.optimizers.Optimizer | None = None) -> str | None:
+                  optimizer: keras.optimizers.Optimizer | None = None,
+                  one_d_targets: bool = False) -> str | None:
     """Why this compiled model's trials cannot share a traced graph, or None when they can.
-    ``optimizer``: the one to train with, when the model itself is not compiled."""
+    ``optimizer``: the one to train with, when the model itself is not compiled.
+    ``one_d_targets``: targets of shape ``(n,)`` for outputs of shape ``(n, 1)`` are covered
+    (the single-trial engine: Keras's own loss and metric objects reshape them as in
+    ``fit``; the stacked engine's loss function does not)."""
     if keras.backend.backend() != "tensorflow":
         return f"the Keras backend is {keras.backend.backend()}"
     if _keras.keras_release() not in _keras.VERIFIED_KERAS:
@@ -97,7 +105,13 @@ def reuse_blocker(model: keras.Model, data: TrainData, loss: str, metrics: Seque
         return "the loss or a metric is not given by name"
     if model.dtype_policy.name != "float32":
         return f"the dtype policy is {model.dtype_policy.name}"
-    if data.y.ndim != len(model.outputs[0].shape) and loss not in _SPARSE_LOSSES:
+    out_shape = tuple(model.outputs[0].shape)
+    # Checked bitwise against fit for this loss and these metrics only (tests/workers/
+    # test_bitwise.py); Keras reshapes 1-D targets differently for others (mse squeezes the
+    # output instead).
+    one_d = (one_d_targets and data.y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1
+             and loss in ONE_D_LOSSES and set(metrics) <= set(ONE_D_METRICS))
+    if data.y.ndim != len(out_shape) and loss not in _SPARSE_LOSSES and not one_d:
         return (f"the targets have rank {data.y.ndim} and the output rank "
                 f"{len(model.outputs[0].shape)} (Keras's fit reshapes them)")
     for layer in model.layers:

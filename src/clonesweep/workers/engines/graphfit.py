@@ -38,7 +38,8 @@ Covered (else :meth:`GraphFit.declines` says why, as an
 :class:`~clonesweep.trials.EngineFallback`, and the trial trains on Keras's fit): Sequential
 models of InputLayer, Dense, Dropout, Activation and Flatten, float32, trainable (a frozen
 layer falls back), one input and one target array of the output's rank (sparse losses: one
-rank less); an optimizer of class ``Adam`` (no amsgrad) or ``SGD``, with a constant learning
+rank less; 1-D labels for a one-unit ``binary_crossentropy`` output, expanded as Keras
+expands them); an optimizer of class ``Adam`` (no amsgrad) or ``SGD``, with a constant learning
 rate and no weight decay, clipping, EMA, loss scaling or gradient accumulation;
 ``jit_compile`` off; built-in activations; losses and metrics that Keras resolves from their
 names; no ``class_weight``, sample weights or callbacks; the TensorFlow backend; a Keras
@@ -72,6 +73,7 @@ from clonesweep.workers.engines.base import (
 )
 from clonesweep.workers.engines.feeds import FeedCache
 from clonesweep.workers.engines.graphcover import (
+    ONE_D_LOSSES,
     Structure,
     graph_declines,
     reuse_blocker,
@@ -97,7 +99,7 @@ class GraphFit:
 
     def declines(self, trial: TrialTraining) -> EngineFallback | None:
         return graph_declines(trial.model, trial.data, trial.training, self.name,
-                              has_callbacks=bool(trial.callbacks))
+                              has_callbacks=bool(trial.callbacks), one_d_targets=True)
 
     def fit(self, trial: TrialTraining) -> None:
         tr = trial.training
@@ -163,6 +165,15 @@ class GraphEngine:
                 active += 1
         return x
 
+    def _targets(self, y: Any) -> Any:
+        """Targets of shape ``(n,)`` for a one-unit output, as Keras's loss and metrics
+        expand them (``expand_dims`` on the last axis): they would do it themselves from
+        static shapes, which this graph's free-shaped outputs do not have."""
+        import tensorflow as tf
+
+        one_d = self.structure.y_rank == 1 and self.structure.loss in ONE_D_LOSSES
+        return tf.expand_dims(y, -1) if one_d else y
+
     def _loss_of(self, y: Any, y_pred: Any) -> Any:
         import tensorflow as tf
 
@@ -189,7 +200,7 @@ class GraphEngine:
 
         def step_(step: Any) -> tuple[Any]:
             idx = order[step * batch:tf.minimum((step + 1) * batch, n)]
-            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            xb, yb = tf.gather(x, idx), self._targets(tf.gather(y, idx))
             with tf.GradientTape() as tape:
                 y_pred = self._forward(xb, rates, training=True)
                 loss = self._loss_of(yb, y_pred)
@@ -210,7 +221,7 @@ class GraphEngine:
 
         def step_(step: Any) -> tuple[Any]:
             end = tf.minimum((step + 1) * batch, n)
-            xb, yb = x[step * batch:end], y[step * batch:end]
+            xb, yb = x[step * batch:end], self._targets(y[step * batch:end])
             y_pred = self._forward(xb, rates, training=False)
             self._tracker.update_state(self._loss_of(yb, y_pred),
                                        sample_weight=tf.shape(xb)[0])
