@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class PerEpochRunner(TrialRunner):
     """The training loop before the change: fit(initial_epoch=e) + evaluate, per epoch."""
 
-    def _train(self, variant, epochs: TrialEpochs) -> float:  # type: ignore[override]
-        x_tr, y_tr, x_va, y_va = self._load_data()
+    def _train(self, spec, variant, epochs: TrialEpochs, reporter):  # type: ignore[override]
+        data = self._load_data()
+        x_tr, y_tr, x_va, y_va = data.x, data.y, data.x_val, data.y_val
         rng = np.random.default_rng(variant.materialized.seeds[DATA_ORDER])
         model, vbs = variant.model, self.job.training.validation_batch_size
         value = math.nan
@@ -59,7 +60,8 @@ class PerEpochRunner(TrialRunner):
             for key, v in logs.items():
                 epochs.history.setdefault(key, []).append(v)
             value = objective_value(self.job.objective.metric, logs, epoch)
-        return value
+        epochs.value, epochs.engine = value, "keras-per-epoch"
+        return variant, epochs
 
 
 class NoPruning:

@@ -52,6 +52,7 @@ BACKEND_LIBRARY_MODULES = {
         "workers/engines/kerasfit.py",  # tf.data feeds for Keras's fit
         "workers/engines/graphfit.py",  # the traced-graph engine is a tf.function
         "workers/engines/fusedgraph.py",  # the fused members' traced graph
+        "workers/engines/graphops.py",  # the ops the traced graphs share
         "workers/_keras.py",  # planned: the Keras/TensorFlow fence module
     ),
     "jax": (
@@ -161,22 +162,16 @@ PRIVATE_PENDING = {
     ("cli/main.py", "_option_string_actions"): "argparse's registered flags (cli area)",
     ("errors.py", "_MISSING"): "the package's own sentinel on SpecError",
     ("spec/_fields.py", "_MISSING"): "the package's own sentinel on SpecError",
-    **{("workers/engines/fused.py", name): "the fused engine reaches into the runner; "
-       "issue 16 deliverable 4 hands engines a typed state (engines area)"
-       for name in ("_load_data", "_base_config", "_members", "_feed_cache")},
-    **{("workers/engines/graphfit.py", name): "Keras optimizer internals; move to "
-       "workers/_keras.py (engines area)"
-       for name in ("_learning_rate", "_momentums", "_velocities")},
 }
 
 # A dependency's error text matched outside the fence modules today: (file, the text).
 TEXT_PENDING = {
     ("workers/rebuild.py", "safe_mode"): "Keras's safe-mode refusal (rebuild area)",
     ("workers/rebuild.py", "safe mode"): "Keras's safe-mode refusal (rebuild area)",
-    ("workers/runner.py", "device:CPU"): "TensorFlow/XLA out-of-memory text (engines area)",
-    ("workers/runner.py", "allocator cpu"): "TensorFlow/XLA out-of-memory text (engines area)",
-    ("workers/runner.py", "on CPU"): "TensorFlow/XLA out-of-memory text (engines area)",
-    ("workers/runner.py", "RESOURCE_EXHAUSTED"): "XLA out-of-memory text (engines area)",
+    ("workers/oom.py", "device:CPU"): "TensorFlow/XLA out-of-memory text: to workers/_keras.py",
+    ("workers/oom.py", "allocator cpu"): "TensorFlow/XLA out-of-memory text: to workers/_keras.py",
+    ("workers/oom.py", "on CPU"): "TensorFlow/XLA out-of-memory text: to workers/_keras.py",
+    ("workers/oom.py", "RESOURCE_EXHAUSTED"): "XLA out-of-memory text: to workers/_keras.py",
     ("orchestrator/commands/corners.py", "Exception encountered: "):
         "Keras's deserialization error text, condensed for validate's message (engines area)",
     ("orchestrator/commands/corners.py", "safe_mode=False"):

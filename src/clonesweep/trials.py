@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 __all__ = [
+    "EngineFallback",
     "FailReason",
+    "FallbackReason",
     "Intermediate",
     "Reporter",
     "Timings",
@@ -67,6 +69,43 @@ class FailReason(str, enum.Enum):
     def requeued(self) -> bool:
         """The driver stopped, not the trial: re-queued for the next run, not counted."""
         return self in (FailReason.DRIVER_DIED, FailReason.INTERRUPTED)
+
+
+class FallbackReason(str, enum.Enum):
+    """Why the engine asked for did not train a trial (Keras's own ``fit`` did, or, for an
+    ensemble member that could not be fused, the engine a trial of its own runs on).
+
+    Not a failure: the trial trained, on the reference engine. Stored on the trial (attribute
+    ``engine_fallback``) so that the live table and ``status`` show it.
+    """
+
+    #: The engine does not cover the model or a training setting (a Conv2D, a frozen layer,
+    #: a learning-rate schedule, callbacks...).
+    NOT_COVERED = "not_covered"
+    #: The installed Keras release is not one the engine was checked against.
+    UNVERIFIED_VERSION = "unverified_version"
+    #: The engine needs another Keras backend (the traced engines are TensorFlow's).
+    BACKEND = "backend"
+    #: The engine failed inside for a reason that is not the user's; Keras's fit reran it.
+    ENGINE_ERROR = "engine_error"
+
+
+@dataclass(frozen=True)
+class EngineFallback:
+    """An engine declined a trial (or failed inside it) and another trained it.
+
+    Attributes:
+        engine: The engine that declined (``graph``, ``fused``, ``fused-graph``).
+        reason: Why, as a kind.
+        detail: Why, in words (names the layer or setting).
+    """
+
+    engine: str
+    reason: FallbackReason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.engine}: {self.reason.value}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -157,9 +196,15 @@ class TrialResult:
             fixed batch of validation inputs after training (None unless the job asks).
         resumed_from_epoch: A retry that resumed from its checkpoint: the number of epochs
             it restored (the first epoch it trained, 0-based); None: trained from epoch 0.
-        engine: How it trained: ``graph`` (a traced graph shared by the worker's trials of
-            its layer structure, see :mod:`clonesweep.workers.engines.graphfit`) or ``keras``
-            (``model.fit``), then why not ``graph`` when it could have been asked for.
+        engine: The engine that trained it: ``keras`` (``model.fit``, the reference),
+            ``graph`` (a traced graph shared by the worker's trials of its layer structure,
+            :mod:`clonesweep.workers.engines.graphfit`), ``fused`` or ``fused-graph`` (an
+            ensemble member trained in a stacked group, :mod:`clonesweep.workers.engines.fused`);
+            empty when the trial failed before training.
+        engine_fallback: Set when the engine asked for did not train the trial (another did,
+            ``engine``): which engine declined or failed inside, and why. Keras's fit for a
+            single trial; for an ensemble member that could not be fused, the engine its own
+            trial ran on. None otherwise.
     """
 
     number: int
@@ -181,6 +226,7 @@ class TrialResult:
     inference_latency_ms: float | None = None
     resumed_from_epoch: int | None = None
     engine: str = ""
+    engine_fallback: EngineFallback | None = None
 
     @classmethod
     def failed(cls, spec: TrialSpec, reason: FailReason, message: str, **kw: Any) -> TrialResult:

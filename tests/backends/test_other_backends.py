@@ -35,6 +35,9 @@ def test_worker_path_runs_on_backend(backend: str) -> None:
         assert trial["state"] == "complete", trial["message"]
         assert len(trial["history"]["val_accuracy"]) == 2
         assert 0.0 <= trial["value"] <= 1.0
+        # The traced-graph engine is TensorFlow's: Keras's fit trains, and says why.
+        assert trial["engine"] == "keras"
+        assert trial["engine_fallback"] == f"graph: backend: the Keras backend is {backend}"
     # Same seed, same params: the same trial, bit for bit; another seed trains differently.
     assert first["history"] == again["history"] and first["config_hash"] == again["config_hash"]
     assert other["history"]["loss"] != first["history"]["loss"]

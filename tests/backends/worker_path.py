@@ -47,7 +47,8 @@ def outcome(result: object) -> dict[str, object]:
     r = result.__dict__
     return {"state": r["state"].value, "reason": r["reason"] and r["reason"].value,
             "value": r["value"], "history": r["history"], "message": r["message"][:500],
-            "config_hash": r["config_hash"], "param_count": r["param_count"]}
+            "config_hash": r["config_hash"], "param_count": r["param_count"],
+            "engine": r["engine"], "engine_fallback": str(r["engine_fallback"])}
 
 
 def main() -> None:

@@ -66,17 +66,15 @@ def test_groups_of_one_structure_share_one_trace_and_match_the_keras_stacked_mod
     for g in groups:
         ours.append(members(graph, g))
         assert_close(ours[-1], members(keras_model, g))
-    engines = [v for k, v in graph._feed_cache.items()
-               if isinstance(k, tuple) and k[0] == "fusedgraph"]
+    engines = graph.feeds.stacked_engines
     assert len(engines) == 1  # one structure, one engine
     # One function per structure: an epoch's training and the members' predictions.
     assert engines[0]._epoch.experimental_get_tracing_count() == 1
-    assert not any(isinstance(k, tuple) and k[0] == "fusedgraph"
-                   for k in keras_model._feed_cache)
+    assert not keras_model.feeds.stacked_engines
     # A group's members differ (their own seeds): the comparison is not of equal members.
     assert not np.allclose(ours[0][0].val_pred, ours[0][1].val_pred, atol=1e-3)
     # The predictions a member is scored on are those of its exported model.
-    x_val = graph._load_data()[2]
+    x_val = graph._load_data().x_val
     for i, out in enumerate(ours[1]):
         model = load(out.model_bytes, tmp_path, f"member{i}")
         np.testing.assert_allclose(predict(model, x_val, 256), out.val_pred, rtol=0, atol=1e-6)
@@ -140,5 +138,5 @@ def test_image_inputs_through_flatten_and_a_biasless_output() -> None:
     graph, keras_model = image_runner(True), image_runner(False)
     g = group(0, 3, {"layers.hidden.units": 9})
     ours = members(graph, g)
-    assert any(isinstance(k, tuple) and k[0] == "fusedgraph" for k in graph._feed_cache)
+    assert graph.feeds.stacked_engines
     assert_close(ours, members(keras_model, g))

@@ -320,6 +320,6 @@ def test_public_api() -> None:
         "DataSpec", "Direction", "Distribution", "ModelSource", "ModelSpec", "ObjectiveSpec",
         "ParamSpec", "PlugSpec", "ResourcesSpec", "SweepSettings", "SweepSpec", "TrainingSpec",
         "check_parameters", "load_sweep", "SPECIAL_METRICS", "Condition", "ConstraintSpec",
-        "EnqueueFrom"])
+        "EnqueueFrom", "CallbackSpec"])
     for name in spec_pkg.__all__:
         assert getattr(spec_pkg, name) is not None

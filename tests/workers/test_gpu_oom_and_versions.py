@@ -11,7 +11,8 @@ import pytest
 from clonesweep.errors import SweepFailed
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import FailReason, TrialSpec, TrialState
-from clonesweep.workers.runner import TrialRunner, WorkerJob, _oom_reason
+from clonesweep.workers.oom import oom_reason
+from clonesweep.workers.runner import TrialRunner, WorkerJob
 from clonesweep.workers.versions import check_versions, runtime_versions
 from tests_support import CONFIGS
 
@@ -40,7 +41,7 @@ def _named(name: str, message: str) -> Exception:
     (ValueError("shapes (3,) and (4,) are incompatible"), None),
 ])
 def test_out_of_memory_is_classified(exc: BaseException, reason: FailReason | None) -> None:
-    assert _oom_reason(exc) is reason
+    assert oom_reason(exc) is reason
 
 
 def test_gpu_oom_is_not_retried_but_host_oom_is() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
-from clonesweep.trials import TrialSpec, TrialState
+from clonesweep.trials import EngineFallback, FallbackReason, TrialSpec, TrialState
 from clonesweep.workers.engines.graphfit import reuse_blocker
 from clonesweep.workers.rebuild import rebuild
 from clonesweep.workers.runner import TrialRunner, WorkerJob
@@ -72,6 +72,7 @@ def assert_same(graph: StateRunner, plain: StateRunner, ours: list[Any],
     for a, b in zip(ours, theirs, strict=True):
         assert a.state is b.state is TrialState.COMPLETE, (a.message, b.message)
         assert (a.engine, b.engine) == ("graph", "keras")
+        assert a.engine_fallback is None and b.engine_fallback is None
         assert a.history == b.history  # bitwise: floats compared with ==
         assert a.value == b.value
         mine, keras_own = graph.state[a.number], plain.state[b.number]
@@ -89,8 +90,7 @@ def test_adam_trials_of_other_unit_counts_share_one_trace_and_match_keras_bitwis
                            "train.batch_size": 17}, seed=6)]
     graph, plain, ours, theirs = run_both(specs)
     assert_same(graph, plain, ours, theirs)
-    engines = [v for k, v in graph._feed_cache.items() if isinstance(k, tuple)
-               and k[0] == "graphfit"]
+    engines = graph.feeds.graph_engines
     assert len(engines) == 1  # one structure ...
     assert engines[0]._epoch.experimental_get_tracing_count() == 1  # ... traced once
     assert engines[0]._validate.experimental_get_tracing_count() == 1
@@ -117,16 +117,19 @@ def test_what_the_graph_does_not_cover_trains_through_keras_and_says_why() -> No
     functional = TrialRunner(job(True, (CONFIGS / "digits_cnn.json").read_text()))
     result = functional.run(TrialSpec(0, {}, seed=1), Quiet())
     assert result.state is TrialState.COMPLETE
-    assert result.engine == "keras: the model is a Functional, not a Sequential"
+    assert result.engine == "keras"
+    assert result.engine_fallback == EngineFallback(
+        "graph", FallbackReason.NOT_COVERED, "the model is a Functional, not a Sequential")
     conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv"),
                              keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
     runner = TrialRunner(job(True, json.dumps(keras.saving.serialize_keras_object(conv))))
     result = runner.run(TrialSpec(0, {}, seed=1), Quiet())
     assert result.state is TrialState.COMPLETE
-    assert result.engine == "keras: layer 'conv' is a Conv2D"
+    assert (result.engine, str(result.engine_fallback)) == (
+        "keras", "graph: not_covered: layer 'conv' is a Conv2D")
     rms = TrialRunner(job(True, optimizer="RMSprop"))
-    assert rms.run(TrialSpec(0, {}, seed=1), Quiet()).engine == (
-        "keras: the optimizer is RMSprop (covered: Adam, SGD)")
+    assert str(rms.run(TrialSpec(0, {}, seed=1), Quiet()).engine_fallback) == (
+        "graph: not_covered: the optimizer is RMSprop (covered: Adam, SGD)")
 
 
 @pytest.mark.parametrize(("change", "why"), [

@@ -13,6 +13,7 @@ import pytest
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.trials import FailReason, TrialSpec, TrialState
 from clonesweep.workers.arrays import take
+from clonesweep.workers.engines.base import TrainData
 from clonesweep.workers.rebuild import rebuild
 from clonesweep.workers.runner import TrialRunner, WorkerJob
 from clonesweep.workers.seeding import DATA_ORDER
@@ -43,7 +44,8 @@ def per_epoch_history(runner: TrialRunner, spec: TrialSpec) -> dict[str, list[fl
     """The loop a trial used to run: fit(initial_epoch=e) on the e-th permutation, then
     evaluate, once per epoch."""
     keras.utils.clear_session()
-    x, y, x_va, y_va = runner._load_data()
+    data = runner._load_data()
+    x, y, x_va, y_va = data.x, data.y, data.x_val, data.y_val
     variant = rebuild(runner._base_config, spec.params, seed=spec.seed)
     runner._compile(variant)
     rng = np.random.default_rng(variant.materialized.seeds[DATA_ORDER])
@@ -91,8 +93,9 @@ def test_a_trial_calls_fit_once_and_splits_train_from_eval_time(
 
 def test_an_error_inside_fit_is_a_user_error_with_a_short_traceback() -> None:
     runner = TrialRunner(job())
-    x, y, x_va, y_va = runner._load_data()
-    runner._data = (x[:, :63], y, x_va[:, :63], y_va)  # one feature short of the model's 64
+    data = runner._load_data()
+    # One feature short of the model's 64.
+    runner._data = TrainData(data.x[:, :63], data.y, data.x_val[:, :63], data.y_val)
     result = runner.run(TrialSpec(2, {}, seed=1), Quiet())
     assert result.state is TrialState.FAIL and result.reason is FailReason.USER_ERROR
     assert "Traceback" in result.message and len(result.message) < 3000

@@ -65,6 +65,9 @@ def trial_attributes(result: TrialResult) -> dict[str, Any]:
         "data_fingerprint": result.data_fingerprint,
         "resumed_from_epoch": result.resumed_from_epoch,
         "engine": result.engine,
+        # Why Keras's fit trained it instead of a faster engine (None: the engine named ran).
+        "engine_fallback": (str(result.engine_fallback)
+                            if result.engine_fallback is not None else None),
     }
     if result.reason is not None:
         attrs[FAIL_REASON] = result.reason.value

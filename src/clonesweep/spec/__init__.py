@@ -10,6 +10,7 @@ Example:
 from clonesweep.spec.loader import load_sweep
 from clonesweep.spec.model import (
     SPECIAL_METRICS,
+    CallbackSpec,
     Condition,
     ConstraintSpec,
     DataSpec,
@@ -30,6 +31,7 @@ from clonesweep.spec.searchspace import check_parameters
 
 __all__ = [
     "SPECIAL_METRICS",
+    "CallbackSpec",
     "Condition",
     "ConstraintSpec",
     "DataSpec",

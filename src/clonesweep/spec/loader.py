@@ -17,6 +17,7 @@ import yaml
 
 from clonesweep.errors import SpecError
 from clonesweep.spec._fields import CALLABLE_RE, Block, did_you_mean, is_json_data, is_primitive
+from clonesweep.spec.fitsettings import parse_callbacks, parse_class_weight
 from clonesweep.spec.model import (
     SPECIAL_METRICS,
     ConstraintSpec,
@@ -41,7 +42,7 @@ _TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sw
              "constraints", "enqueue")
 _TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "loss", "metrics",
                   "steps_per_execution", "jit_compile", "validation_batch_size",
-                  "reuse_graphs")
+                  "reuse_graphs", "class_weight", "callbacks")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 #: The name is a folder name (at most 255 bytes) and a study name; 200 leaves room.
 _MAX_NAME = 200
@@ -201,6 +202,8 @@ def _training(block: Block) -> TrainingSpec:
         validation_batch_size=block.integer("validation_batch_size", d.validation_batch_size,
                                             low=1),
         reuse_graphs=block.boolean("reuse_graphs", d.reuse_graphs),
+        class_weight=parse_class_weight(block),
+        callbacks=parse_callbacks(block),
     )
 
 

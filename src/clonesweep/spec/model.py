@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "SPECIAL_METRICS",
+    "CallbackSpec",
     "Condition",
     "ConstraintSpec",
     "DataSpec",
@@ -73,8 +74,28 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
+class CallbackSpec:
+    """A Keras callback named in the sweep file (``training.callbacks``).
+
+    Attributes:
+        name: A class of ``keras.callbacks`` (``EarlyStopping``, ``ReduceLROnPlateau``,
+            ``TerminateOnNaN``) or a registered name (``package>ClassName``) of the user's
+            own, registered with ``keras.saving.register_keras_serializable`` in a module
+            listed under ``model.imports``.
+        config: The keyword arguments it is built with, each trial its own instance.
+    """
+
+    name: str
+    config: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
-    """Fixed training settings; ``train.<key>`` and ``optimizer.<key>`` params override them."""
+    """Fixed training settings; ``train.<key>`` and ``optimizer.<key>`` params override them.
+
+    ``class_weight`` (class index -> weight) and ``callbacks`` go to Keras's ``fit`` as they
+    are; engines that do not cover them hand the trial to Keras's fit.
+    """
 
     epochs: int = 5
     batch_size: int = 32
@@ -86,6 +107,8 @@ class TrainingSpec:
     jit_compile: bool = False
     validation_batch_size: int = 256
     reuse_graphs: bool = True
+    class_weight: dict[int, float] | None = field(default=None, hash=False)
+    callbacks: tuple[CallbackSpec, ...] = ()
 
 
 #: Metrics measured on the built model rather than logged by training: usable as objectives

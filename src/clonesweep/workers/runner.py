@@ -1,17 +1,25 @@
-"""Run trials in a long-lived worker process: rebuild, compile, fit, evaluate, report.
+"""Run trials in a long-lived worker process: rebuild, compile, train on an engine, report.
 
 A :class:`TrialRunner` is created once per worker (a Ray actor or the in-process backend's
 thread). It imports Keras once, loads the data once, holds the base config, and then runs
 trial after trial, calling ``keras.utils.clear_session()`` before each one. It never sees an
 Optuna trial: per-epoch values go through a :class:`~clonesweep.trials.Reporter`.
 
-A trial trains in one ``model.fit`` call (:mod:`clonesweep.workers.engines.kerasfit`), or, when its
-layers allow, on a traced graph the worker keeps for every trial of the same layer structure
-(:mod:`clonesweep.workers.engines.graphfit`, same numbers, no tracing per trial); the per-epoch
-work (record, check, report, time limit, checkpoint) is
-:class:`~clonesweep.workers.engines.epochs.TrialEpochs`, which Keras calls at each epoch's end.
-With a checkpoint folder, a retried trial resumes after its last checkpoint
-(:mod:`clonesweep.workers.checkpoint`).
+A trial trains on an engine (:mod:`clonesweep.workers.engines.base` states the contract):
+Keras's own ``fit`` (:mod:`~clonesweep.workers.engines.kerasfit`, the reference), or, with
+``training.reuse_graphs`` on, a traced graph the worker keeps for every trial of the same
+layer structure (:mod:`~clonesweep.workers.engines.graphfit`). A trial the graph engine does
+not cover, or one it fails on for a reason that is not the user's, trains on Keras's fit,
+and its result says so (``engine_fallback``). The per-epoch work (record, check, report, time
+limit, checkpoint) is :class:`~clonesweep.workers.engines.epochs.TrialEpochs`. With a
+checkpoint folder, a retried trial resumes after its last checkpoint
+(:mod:`clonesweep.workers.checkpoint`). Fused ensemble groups go to
+:mod:`~clonesweep.workers.engines.fused`, handed a :class:`~clonesweep.workers.job.
+WorkerState`, never the runner.
+
+About 420 lines, past the usual 300: one class holds a worker's state (data, feeds, kept
+models) and a trial's life in it (build, train with the engine fallback, keep), and splitting
+it would pass that state around again.
 """
 
 from __future__ import annotations
@@ -24,80 +32,39 @@ import socket
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clonesweep.errors import RebuildError
-from clonesweep.spec.model import ConstraintSpec, DataSpec, ObjectiveSpec, TrainingSpec
-from clonesweep.trials import FailReason, Reporter, Timings, TrialResult, TrialSpec, TrialState
+from clonesweep.trials import (
+    EngineFallback,
+    FailReason,
+    FallbackReason,
+    Reporter,
+    Timings,
+    TrialResult,
+    TrialSpec,
+    TrialState,
+)
 from clonesweep.workers.arrays import data_fingerprint, length, take
 from clonesweep.workers.backend_setup import configure_backend, environment, import_keras
 from clonesweep.workers.checkpoint import Checkpoints
+from clonesweep.workers.engines.base import Engine, FitPlan, TrainData, TrialTraining
 from clonesweep.workers.engines.epochs import Stop as _Stop
 from clonesweep.workers.engines.epochs import TrialEpochs
+from clonesweep.workers.engines.feeds import FeedCache
+from clonesweep.workers.job import WorkerJob, WorkerState
 from clonesweep.workers.keeper import ModelKeeper
+from clonesweep.workers.oom import oom_reason
 from clonesweep.workers.seeding import DATA_ORDER
 
+if TYPE_CHECKING:
+    from clonesweep.workers.member import FusedGroup, MemberOutput
+    from clonesweep.workers.rebuild import Variant
+
 __all__ = ["TrialRunner", "WorkerJob", "import_object"]
-
-
-@dataclass(frozen=True)
-class WorkerJob:
-    """Everything a worker needs, sent once when it starts.
-
-    Attributes:
-        base_config_json: The base model's ``serialize_keras_object`` JSON.
-        imports: Modules to import before any rebuild (custom layers register there).
-        data: The data loader, called once per worker.
-        training: Fixed training settings.
-        objective: The metric reported each epoch and returned as the trial's value.
-        trial_timeout: Seconds a trial may train before it fails with ``timeout``.
-        cpus: CPUs per trial; TensorFlow's thread pools are sized to it.
-        keep_best: Keep the models that may be the study's answer (as ``.keras`` bytes) for
-            the driver: see :mod:`clonesweep.workers.keeper`.
-        keep_objectives: The sweep's objectives (empty: ``objective`` alone), which
-            ``keep_best`` ranks by.
-        keep_constraints: The sweep's constraints: only trials meeting them are kept.
-        versions: The driver's ``(name, version)`` pairs (see
-            :func:`clonesweep.workers.versions.runtime_versions`); a worker whose own differ
-            refuses to start. Empty: no check.
-        gpu_memory_fraction: The share of a GPU's memory this worker may use (JAX, PyTorch;
-            TensorFlow grows on demand instead); None: no cap.
-        keep_members: Keep every completed trial's validation predictions and ``.keras``
-            bytes for the driver (ensemble members; see :mod:`clonesweep.workers.member`).
-        measure_latency: After training (complete or pruned), time inference: the median
-            of a few ``predict_on_batch`` calls on the first validation inputs.
-        checkpoint_dir: Absolute folder for per-epoch checkpoints (one every node reaches, on
-            a cluster); None: no checkpoints, a retry starts from epoch 0.
-        checkpoint_every_s: Write a trial's checkpoint after an epoch only when this many
-            seconds passed since its last one (0: after every epoch but the last).
-        retries: The driver's retries per trial: a retryable failure of an attempt below it
-            keeps its checkpoint for the retry; every other end deletes it.
-        await_pruning: Per-epoch reports wait for the driver's pruning decision. False
-            when no decision can stop a trial (no pruner, or a multi-objective sweep): the
-            report is sent and training goes on at once, saving a round trip per epoch.
-    """
-
-    base_config_json: str
-    imports: tuple[str, ...]
-    data: DataSpec
-    training: TrainingSpec
-    objective: ObjectiveSpec
-    trial_timeout: float | None = None
-    cpus: float = 1.0
-    keep_best: bool = True
-    versions: tuple[tuple[str, str], ...] = ()
-    gpu_memory_fraction: float | None = None
-    keep_members: bool = False
-    measure_latency: bool = False
-    checkpoint_dir: str | None = None
-    checkpoint_every_s: float = 30.0
-    retries: int = 0
-    await_pruning: bool = True
-    keep_objectives: tuple[ObjectiveSpec, ...] = ()
-    keep_constraints: tuple[ConstraintSpec, ...] = ()
 
 
 def import_object(ref: str) -> Any:
@@ -117,32 +84,6 @@ def _short_traceback(exc: BaseException, limit: int = 6) -> str:
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit)
     text = "".join(lines)
     return text[-2000:]
-
-
-def _oom_reason(exc: BaseException) -> FailReason | None:
-    """``OOM`` (host memory), ``GPU_OOM`` (accelerator memory), or None (not memory).
-
-    Device allocators report running out as TensorFlow's ``ResourceExhaustedError``, XLA's
-    ``RESOURCE_EXHAUSTED`` (JAX; its text often names no device) or PyTorch's
-    ``OutOfMemoryError`` ("CUDA out of memory"); only a text naming the CPU makes one of
-    those a host OOM. Python's MemoryError is always the host.
-    """
-    if isinstance(exc, MemoryError):
-        return FailReason.OOM
-    if not _is_oom(exc):
-        return None
-    text = f"{type(exc).__name__}: {exc}"
-    on_cpu = "device:CPU" in text or "allocator cpu" in text or "on CPU" in text
-    return FailReason.OOM if on_cpu else FailReason.GPU_OOM
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    name = type(exc).__name__
-    return name in ("ResourceExhaustedError", "OutOfMemoryError") or "RESOURCE_EXHAUSTED" in str(
-        exc
-    )
 
 
 class TrialRunner:
@@ -169,38 +110,42 @@ class TrialRunner:
         # two trials with TensorFlow). The second trial freezes the first's survivors.
         gc.freeze()
         self._base_config: dict[str, Any] = json.loads(job.base_config_json)
-        self._data: tuple[Any, Any, Any, Any] | None = None
+        self._data: TrainData | None = None
         self._data_error: str | None = None
         self._fingerprint = ""
         self.environment = environment()
         self._keeper = ModelKeeper(job.keep_objectives or (job.objective,),
                                    job.keep_constraints)
-        self._members: dict[int, Any] = {}  # number -> MemberOutput (keep_members only)
+        self._members: dict[int, MemberOutput] = {}  # keep_members only
         # Structural search: base configs by structure hash, parsed once per worker.
         self._structures: dict[str, dict[str, Any]] = {}
         self._trials_run = 0
-        self._feed_cache: dict[Any, Any] = {}  # built from the data, kept for every trial
+        self.feeds = FeedCache()  # built from the data, kept for every trial
 
     # -- data -------------------------------------------------------------------------
-    def _load_data(self) -> tuple[Any, Any, Any, Any]:
+    def _load_data(self) -> TrainData:
         if self._data is not None:
             return self._data
         if self._data_error is not None:
             raise _UserError(self._data_error)
         ref = self.job.data.loader
         try:
-            loaded = import_object(ref)(**self.job.data.kwargs)
-            if not isinstance(loaded, (tuple, list)) or len(loaded) != 4:
-                raise TypeError(
-                    f"expected (x_train, y_train, x_val, y_val), got {type(loaded).__name__}"
-                    + (f" of length {len(loaded)}" if isinstance(loaded, (tuple, list)) else "")
-                )
+            data = TrainData.of(import_object(ref)(**self.job.data.kwargs))
         except Exception as exc:
             self._data_error = f"data loader {ref!r} failed: {exc}\n{_short_traceback(exc)}"
             raise _UserError(self._data_error) from exc
-        self._data = (loaded[0], loaded[1], loaded[2], loaded[3])
-        self._fingerprint = data_fingerprint(self._data)
-        return self._data
+        self._data = data
+        self._fingerprint = data_fingerprint(data.arrays)
+        return data
+
+    def worker_state(self) -> WorkerState:
+        """What this worker holds for all its trials, as engines see it (loads the data).
+
+        Raises:
+            _UserError: the data loader failed.
+        """
+        return WorkerState(self.job, self._base_config, self._load_data(), self.feeds,
+                           self.node, self.worker)
 
     # -- one trial ----------------------------------------------------------------------
     def run(self, spec: TrialSpec, reporter: Reporter) -> TrialResult:
@@ -227,25 +172,29 @@ class TrialRunner:
                          config_hash=mat.config_hash,
                          config_json=json.dumps(mat.config, sort_keys=True),
                          param_count=int(variant.model.count_params()))
-        epochs = TrialEpochs(self.job, spec, variant, reporter, self._fingerprint,
-                             self.environment.get("keras_backend", ""))
+        epochs = self._epochs(spec, variant, reporter)
         try:
-            value = self._train(variant, epochs)
+            variant, epochs = self._train(spec, variant, epochs, reporter)
         except _Stop as stop:
             result = stop.apply(result)
         else:
             self._keep_member(spec.number, variant.model)
-            result = replace(result, state=TrialState.COMPLETE, value=value)
+            result = replace(result, state=TrialState.COMPLETE, value=epochs.value)
         if self.job.measure_latency and result.state is not TrialState.FAIL:
             result = replace(result, inference_latency_ms=self._latency_ms(variant.model))
         clock = epochs.clock
         result = replace(result, history=epochs.history,
                          timings=Timings(build_s, clock.train_s, clock.eval_s),
-                         resumed_from_epoch=epochs.resumed_from, engine=epochs.engine)
+                         resumed_from_epoch=epochs.resumed_from, engine=epochs.engine,
+                         engine_fallback=epochs.fallback)
         if self.job.keep_best and result.state is TrialState.COMPLETE:
             # After the latency: objectives and constraints may read it.
             self._keeper.offer(spec.number, result, lambda: _saved(variant.model, spec.number))
         return self._ended(spec, result)
+
+    def _epochs(self, spec: TrialSpec, variant: Variant, reporter: Reporter) -> TrialEpochs:
+        return TrialEpochs(self.job, spec, variant, reporter, self._fingerprint,
+                           self.environment.get("keras_backend", ""))
 
     def _ended(self, spec: TrialSpec, result: TrialResult) -> TrialResult:
         """Delete the trial's checkpoint unless the driver will retry this failure."""
@@ -261,7 +210,7 @@ class TrialRunner:
             return None
         return Checkpoints(self.job.checkpoint_dir, self.job.checkpoint_every_s)
 
-    def _build(self, spec: TrialSpec) -> tuple[Any, float]:
+    def _build(self, spec: TrialSpec) -> tuple[Variant, float]:
         from clonesweep.workers.rebuild import rebuild
 
         t0 = time.perf_counter()
@@ -276,7 +225,7 @@ class TrialRunner:
         except RebuildError as exc:
             raise _Stop(TrialState.FAIL, FailReason.INVALID_CONFIG, str(exc)) from exc
         except Exception as exc:
-            oom = _oom_reason(exc)
+            oom = oom_reason(exc)
             if oom is not None:
                 raise _Stop(TrialState.FAIL, oom, str(exc)[:500]) from exc
             # Keras refuses the values (a negative unit count, an unknown activation...).
@@ -302,7 +251,7 @@ class TrialRunner:
     def _latency_ms(self, model: Any, calls: int = 5) -> float | None:
         """Median ms of ``calls`` predict_on_batch calls on the first 32 validation inputs
         (after one warm-up call, which traces the function)."""
-        _, _, x_va, _ = self._load_data()
+        x_va = self._load_data().x_val
         batch = take(x_va, np.arange(min(32, length(x_va))))
         try:
             model.predict_on_batch(batch)
@@ -315,83 +264,129 @@ class TrialRunner:
             return None
         return float(np.median(times))
 
-    def _compile(self, variant: Any) -> None:
-        import keras
+    def _compile(self, variant: Variant) -> None:
+        from clonesweep.workers.training import compile_trial
 
-        tr = self.job.training
-        settings = {**tr.optimizer_config, **variant.materialized.optimizer}
-        # A registered name ("adam", "Adam", or a custom registered optimizer), rebuilt
-        # through Keras's deserializer, which runs in safe mode by default.
-        optimizer = keras.optimizers.get({"class_name": tr.optimizer, "config": settings})
-        steps = int(variant.materialized.train.get("steps_per_execution",
-                                                   tr.steps_per_execution))
-        variant.model.compile(optimizer=optimizer, loss=tr.loss, metrics=list(tr.metrics),
-                              steps_per_execution=steps, jit_compile=tr.jit_compile)
+        compile_trial(variant, self.job.training)
 
-    def _train(self, variant: Any, epochs: TrialEpochs) -> float:
-        """Fit the trial's epochs (after the checkpoint's, when resuming); its last value."""
-        from clonesweep.workers.engines.kerasfit import FitPlan, fit_trial
+    # -- training on an engine ----------------------------------------------------------
+    def _train(self, spec: TrialSpec, variant: Variant, epochs: TrialEpochs,
+               reporter: Reporter) -> tuple[Variant, TrialEpochs]:
+        """Train the trial's epochs (after the checkpoint's, when resuming) on the sweep's
+        engine, or on Keras's fit when that engine declines it or fails inside it.
+        Returns the variant and epochs that trained (new ones after such a failure)."""
+        from clonesweep.workers.engines.kerasfit import KerasFit
 
-        data = self._load_data()
+        engine: Engine = self._engine()
+        trial = self._training(variant, epochs)
+        try:
+            fallback = engine.declines(trial)
+        except Exception as exc:  # a bug of the engine's own: Keras's fit takes the trial
+            fallback = EngineFallback(engine.name, FallbackReason.ENGINE_ERROR,
+                                      f"{type(exc).__name__}: {str(exc)[:300]}")
+        if fallback is not None:
+            engine = KerasFit()
+        epochs.engine, epochs.fallback = engine.name, fallback
+        try:
+            engine.fit(trial)
+        except Exception as exc:
+            if engine.name == KerasFit.name or oom_reason(exc) is not None:
+                raise self._failed(exc) from exc
+            # Rerun from a fresh rebuild on the reference: if the error was the trial's
+            # own, Keras's fit meets it too and fails the trial; if not, the trial trains.
+            fallback = EngineFallback(engine.name, FallbackReason.ENGINE_ERROR,
+                                      f"{type(exc).__name__}: {str(exc)[:300]}")
+            variant, _ = self._build(spec)
+            epochs = self._epochs(spec, variant, _Reported(reporter, epochs.done))
+            epochs.engine, epochs.fallback = KerasFit.name, fallback
+            try:
+                KerasFit().fit(self._training(variant, epochs))
+            except Exception as again:
+                raise self._failed(again) from again
+        if epochs.clock.error is not None:  # a _Stop, or the reporter's own failure
+            raise epochs.clock.error
+        return variant, epochs
+
+    def _engine(self) -> Engine:
+        if self.job.training.reuse_graphs:
+            from clonesweep.workers.engines.graphfit import GraphFit
+
+            return GraphFit()
+        from clonesweep.workers.engines.kerasfit import KerasFit
+
+        return KerasFit()
+
+    def _training(self, variant: Variant, epochs: TrialEpochs) -> TrialTraining:
+        """The trial as an engine gets it (restores its checkpoint first, on a retry)."""
+        from clonesweep.workers.training import build_callbacks
+
         epochs.resume()
         plan = FitPlan(epochs.total, epochs.batch_size, self.job.training.validation_batch_size,
                        variant.materialized.seeds[DATA_ORDER], start_epoch=epochs.done)
-        tr = self.job.training
         try:
-            structure, epochs.engine = self._graph_structure(variant.model, data)
-            if structure is None:
-                fit_trial(variant.model, data, plan, epochs, epochs.clock, self._feed_cache)
-            else:
-                from clonesweep.workers.engines.graphfit import fit_trial_reused
-
-                fit_trial_reused(variant.model, data, plan, epochs, epochs.clock,
-                                 self._feed_cache, structure, tr.loss, tr.metrics,
-                                 epochs.before_save)
+            callbacks = build_callbacks(self.job.training.callbacks)
         except Exception as exc:
-            oom = _oom_reason(exc)
-            if oom is not None:
-                raise _Stop(TrialState.FAIL, oom, str(exc)[:500]) from exc
-            raise _Stop(TrialState.FAIL, FailReason.USER_ERROR,
-                        f"{type(exc).__name__}: {exc}\n{_short_traceback(exc)}") from exc
-        if epochs.clock.error is not None:  # a _Stop, or the reporter's own failure
-            raise epochs.clock.error
-        return epochs.value
+            raise _Stop(TrialState.FAIL, FailReason.INVALID_CONFIG,
+                        f"training.callbacks: {type(exc).__name__}: {exc}") from exc
+        return TrialTraining(variant.model, self._load_data(), plan, self.job.training, epochs,
+                             epochs.clock, self.feeds, callbacks, epochs.before_save)
 
-    def _graph_structure(self, model: Any, data: Any) -> tuple[Any, str]:
-        """The trial's layer structure when it can train on a shared traced graph
-        (:mod:`clonesweep.workers.engines.graphfit`), else None; and the engine's name for the
-        trial's record (``keras: <why not graph>`` when reuse was on)."""
-        tr = self.job.training
-        if not tr.reuse_graphs:
-            return None, "keras"
-        from clonesweep.workers.engines.graphfit import reuse_blocker, structure_of
-
-        why = reuse_blocker(model, data, tr.loss, tr.metrics, tr.jit_compile)
-        if why is not None:
-            return None, f"keras: {why}"
-        return structure_of(model, data, tr.loss, tr.metrics), "graph"
+    @staticmethod
+    def _failed(exc: Exception) -> _Stop:
+        oom = oom_reason(exc)
+        if oom is not None:
+            return _Stop(TrialState.FAIL, oom, str(exc)[:500])
+        return _Stop(TrialState.FAIL, FailReason.USER_ERROR,
+                     f"{type(exc).__name__}: {exc}\n{_short_traceback(exc)}")
 
     # -- best model ---------------------------------------------------------------------
-    # -- ensemble members (see clonesweep.workers.member and .fused) ------------------------
+    # -- ensemble members (see clonesweep.workers.member and .engines.fused) ---------------
     def _keep_member(self, number: int, model: Any) -> None:
         if not self.job.keep_members:
             return
         from clonesweep.workers.member import MemberOutput, model_bytes, predict
 
-        _, _, x_va, y_va = self._load_data()
-        pred = predict(model, x_va, self.job.training.validation_batch_size)
-        self._members[number] = MemberOutput(pred, np.asarray(y_va),
+        data = self._load_data()
+        pred = predict(model, data.x_val, self.job.training.validation_batch_size)
+        self._members[number] = MemberOutput(pred, np.asarray(data.y_val),
                                              model_bytes(model, f"member-{number}"))
 
-    def member_output(self, number: int) -> Any:
+    def member_output(self, number: int) -> MemberOutput | None:
         """The kept :class:`~clonesweep.workers.member.MemberOutput` of ``number`` (once)."""
         return self._members.pop(number, None)
 
-    def run_fused(self, group: Any) -> TrialResult:
-        """Train a :class:`~clonesweep.workers.member.FusedGroup`; see workers/fused.py."""
-        from clonesweep.workers.engines.fused import run_group
+    def run_fused(self, group: FusedGroup) -> TrialResult:
+        """Train a :class:`~clonesweep.workers.member.FusedGroup`
+        (:mod:`clonesweep.workers.engines.fused`); never raises for a group-level failure.
 
-        return run_group(self, group)
+        Members that cannot be fused are trained one after another on this worker, each
+        with that reason as its ``engine_fallback``, and the group's message says why.
+        """
+        from clonesweep.workers.engines.fused import run_group
+        from clonesweep.workers.member import MemberOutput
+
+        try:
+            state = self.worker_state()
+        except _UserError as exc:
+            return TrialResult.failed(group.as_spec(), FailReason.USER_ERROR, str(exc))
+        run = run_group(state, group)
+        if run.unfused is None:
+            self._members.update(run.outputs)
+            assert run.result is not None
+            return run.result
+        for member in group.members:
+            result = self.run(member, _NoPruning())
+            if result.engine:  # it trained: say which engine was asked for, and why not
+                result = replace(result, engine_fallback=run.unfused)
+            kept = self._members.get(member.number)
+            self._members[member.number] = (
+                replace(kept, result=result) if kept is not None
+                else MemberOutput(np.zeros(0), np.zeros(0), b"", result=result))
+        return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
+                           node=self.node, worker=self.worker,
+                           message=f"fused training does not apply ({run.unfused}); "
+                                   f"trained {len(group.members)} members separately",
+                           engine_fallback=run.unfused)
 
     def best_model(self, number: int) -> bytes | None:
         """The ``.keras`` bytes of trial ``number`` if this worker kept it, else None."""
@@ -405,3 +400,21 @@ def _saved(model: Any, number: int) -> bytes:
         model.save(path)
         with open(path, "rb") as fh:
             return fh.read()
+
+
+class _NoPruning:
+    def report(self, step: int, value: float) -> bool:
+        return False
+
+
+class _Reported:
+    """A reporter for a trial rerun on Keras's fit after an engine's own error: the epochs
+    the driver already heard of are not reported again (it would ignore them)."""
+
+    def __init__(self, reporter: Reporter, reported: int) -> None:
+        self._reporter, self._reported = reporter, reported
+
+    def report(self, step: int, value: float) -> bool:
+        if step < self._reported:
+            return False
+        return self._reporter.report(step, value)

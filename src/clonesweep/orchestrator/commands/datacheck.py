@@ -119,11 +119,14 @@ def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
     except Exception as exc:
         raise refuse(f"failed: {type(exc).__name__}: {exc}", spec.data.loader,
                      "run it by hand with data.kwargs to see why") from exc
-    if not isinstance(loaded, (tuple, list)) or len(loaded) != 4:
+    if not isinstance(loaded, (tuple, list)) or len(loaded) not in (4, 5, 6):
         what = type(loaded).__name__ + (f" of length {len(loaded)}"
                                         if isinstance(loaded, (tuple, list)) else "")
         raise refuse(f"returned a {what}", spec.data.loader,
-                     "return (x_train, y_train, x_val, y_val)")
+                     "return (x_train, y_train, x_val, y_val), optionally followed by "
+                     "sample_weight and val_sample_weight")
+    _check_weights(loaded, refuse)
+    loaded = loaded[:4]
     inputs = getattr(model, "inputs", None) or []
     # A model whose one input takes strings (a TextVectorization front) may get str arrays.
     text = len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "string"
@@ -132,6 +135,26 @@ def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
     _check_shapes(arrays, model, refuse)
     _check_targets(spec.training.loss, arrays, model, refuse)
     return {name: list(array.shape) for name, array in arrays.items()}
+
+
+def _check_weights(loaded: Sequence[Any], refuse: Any) -> None:
+    """Sample weights (the 5th and 6th items): one finite, non-negative number per sample."""
+    for index, name, x_name in ((4, "sample_weight", "x_train"), (5, "val_sample_weight", "x_val")):
+        if len(loaded) <= index or loaded[index] is None:
+            continue
+        try:
+            weights = np.asarray(loaded[index], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise refuse(f"returns a {name} that is not numbers ({_first_line(exc)})", name,
+                         "return one float weight per sample") from exc
+        samples = len(loaded[index - 4]) if hasattr(loaded[index - 4], "__len__") else None
+        if weights.ndim != 1 or (samples is not None and len(weights) != samples):
+            raise refuse(f"returns a {name} of shape {list(weights.shape)} for {samples} "
+                         f"{x_name} samples", list(weights.shape),
+                         "return a 1-D array with one weight per sample")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise refuse(f"returns a {name} with NaN, Inf or negative weights", name,
+                         "weights must be finite and >= 0")
 
 
 def _array(name: str, value: Any, refuse: Any, text: bool) -> np.ndarray:

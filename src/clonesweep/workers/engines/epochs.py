@@ -12,13 +12,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clonesweep.trials import FailReason, Reporter, TrialResult, TrialSpec, TrialState
+from clonesweep.trials import (
+    EngineFallback,
+    FailReason,
+    Reporter,
+    TrialResult,
+    TrialSpec,
+    TrialState,
+)
 from clonesweep.workers.checkpoint import Checkpoints, Saved, checkpoint_key
+from clonesweep.workers.engines.base import FitClock
+
+if TYPE_CHECKING:
+    from clonesweep.workers.job import WorkerJob
+    from clonesweep.workers.rebuild import Variant
 
 __all__ = ["Stop", "TrialEpochs", "objective_value"]
 
@@ -64,10 +77,8 @@ class TrialEpochs:
         backend: The Keras backend's name (part of the checkpoint key).
     """
 
-    def __init__(self, job: Any, spec: TrialSpec, variant: Any, reporter: Reporter,
+    def __init__(self, job: WorkerJob, spec: TrialSpec, variant: Variant, reporter: Reporter,
                  data_fingerprint: str, backend: str) -> None:
-        from clonesweep.workers.engines.kerasfit import FitClock
-
         mat = variant.materialized
         self.job, self.spec, self.reporter = job, spec, reporter
         self.model = variant.model
@@ -89,8 +100,9 @@ class TrialEpochs:
         self.started = self.saved_at = time.perf_counter()
         # Run before a checkpoint reads the model: a trainer that keeps the state elsewhere
         # (clonesweep.workers.engines.graphfit) copies it into the model first.
-        self.before_save: list[Any] = []
-        self.engine = ""  # how the trial trains (TrialResult.engine)
+        self.before_save: list[Callable[[], None]] = []
+        self.engine = ""  # the engine that trains it (TrialResult.engine)
+        self.fallback: EngineFallback | None = None  # TrialResult.engine_fallback
 
     def resume(self) -> None:
         """On a retry, continue after the trial's checkpoint if it has a matching one."""

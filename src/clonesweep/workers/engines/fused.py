@@ -17,12 +17,19 @@ fused (the driver then trains the members separately and says so); :class:`Fusio
 is raised at build time for what only shapes reveal.
 
 Trained members are pulled back out (:func:`extract_members`) into their separately built
-models, which then predict as the fused model does.
+models, which then predict as the fused model does. The stacked Keras model is in
+:mod:`~clonesweep.workers.engines.stacked`, the members' metrics in
+:mod:`~clonesweep.workers.engines.fusedmetrics`.
 
-On TensorFlow, with ``training.reuse_graphs`` on and members
-:func:`~clonesweep.workers.engines.graphfit.reuse_blocker` accepts, :func:`train_fused` runs the
-same stacked arithmetic on :class:`~clonesweep.workers.engines.fusedgraph.StackedEngine` instead:
-traced once per worker and layer structure, not once per group.
+On TensorFlow, with ``training.reuse_graphs`` on and members the graph engines cover
+(:func:`~clonesweep.workers.engines.graphcover.graph_declines`), :func:`train_fused` runs the
+same stacked arithmetic on :class:`~clonesweep.workers.engines.fusedgraph.StackedEngine`
+instead, traced once per worker and layer structure, not once per group: each member's
+result says ``engine: fused-graph``; otherwise ``fused``, with the graph's reason as its
+``engine_fallback``. Members the worker finds it cannot fuse (callbacks, class or sample
+weights, a learning-rate schedule: :class:`FusionUnsupported`) come back as
+:attr:`GroupRun.unfused`, and the runner trains them one by one, each saying why. The
+worker hands this module a :class:`~clonesweep.workers.job.WorkerState`, never itself.
 """
 
 from __future__ import annotations
@@ -30,18 +37,42 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clonesweep.spec.model import TrainingSpec
-from clonesweep.trials import FailReason, Timings, TrialResult, TrialState
+from clonesweep.errors import RebuildError
+from clonesweep.trials import (
+    EngineFallback,
+    FailReason,
+    FallbackReason,
+    Timings,
+    TrialResult,
+    TrialSpec,
+    TrialState,
+)
+from clonesweep.workers.engines.fusedmetrics import member_metrics, stacked_metrics
+from clonesweep.workers.engines.stacked import (
+    FusionUnsupported,
+    build_fused,
+    extract_members,
+    summed_loss,
+)
+from clonesweep.workers.job import WorkerJob, WorkerState
 from clonesweep.workers.member import FusedGroup, MemberOutput, model_bytes, predict
+from clonesweep.workers.oom import oom_reason
 from clonesweep.workers.seeding import DATA_ORDER
+
+if TYPE_CHECKING:  # the driver imports this module for fusion_blocker: no Keras at run time
+    import keras
+
+    from clonesweep.workers.materialize import Materialized
 
 __all__ = [
     "FUSABLE_LAYERS",
     "FusionUnsupported",
+    "GroupRun",
     "build_fused",
     "extract_members",
     "fusion_blocker",
@@ -58,10 +89,6 @@ _COUPLING_OPTIMIZER_KEYS = ("clipnorm", "global_clipnorm")
 # Per-member extras a stacked Dense does not reproduce (a constraint's axes, a penalty's sum).
 _DENSE_EXTRAS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
                  "kernel_constraint", "bias_constraint", "quantization_config")
-
-
-class FusionUnsupported(Exception):
-    """These members cannot be trained as one stacked model; train them separately."""
 
 
 def fusion_blocker(config: Mapping[str, Any], optimizer: Mapping[str, Any],
@@ -85,6 +112,8 @@ def fusion_blocker(config: Mapping[str, Any], optimizer: Mapping[str, Any],
         if cls not in FUSABLE_LAYERS:
             return (f"layer '{name}' is a {cls}, which has no stacked form (covered: "
                     f"{', '.join(FUSABLE_LAYERS)})")
+        if cfg.get("trainable") is False:
+            return f"layer '{name}' is frozen (trainable: false)"
         if cls == "Dense":
             extra = next((k for k in _DENSE_EXTRAS if cfg.get(k) is not None), None)
             if extra is not None or cfg.get("lora_rank"):
@@ -96,199 +125,31 @@ def fusion_blocker(config: Mapping[str, Any], optimizer: Mapping[str, Any],
     return None
 
 
-# -- the stacked layers (built by build_fused only, never serialized) ---------------------------
-def _layers() -> dict[str, Any]:
+def _worker_blocker(state: WorkerState, optimizer: keras.optimizers.Optimizer) -> str | None:
+    """What only the worker sees that a stacked model does not reproduce (the driver's
+    :func:`fusion_blocker` reads the config alone)."""
     import keras
 
-    class StackedDense(keras.layers.Layer):
-        def __init__(self, members: int, units: int, activation: Any, use_bias: bool,
-                     **kw: Any) -> None:
-            super().__init__(**kw)
-            self.members, self.units, self.use_bias = members, units, use_bias
-            self.activation = keras.activations.get(activation)
-
-        def build(self, input_shape: Any) -> None:
-            k, fan_in = self.members, int(input_shape[-1])
-            self.kernel = self.add_weight(shape=(k, fan_in, self.units), initializer="zeros",
-                                          name="kernel")
-            self.bias = (self.add_weight(shape=(k, self.units), initializer="zeros",
-                                         name="bias") if self.use_bias else None)
-
-        def call(self, x: Any) -> Any:
-            y = keras.ops.einsum("bki,kio->bko", x, self.kernel)
-            if self.bias is not None:
-                y = y + self.bias
-            return self.activation(y)
-
-    class StackedDropout(keras.layers.Layer):
-        def __init__(self, rate: float, seeds: Sequence[int], **kw: Any) -> None:
-            super().__init__(**kw)
-            self.rate = rate
-            # One generator per member, seeded as that member's own Dropout layer seeds its.
-            self.generators = [keras.random.SeedGenerator(s) for s in seeds]
-
-        def call(self, x: Any, training: bool = False) -> Any:
-            if not training or self.rate <= 0:
-                return x
-            return keras.ops.stack(
-                [keras.random.dropout(x[:, k], self.rate, seed=g)
-                 for k, g in enumerate(self.generators)], axis=1)
-
-    class StackedActivation(keras.layers.Layer):
-        def __init__(self, activation: Any, **kw: Any) -> None:
-            super().__init__(**kw)
-            self.activation = keras.activations.get(activation)
-
-        def call(self, x: Any) -> Any:
-            return self.activation(x)
-
-    class StackedFlatten(keras.layers.Layer):
-        def call(self, x: Any) -> Any:
-            return keras.ops.reshape(x, (-1, x.shape[1], int(np.prod(x.shape[2:]))))
-
-    return {"Dense": StackedDense, "Dropout": StackedDropout,
-            "Activation": StackedActivation, "Flatten": StackedFlatten}
+    tr = state.job.training
+    if tr.callbacks:
+        return "training.callbacks are set (each member needs its own fit)"
+    if tr.class_weight is not None:
+        return "training.class_weight is set"
+    if state.data.weighted:
+        return "the data loader returns sample weights"
+    if not isinstance(optimizer.learning_rate, keras.Variable):
+        return "the learning rate is a schedule or a callable"
+    return None
 
 
-def build_fused(members: Sequence[Any]) -> Any:
-    """One model of ``len(members)`` stacked members, initial weights copied bitwise.
-
-    Raises:
-        FusionUnsupported: not all Sequential, a layer without a stacked form, a Dense on an
-            input of rank above 2.
-    """
-    import keras
-
-    k = len(members)
-    first = members[0]
-    if not all(isinstance(m, keras.Sequential) for m in members):
-        raise FusionUnsupported("fused training covers Sequential models only")
-    stacked = _layers()
-    inp = keras.Input(shape=(k, *first.input_shape[1:]), name="members_input")
-    x = inp
-    for layer in first.layers:
-        cls = type(layer).__name__
-        if cls not in stacked:
-            raise FusionUnsupported(f"layer '{layer.name}' ({cls}) has no stacked form")
-        if cls == "Dense":
-            if len(x.shape) != 3:
-                raise FusionUnsupported(f"Dense layer '{layer.name}' sees an input of rank "
-                                        f"{len(x.shape) - 1}; only rank 2 is covered")
-            fused = stacked[cls](k, layer.units, layer.activation, layer.use_bias,
-                                 name=layer.name)
-        elif cls == "Dropout":
-            seeds = [int(m.get_layer(layer.name).seed) for m in members]
-            fused = stacked[cls](layer.rate, seeds, name=layer.name)
-        elif cls == "Activation":
-            fused = stacked[cls](layer.activation, name=layer.name)
-        else:
-            fused = stacked[cls](name=layer.name)
-        x = fused(x)
-    model = keras.Model(inp, x, name="fused_members")
-    for layer in model.layers:
-        if hasattr(layer, "kernel"):
-            layer.kernel.assign(np.stack([m.get_layer(layer.name).kernel.numpy()
-                                          for m in members]))
-            if layer.bias is not None:
-                layer.bias.assign(np.stack([m.get_layer(layer.name).bias.numpy()
-                                            for m in members]))
-    return model
-
-
-def extract_members(fused: Any, members: Sequence[Any]) -> list[Any]:
-    """Copy each member's slice of the fused weights into its own model; returns them."""
-    for layer in fused.layers:
-        if not hasattr(layer, "kernel"):
-            continue
-        kernel = layer.kernel.numpy()
-        bias = layer.bias.numpy() if layer.bias is not None else None
-        for i, member in enumerate(members):
-            target = member.get_layer(layer.name)
-            target.kernel.assign(kernel[i])
-            if bias is not None:
-                target.bias.assign(bias[i])
-    return list(members)
-
-
-def _summed_loss(name: str) -> Any:
-    import keras
-
-    base = keras.losses.get(name)
-
-    def summed(y_true: Any, y_pred: Any) -> Any:
-        # Per sample: the sum over members; Keras then takes the batch mean, so the loss is
-        # the sum of the members' mean losses and member k's gradient is its own.
-        return keras.ops.sum(base(y_true, y_pred), axis=-1)
-
-    return summed
-
-
-_ACCURACY = {"sparse_categorical_crossentropy": "sparse_categorical_accuracy",
-             "categorical_crossentropy": "categorical_accuracy",
-             "binary_crossentropy": "binary_accuracy"}
-
-
-def member_metrics(training: TrainingSpec, y: Any, pred: np.ndarray) -> dict[str, float]:
-    """``val_loss`` and ``val_<metric>`` of one member's predictions, as Keras computes them."""
-    import keras
-
-    def mean(value: Any) -> float:
-        return float(np.mean(keras.ops.convert_to_numpy(value)))
-
-    out = {"val_loss": mean(keras.losses.get(training.loss)(y, pred))}
-    for name in training.metrics:
-        fn_name = _ACCURACY.get(training.loss, "accuracy") if name in ("accuracy", "acc") \
-            else name
-        fn = keras.metrics.get(fn_name)
-        y_true, y_pred = y, pred
-        if fn_name == "sparse_categorical_accuracy" and np.ndim(y) == 1:
-            y_true = np.asarray(y)[:, None]
-        out[f"val_{name}"] = mean(fn(y_true, y_pred))
-    return out
-
-
-def stacked_metrics(training: TrainingSpec, y: Any,
-                    preds: np.ndarray) -> list[dict[str, float]]:
-    """:func:`member_metrics` of every member at once, equal to it member by member.
-
-    ``preds``: ``(members, n, ...)``. The loss and the accuracies are per-sample functions:
-    computed on all members' rows at once, then each member's mean over its own contiguous
-    row (for accuracies, 0/1 values, a NumPy mean equals the Keras metric's exactly). Other
-    metrics are computed member by member, as :func:`member_metrics` does.
-    """
-    import keras
-
-    k, n = preds.shape[0], preds.shape[1]
-    flat = preds.reshape((k * n, *preds.shape[2:]))
-    y_all = np.concatenate([np.asarray(y)] * k)
-
-    def means(values: Any) -> list[float]:
-        rows = np.asarray(keras.ops.convert_to_numpy(values)).reshape(k, n)
-        return [float(v) for v in np.mean(rows, axis=1)]
-
-    out = {"val_loss": means(keras.losses.get(training.loss)(y_all, flat))}
-    for name in training.metrics:
-        fn_name = _ACCURACY.get(training.loss, "accuracy") if name in ("accuracy", "acc") \
-            else name
-        if fn_name in _ACCURACY.values():
-            y_true = y_all[:, None] if fn_name == "sparse_categorical_accuracy" and \
-                np.ndim(y) == 1 else y_all
-            out[f"val_{name}"] = means(getattr(keras.metrics, fn_name)(y_true, flat))
-        else:
-            out[f"val_{name}"] = [member_metrics(training, y, p)[f"val_{name}"] for p in preds]
-    return [{key: values[i] for key, values in out.items()} for i in range(k)]
-
-
-def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any, Any],
-                group: FusedGroup, *, node: str = "", worker: str = "",
-                cache: dict[Any, Any] | None = None) -> list[MemberOutput]:
+def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
     """Rebuild, fuse, train and pull out the group's members; one output per member.
 
-    ``job`` is the worker's :class:`~clonesweep.workers.runner.WorkerJob`. With a ``cache``
-    (the worker's, kept across groups) and ``training.reuse_graphs`` on, members that
-    :mod:`clonesweep.workers.engines.graphfit` covers train on the structure's stacked traced graph
-    (:mod:`clonesweep.workers.engines.fusedgraph`, traced once per worker); others on a stacked
-    Keras model traced for the group.
+    With ``training.reuse_graphs`` on, members that :mod:`clonesweep.workers.engines.graphfit`
+    covers train on the structure's stacked traced graph
+    (:mod:`clonesweep.workers.engines.fusedgraph`, traced once per worker, engine
+    ``fused-graph``); others on a stacked Keras model traced for the group (engine ``fused``,
+    with the graph's reason as its fallback).
 
     Raises:
         FusionUnsupported: the members cannot be fused (train them separately).
@@ -300,29 +161,35 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
 
     keras.utils.clear_session()
     t0 = time.perf_counter()
-    variants = [rebuild(base_config, m.params, seed=m.seed) for m in group.members]
+    job, data = state.job, state.data
+    variants = [rebuild(state.base_config, m.params, seed=m.seed) for m in group.members]
     mats = [v.materialized for v in variants]
     members = [v.model for v in variants]
     tr = job.training
     settings = {**tr.optimizer_config, **mats[0].optimizer}
     optimizer = keras.optimizers.get({"class_name": tr.optimizer, "config": settings})
+    why = _worker_blocker(state, optimizer)
+    if why is not None:
+        raise FusionUnsupported(why)
     epochs = int(mats[0].train.get("epochs", tr.epochs))
     batch = int(mats[0].train.get("batch_size", tr.batch_size))
     rngs = [np.random.default_rng(m.seeds[DATA_ORDER]) for m in mats]
-    if cache is not None and tr.reuse_graphs:
-        on_graph = _train_on_graph(job, members, optimizer, data, epochs, batch, rngs,
-                                   cache, t0)
-        if on_graph is not None:
+    fallback: EngineFallback | None = None
+    if tr.reuse_graphs:
+        on_graph = _train_on_graph(state, members, optimizer, epochs, batch, rngs, t0)
+        if isinstance(on_graph, EngineFallback):
+            fallback = on_graph
+        else:
             hist, timings, preds = on_graph
-            return [_output(job, spec, mat, model, hist[i], timings, (data[2], data[3]),
-                            node, worker, val_pred=preds[i])
+            return [_output(job, spec, mat, model, hist[i], timings, (data.x_val, data.y_val),
+                            state, _GRAPH_ENGINE, None, val_pred=preds[i])
                     for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                                strict=True))]
     fused = build_fused(members)
-    fused.compile(optimizer=optimizer, loss=_summed_loss(tr.loss), jit_compile=tr.jit_compile)
+    fused.compile(optimizer=optimizer, loss=summed_loss(tr.loss), jit_compile=tr.jit_compile)
     build_s = time.perf_counter() - t0
-    x_tr, y_tr, x_va, y_va = data
-    x_tr, y_tr, x_va = np.asarray(x_tr), np.asarray(y_tr), np.asarray(x_va)
+    x_tr, y_tr = np.asarray(data.x), np.asarray(data.y)
+    x_va, y_va = np.asarray(data.x_val), data.y_val
     x_va_k = np.repeat(x_va[:, None], len(members), axis=1)
     histories: list[dict[str, list[float]]] = [{} for _ in members]
     train_s = eval_s = 0.0
@@ -340,36 +207,39 @@ def train_fused(job: Any, base_config: dict[str, Any], data: tuple[Any, Any, Any
         train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
     extract_members(fused, members)
     timings = Timings(build_s, train_s, eval_s)
-    return [_output(job, spec, mat, model, histories[i], timings, (x_va, y_va), node, worker)
+    return [_output(job, spec, mat, model, histories[i], timings, (x_va, y_va), state,
+                    _KERAS_ENGINE, fallback)
             for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                        strict=True))]
 
 
-def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
-                    data: tuple[Any, Any, Any, Any], epochs: int, batch: int,
-                    rngs: Sequence[Any], cache: dict[Any, Any],
-                    t0: float) -> tuple[list[dict[str, list[float]]], Timings, np.ndarray] | None:
+_GRAPH_ENGINE, _KERAS_ENGINE = "fused-graph", "fused"
+_Trained = tuple[list[dict[str, list[float]]], Timings, np.ndarray]
+
+
+def _train_on_graph(state: WorkerState, members: Sequence[keras.Model],
+                    optimizer: keras.optimizers.Optimizer, epochs: int, batch: int,
+                    rngs: Sequence[np.random.Generator],
+                    t0: float) -> _Trained | EngineFallback:
     """Train the members on the structure's stacked traced graph; their histories, the
     group's timings and the members' final validation predictions ``(members, n_val, ...)``,
-    or None when the graph does not cover them."""
-    from clonesweep.workers.engines.graphfit import graph_arrays, reuse_blocker, structure_of
+    or why the graph does not cover them."""
+    from clonesweep.workers.engines.graphfit import graph_arrays, graph_declines, structure_of
 
-    tr = job.training
-    if reuse_blocker(members[0], data, tr.loss, tr.metrics, tr.jit_compile,
-                     optimizer=optimizer) is not None:
-        return None
+    tr, data = state.job.training, state.data
+    declined = graph_declines(members[0], data, tr, _GRAPH_ENGINE, optimizer=optimizer)
+    if declined is not None:
+        return declined
     from clonesweep.workers.engines.fusedgraph import StackedEngine
 
     structure = structure_of(members[0], data, tr.loss, tr.metrics, optimizer=optimizer)
-    key = ("fusedgraph", structure)
-    engine = cache.get(key)
-    if engine is None:
-        engine = cache[key] = StackedEngine(structure, members[0])
-    xt, yt, xv, _ = graph_arrays(cache, data)
+    engine = state.feeds.stacked_engine(structure,
+                                        lambda: StackedEngine(structure, members[0]))
+    xt, yt, xv, _ = graph_arrays(state.feeds, data)
     engine.load(members)
     rates, hyper = engine.hyper(members[0], optimizer)
     build_s = time.perf_counter() - t0
-    n, y_va = len(data[0]), data[3]
+    n, y_va = len(data.x), data.y_val
     histories: list[dict[str, list[float]]] = [{} for _ in members]
     train_s = eval_s = 0.0
     pred = np.zeros(0)
@@ -387,8 +257,9 @@ def _train_on_graph(job: Any, members: Sequence[Any], optimizer: Any,
     return histories, Timings(build_s, train_s, eval_s), pred
 
 
-def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[float]],
-            timings: Timings, val: tuple[Any, Any], node: str, worker: str,
+def _output(job: WorkerJob, spec: TrialSpec, mat: Materialized, model: keras.Model,
+            history: dict[str, list[float]], timings: Timings, val: tuple[Any, Any],
+            state: WorkerState, engine: str, fallback: EngineFallback | None,
             val_pred: np.ndarray | None = None) -> MemberOutput:
     """A trained member's output. ``val_pred``: its validation predictions when the fused
     run already made them with the member's final weights (else predicted here)."""
@@ -403,8 +274,8 @@ def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[f
         message="trained fused" if ok else f"{metric} or val_loss became {value}/{loss}",
         history=history, seeds=dict(mat.seeds), config_hash=mat.config_hash,
         config_json=json.dumps(mat.config, sort_keys=True),
-        param_count=int(model.count_params()), timings=timings, node=node, worker=worker,
-        attempt=spec.attempt)
+        param_count=int(model.count_params()), timings=timings, node=state.node,
+        worker=state.worker, attempt=spec.attempt, engine=engine, engine_fallback=fallback)
     pred = val_pred if val_pred is not None else \
         predict(model, val[0], job.training.validation_batch_size)
     return MemberOutput(pred, np.asarray(val[1]),
@@ -412,52 +283,50 @@ def _output(job: Any, spec: Any, mat: Any, model: Any, history: dict[str, list[f
                         result=result, fused=True)
 
 
-class _NoPruning:
-    def report(self, step: int, value: float) -> bool:
-        return False
+@dataclass(frozen=True)
+class GroupRun:
+    """What :func:`run_group` did with a group.
 
-
-def run_group(runner: Any, group: FusedGroup) -> TrialResult:
-    """Run a group on a :class:`~clonesweep.workers.runner.TrialRunner`; never raises.
-
-    The group's own result is COMPLETE when its members were trained (each member's outcome
-    is in its kept :class:`MemberOutput`), FAIL with a reason when the group as a whole
-    failed (a retry of the group may help: ``oom``, ``worker_died``). Members that cannot be
-    fused are trained one after another on this worker, and the message says why.
+    Attributes:
+        result: The group's own result: COMPLETE when its members were trained (each
+            member's outcome is in its output), FAIL with a reason when the group as a whole
+            failed (a retry of the group may help: ``oom``, ``worker_died``).
+        outputs: The trained members' outputs, by trial number.
+        unfused: Set when the members cannot be fused, or the fused engine failed inside
+            for a reason that is not an out-of-memory error: the caller trains them one by
+            one (with this as each one's fallback); ``result`` and ``outputs`` are then
+            empty.
     """
-    from dataclasses import replace
 
-    from clonesweep.errors import RebuildError
-    from clonesweep.workers.runner import _oom_reason
+    result: TrialResult | None
+    outputs: dict[int, MemberOutput]
+    unfused: EngineFallback | None = None
 
+
+def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:
+    """Train a fused group on this worker; never raises. An error of the fused engine fails
+    no member: it comes back as :attr:`GroupRun.unfused`."""
     spec = group.as_spec()
     try:
-        data = runner._load_data()
-        outputs = train_fused(runner.job, runner._base_config, data, group,
-                              node=runner.node, worker=runner.worker,
-                              cache=runner._feed_cache)
+        outputs = train_fused(state, group)
     except FusionUnsupported as exc:
-        for member in group.members:
-            result = runner.run(member, _NoPruning())
-            kept = runner._members.get(member.number)
-            if kept is not None:
-                runner._members[member.number] = replace(kept, result=result)
-            else:
-                runner._members[member.number] = MemberOutput(np.zeros(0), np.zeros(0), b"",
-                                                              result=result)
-        return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
-                           node=runner.node, worker=runner.worker,
-                           message=f"fused training does not apply ({exc}); trained "
-                                   f"{len(group.members)} members separately")
+        return GroupRun(None, {}, EngineFallback(_KERAS_ENGINE, FallbackReason.NOT_COVERED,
+                                                 str(exc)))
     except RebuildError as exc:
-        return TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc))
+        return GroupRun(TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc)), {})
     except Exception as exc:
-        reason = _oom_reason(exc) or FailReason.USER_ERROR
-        return TrialResult.failed(spec, reason, f"{type(exc).__name__}: {exc}"[:2000])
-    for out in outputs:
-        assert out.result is not None
-        runner._members[out.result.number] = out
-    return TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
-                       node=runner.node, worker=runner.worker,
-                       timings=outputs[0].result.timings if outputs[0].result else Timings(),
-                       message=f"trained {len(outputs)} members fused")
+        oom = oom_reason(exc)
+        if oom is not None:  # a retry of the group may find room
+            return GroupRun(TrialResult.failed(spec, oom, f"{type(exc).__name__}: {exc}"[:2000]),
+                            {})
+        # Not the fused engine's to judge: trained one by one, each member fails there if
+        # the error was the user's, and trains if it was the engine's.
+        return GroupRun(None, {}, EngineFallback(_KERAS_ENGINE, FallbackReason.ENGINE_ERROR,
+                                                 f"{type(exc).__name__}: {str(exc)[:300]}"))
+    kept = {out.result.number: out for out in outputs if out.result is not None}
+    first = outputs[0].result
+    return GroupRun(TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
+                                node=state.node, worker=state.worker,
+                                timings=first.timings if first else Timings(),
+                                engine=first.engine if first else "",
+                                message=f"trained {len(outputs)} members fused"), kept)

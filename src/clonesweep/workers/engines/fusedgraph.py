@@ -23,20 +23,15 @@ Imports Keras and TensorFlow: import this module only on a worker.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from clonesweep.workers.engines.graphfit import (
-    Structure,
-    _cast_seed,
-    apply_update,
-    hyper_inputs,
-    steps,
-)
+from clonesweep.workers import _keras
+from clonesweep.workers.engines.graphcover import Structure
+from clonesweep.workers.engines.graphops import apply_update, hyper_inputs, steps
 
 __all__ = ["StackedEngine"]
 
@@ -45,7 +40,7 @@ class StackedEngine:
     """The traced epoch and prediction functions of one structure's fused groups, and the
     stacked variables they run on."""
 
-    def __init__(self, structure: Structure, member: Any) -> None:
+    def __init__(self, structure: Structure, member: keras.Model) -> None:
         import tensorflow as tf
 
         self.structure = structure
@@ -104,7 +99,7 @@ class StackedEngine:
                     member_shape = tf.shape(x)[1:]
                     noise = tf.map_fn(
                         lambda s, shape=member_shape, dtype=x.dtype:
-                            tf.random.stateless_uniform(shape, seed=_cast_seed(s),
+                            tf.random.stateless_uniform(shape, seed=_keras.cast_seed(s),
                                                         dtype=dtype),
                         seeds, fn_output_signature=x.dtype)
                     x = tf.where(noise >= rates[0][dropout],
@@ -160,7 +155,7 @@ class StackedEngine:
         return tf.transpose(out.concat(), (1, 0, 2))
 
     # -- a group's state in and out of the engine ------------------------------------------
-    def load(self, members: Sequence[Any]) -> None:
+    def load(self, members: Sequence[keras.Model]) -> None:
         """Stack the members' initial weights and Dropout seeds; zero the optimizer."""
         for i, mine in enumerate(self.weights):
             mine.assign(np.stack([m.trainable_variables[i].numpy() for m in members]))
@@ -171,16 +166,16 @@ class StackedEngine:
         dropouts = [[layer for layer in m.layers
                      if type(layer).__name__ == "Dropout" and layer.rate > 0] for m in members]
         for j, gen in enumerate(self.generators):
-            gen.assign(np.stack([d[j].seed_generator.state.numpy() for d in dropouts]))
+            gen.assign(np.stack([_keras.dropout_seed_state(d[j]).numpy() for d in dropouts]))
 
-    def store(self, members: Sequence[Any]) -> None:
+    def store(self, members: Sequence[keras.Model]) -> None:
         """Put each member's trained weights back into its own model."""
         for i, mine in enumerate(self.weights):
             stacked = mine.numpy()
             for k, member in enumerate(members):
                 member.trainable_variables[i].assign(stacked[k])
 
-    def hyper(self, member: Any, optimizer: Any) -> tuple[Any, Any]:
+    def hyper(self, member: keras.Model, optimizer: keras.optimizers.Optimizer) -> tuple[Any, Any]:
         return hyper_inputs(self.structure.optimizer,
                             [float(layer.rate) for layer in member.layers
                              if type(layer).__name__ == "Dropout" and layer.rate > 0],
@@ -192,27 +187,11 @@ class StackedEngine:
         ``(members, n_val, ...)``, made with the weights the epoch ended with."""
         import tensorflow as tf
 
-        with _without_graph_optimizer():
+        # Grappler's passes cost more than they save on these small graphs (measured on
+        # the digits MLP, 16 members: bench/README.md); stacked members agree with separate
+        # ones to float32 rounding only, with or without it.
+        with _keras.without_grappler():
             total, preds = self._epoch(x, y, tf.constant(orders, tf.int64),
                                        tf.constant(batch, tf.int64), rates, hyper, x_val,
                                        tf.constant(val_batch, tf.int64))
         return float(total), np.asarray(preds)
-
-
-@contextlib.contextmanager
-def _without_graph_optimizer() -> Iterator[None]:
-    """Run the engine's functions without TensorFlow's graph optimizer (Grappler), whose
-    passes cost more than they save on these small graphs (measured on the digits MLP, 16
-    members: see bench/README.md). Unlike :mod:`~clonesweep.workers.engines.graphfit`, which must
-    stay bitwise equal to Keras's fit (and keeps the optimizer, whose rewrites change the last
-    bits of some losses), stacked members agree with separate ones to float32 rounding only,
-    before and after. Only calls made inside this block are affected."""
-    import tensorflow as tf
-
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer",
-                                                                 False)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    try:
-        yield
-    finally:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})

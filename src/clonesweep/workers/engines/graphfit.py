@@ -12,27 +12,41 @@ counts or another learning rate runs the same graph. The epoch runs in the graph
 per epoch, batches gathered in the epoch's order), and so does each validation pass.
 
 The arithmetic is Keras's own, op for op, so a trial's numbers are bitwise those of the same
-trial fitted by Keras (tests/workers/test_graphfit.py compares histories, trained weights and
-optimizer state with ``==``): per Dense, ``matmul``, ``bias_add`` (what Keras's ``add`` runs
-for a bias) and the layer's own Keras activation function; per active Dropout, the uniform
-draw TensorFlow's ``stateless_dropout`` makes from the next seed of a Keras
+trial fitted by Keras. Where this is tested with ``==`` (histories, trained weights and
+optimizer state; tests/workers/test_bitwise.py and test_graphfit.py): softmax, sigmoid and
+linear outputs, at learning rates 1e-3 and 0.06, Adam and SGD (with and without Nesterov
+momentum), Dropout, Flatten and Activation layers, a biasless output, a one-unit layer, on
+Keras 3.15 with TensorFlow 2.21 on CPU. Elsewhere (other losses, GPUs, other TensorFlow
+builds) the same ops run, but no test holds them to ``==``; a new Keras release is not used
+at all until it is checked (:data:`VERIFIED_KERAS`). The ops: per Dense, ``matmul``, then
+the bias as Keras's ``ops.add`` adds it on TensorFlow (a ``bias_add``, except for a
+one-unit layer, whose bias does not squeeze to a vector: a plain ``add``, whose gradient
+sums in another order) and the layer's own Keras activation function; per active Dropout,
+the uniform draw TensorFlow's ``stateless_dropout`` makes from the next seed of a Keras
 ``SeedGenerator`` (cast as Keras casts it; each trial's generator state copied from its own
 Dropout layer), kept where it is at least the rate and scaled by ``1 / (1 - rate)`` rounded
 once to float32, as TensorFlow does for the Python rate Keras passes; the loss and metric
-objects Keras's ``compile`` resolves from the same names (``keras.src.trainers.
-compile_utils``), a ``Mean`` loss tracker weighted by the batch size; Adam and SGD updates
-written as Keras's ``update_step`` writes them, every constant rounded to float32 as Keras
-rounds it. Initial weights come from the trial's own
-Keras model, rebuilt with its seeds as before; the trained weights, optimizer state and
-generator states go back into that model (and its compiled optimizer) at the end and before
-every checkpoint, so saving, checkpoints and ensembles see an ordinary Keras model.
+objects Keras's ``compile`` resolves from the same names, a ``Mean`` loss tracker weighted
+by the batch size; Adam and SGD updates written as Keras's ``update_step`` writes them,
+every constant rounded to float32 as Keras rounds it. The Keras internals this takes are
+in :mod:`clonesweep.workers._keras`. Initial weights come from the trial's own Keras model,
+rebuilt with its seeds as before; the trained weights, optimizer state and generator states
+go back into that model (and its compiled optimizer) at the end and before every
+checkpoint, so saving, checkpoints and ensembles see an ordinary Keras model.
 
-Covered (else :func:`reuse_blocker` says why and the trial fits through Keras as before):
-Sequential models of InputLayer, Dense, Dropout, Activation and Flatten, float32, one
-input and one target array; an optimizer of class ``Adam`` (no amsgrad) or ``SGD``, with a
-constant learning rate and no weight decay, clipping, EMA, loss scaling or gradient
-accumulation; ``jit_compile`` off; built-in activations; losses and metrics that Keras
-resolves from their names; a Keras release in :data:`VERIFIED_KERAS`.
+Covered (else :meth:`GraphFit.declines` says why, as an
+:class:`~clonesweep.trials.EngineFallback`, and the trial trains on Keras's fit): Sequential
+models of InputLayer, Dense, Dropout, Activation and Flatten, float32, trainable (a frozen
+layer falls back), one input and one target array of the output's rank (sparse losses: one
+rank less; 1-D labels for a one-unit ``binary_crossentropy`` output, expanded as Keras
+expands them); an optimizer of class ``Adam`` (no amsgrad) or ``SGD``, with a constant learning
+rate and no weight decay, clipping, EMA, loss scaling or gradient accumulation;
+``jit_compile`` off; built-in activations; losses and metrics that Keras resolves from their
+names; no ``class_weight``, sample weights or callbacks; the TensorFlow backend; a Keras
+release in :data:`VERIFIED_KERAS`.
+
+What the engine covers is :mod:`~clonesweep.workers.engines.graphcover`; the ops it shares
+with the stacked engine are :mod:`~clonesweep.workers.engines.graphops`.
 
 Imports Keras and TensorFlow: import this module only on a worker.
 """
@@ -41,257 +55,71 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
 
-from clonesweep.workers.engines.kerasfit import EpochOrder, FitClock, FitPlan
+from clonesweep.trials import EngineFallback
+from clonesweep.workers import _keras
+from clonesweep.workers._keras import VERIFIED_KERAS
+from clonesweep.workers.engines.base import (
+    EpochHook,
+    EpochOrder,
+    FitClock,
+    FitPlan,
+    TrainData,
+    TrialTraining,
+)
+from clonesweep.workers.engines.feeds import FeedCache
+from clonesweep.workers.engines.graphcover import (
+    ONE_D_LOSSES,
+    Structure,
+    graph_declines,
+    reuse_blocker,
+    structure_of,
+)
+from clonesweep.workers.engines.graphops import (
+    apply_update,
+    dropout,
+    graph_arrays,
+    hyper_inputs,
+    steps,
+)
 
-__all__ = ["VERIFIED_KERAS", "GraphEngine", "Structure", "fit_trial_reused", "reuse_blocker",
-           "structure_of"]
-
-#: Keras releases whose ops this module was checked against, bitwise (tests/workers/
-#: test_graphfit.py); another release trains through Keras's ``fit`` until it is checked.
-VERIFIED_KERAS = ("3.15",)
-_LAYERS = ("InputLayer", "Dense", "Dropout", "Activation", "Flatten")
-_OPTIMIZER_OFF = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
-                  "loss_scale_factor", "gradient_accumulation_steps")
-EpochHook = Callable[[int, dict[str, float]], bool]
-
-
-class Structure(NamedTuple):
-    """What a traced graph is specific to; trials that share it share the graph."""
-
-    layers: tuple[tuple[Any, ...], ...]
-    input_rank: int
-    x_dtype: str
-    y_dtype: str
-    y_rank: int
-    outputs: int
-    loss: str
-    metrics: tuple[str, ...]
-    optimizer: tuple[Any, ...]
-
-
-def _activation_name(fn: Any) -> str | None:
-    """The name of a built-in Keras activation function, else None."""
-    module = getattr(fn, "__module__", "") or ""
-    if not module.startswith("keras.") or not callable(fn):
-        return None
-    name = getattr(fn, "__name__", None)
-    return name if name and keras.activations.get(name) is fn else None
+__all__ = ["VERIFIED_KERAS", "GraphEngine", "GraphFit", "Structure", "fit_trial_reused",
+           "graph_declines", "reuse_blocker", "structure_of"]
 
 
-def reuse_blocker(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
-                  metrics: Sequence[str], jit_compile: bool,
-                  optimizer: Any = None) -> str | None:
-    """Why this compiled model's trials cannot share a traced graph, or None when they can.
-    ``optimizer``: the one to train with, when the model itself is not compiled."""
-    if keras.backend.backend() != "tensorflow":
-        return f"the Keras backend is {keras.backend.backend()}"
-    if ".".join(keras.__version__.split(".")[:2]) not in VERIFIED_KERAS:
-        return (f"Keras {keras.__version__} is not among the releases checked "
-                f"({', '.join(VERIFIED_KERAS)})")
-    try:
-        from keras.src.trainers.compile_utils import get_loss, get_metric  # noqa: F401
-    except ImportError:
-        return "this Keras has no keras.src.trainers.compile_utils"
-    if jit_compile:
-        return "jit_compile is on"
-    if type(model) is not keras.Sequential:
-        return f"the model is a {type(model).__name__}, not a Sequential"
-    if not all(isinstance(a, np.ndarray) for a in data):
-        return "the data are not four NumPy arrays"
-    if not isinstance(loss, str) or not all(isinstance(m, str) for m in metrics):
-        return "the loss or a metric is not given by name"
-    if model.dtype_policy.name != "float32":
-        return f"the dtype policy is {model.dtype_policy.name}"
-    for layer in model.layers:
-        cls = type(layer).__name__
-        if cls not in _LAYERS or type(layer) is not getattr(keras.layers, cls):
-            return f"layer '{layer.name}' is a {cls}"
-        if layer.dtype_policy.name != "float32":
-            return f"layer '{layer.name}' computes in {layer.dtype_policy.name}"
-        if cls == "Dense":
-            for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                         "kernel_constraint", "bias_constraint"):
-                if getattr(layer, attr, None) is not None:
-                    return f"Dense layer '{layer.name}' has a {attr}"
-            if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode",
-                                                                None):
-                return f"Dense layer '{layer.name}' is LoRA-enabled or quantized"
-            if len(layer.input.shape) != 2:
-                return f"Dense layer '{layer.name}' sees an input of rank above 2"
-        if cls in ("Dense", "Activation") and _activation_name(layer.activation) is None:
-            return f"layer '{layer.name}' has a custom activation"
-        if cls == "Dropout" and layer.noise_shape is not None:
-            return f"Dropout layer '{layer.name}' has a noise_shape"
-        if cls == "Flatten" and layer.data_format == "channels_first":
-            return f"Flatten layer '{layer.name}' is channels_first"
-    if model.losses:
-        return "the model adds losses of its own"
-    return _optimizer_blocker(optimizer if optimizer is not None else model.optimizer)
 
+class GraphFit:
+    """The traced-graph engine: one graph per layer structure, reused across trials."""
 
-def _optimizer_blocker(opt: Any) -> str | None:
-    kind = type(opt)
-    if kind not in (keras.optimizers.Adam, keras.optimizers.SGD):
-        return f"the optimizer is {kind.__name__} (covered: Adam, SGD)"
-    if not isinstance(opt._learning_rate, keras.Variable):
-        return "the learning rate is a schedule or a callable"
-    for attr in _OPTIMIZER_OFF:
-        if getattr(opt, attr, None) is not None:
-            return f"the optimizer sets {attr}"
-    if opt.use_ema:
-        return "the optimizer uses EMA"
-    if kind is keras.optimizers.Adam and opt.amsgrad:
-        return "Adam's amsgrad is on"
-    return None
+    name = "graph"
 
+    def declines(self, trial: TrialTraining) -> EngineFallback | None:
+        return graph_declines(trial.model, trial.data, trial.training, self.name,
+                              has_callbacks=bool(trial.callbacks), one_d_targets=True)
 
-def structure_of(model: Any, data: tuple[Any, Any, Any, Any], loss: str,
-                 metrics: Sequence[str], optimizer: Any = None) -> Structure:
-    """The :class:`Structure` of a model :func:`reuse_blocker` accepts (trained with
-    ``optimizer``, or the one it was compiled with)."""
-    layers: list[tuple[Any, ...]] = []
-    for layer in model.layers:
-        cls = type(layer).__name__
-        if cls == "Dense":
-            layers.append((cls, _activation_name(layer.activation), layer.use_bias))
-        elif cls == "Activation":
-            layers.append((cls, _activation_name(layer.activation)))
-        elif cls == "Dropout":
-            layers.append((cls, layer.rate > 0))
-        elif cls == "Flatten":
-            layers.append((cls,))
-    opt = optimizer if optimizer is not None else model.optimizer
-    if type(opt) is keras.optimizers.SGD:
-        kind: tuple[Any, ...] = ("SGD", opt.momentum != 0, bool(opt.nesterov))
-    else:
-        kind = ("Adam",)
-    x_tr, y_tr = data[0], data[1]
-    return Structure(tuple(layers), x_tr.ndim, str(x_tr.dtype), str(y_tr.dtype), y_tr.ndim,
-                     int(model.outputs[0].shape[-1]), loss, tuple(metrics), kind)
-
-
-def _f32(value: float) -> Any:
-    """A Python float rounded to float32, as Keras rounds a constant it multiplies a
-    float32 tensor by."""
-    import tensorflow as tf
-
-    return tf.constant(np.float32(value))
-
-
-def _cast_seed(seed: Any) -> Any:
-    """A generator's int64 state as the int32 seed TensorFlow's stateless ops take, cast as
-    Keras's TensorFlow backend casts it."""
-    import tensorflow as tf
-
-    if seed.dtype == tf.int32:
-        return seed
-    return tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-
-
-def _dropout(x: Any, rate: Any, scale: Any, gen: Any) -> Any:
-    """``stateless_dropout`` as TensorFlow computes it for a Python ``rate`` (Keras passes
-    one): ``x`` times ``1 / (1 - rate)`` rounded once to float32, kept where a uniform draw
-    from the generator's next seed is at least ``rate``. A tensor rate would divide by
-    ``1 - rate`` in float32 instead, which rounds differently."""
-    import tensorflow as tf
-
-    shape = tf.shape(x)
-    noise = tf.random.stateless_uniform(shape, seed=_cast_seed(gen.next()), dtype=x.dtype)
-    return tf.where(noise >= rate, tf.multiply(x, scale), tf.zeros((), x.dtype))
-
-
-def apply_update(kind: tuple[Any, ...], weights: Sequence[Any], slots: Sequence[Any],
-                 iterations: Any, grads: Sequence[Any], hyper: Any) -> None:
-    """One optimizer step on ``weights`` (Adam or SGD, as Keras's ``update_step`` writes
-    it); elementwise, so stacked members' variables take each member's own step."""
-    import tensorflow as tf
-
-    if kind[0] == "Adam":
-        lr, beta_1, beta_2, one_minus_1, one_minus_2, epsilon = (hyper[i] for i in range(6))
-        local_step = tf.cast(iterations + 1, tf.float32)
-        beta_1_power = tf.pow(beta_1, local_step)
-        beta_2_power = tf.pow(beta_2, local_step)
-        for var, g, m, v in zip(weights, grads, *slots, strict=True):
-            alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-            m.assign_add(tf.multiply(tf.subtract(g, m), one_minus_1))
-            v.assign_add(tf.multiply(tf.subtract(tf.square(g), v), one_minus_2))
-            var.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), epsilon)))
-    else:
-        lr, momentum = hyper[0], hyper[1]
-        for i, (var, g) in enumerate(zip(weights, grads, strict=True)):
-            if not slots:
-                var.assign_sub(tf.multiply(g, lr))
-                continue
-            m = slots[0][i]
-            m.assign(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
-            if kind[2]:
-                var.assign_add(tf.subtract(tf.multiply(m, momentum), tf.multiply(g, lr)))
-            else:
-                var.assign_add(m)
-    iterations.assign_add(1)
-
-
-def hyper_inputs(kind: tuple[Any, ...], dropout_rates: Sequence[float],
-                 optimizer: Any) -> tuple[Any, Any]:
-    """The active Dropouts' rates (and their float32 ``1 / (1 - rate)``) and the optimizer's
-    learning rate and constants, as graph inputs."""
-    import tensorflow as tf
-
-    dropped = list(dropout_rates) or [0.0]
-    rates = tf.constant(np.array([dropped, [1 / (1 - r) for r in dropped]], np.float32))
-    opt = optimizer
-    lr = opt._learning_rate.value
-    if kind[0] == "Adam":
-        values = [lr, _f32(opt.beta_1), _f32(opt.beta_2), _f32(1 - opt.beta_1),
-                  _f32(1 - opt.beta_2), _f32(opt.epsilon)]
-    else:
-        values = [lr, _f32(opt.momentum)]
-    return rates, tf.stack([tf.cast(v, tf.float32) for v in values])
-
-
-def graph_arrays(cache: dict[Any, Any], data: tuple[Any, Any, Any, Any]) -> tuple[Any, ...]:
-    """The data as tensors (floats as float32), converted once per worker."""
-    import tensorflow as tf
-
-    if "graphfit-arrays" not in cache:
-        cache["graphfit-arrays"] = tuple(
-            tf.convert_to_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a)
-            for a in data)
-    return cache["graphfit-arrays"]
-
-
-def steps(n: Any, batch: Any, body: Callable[..., tuple[Any, ...]],
-          state: tuple[Any, ...] = ()) -> tuple[Any, ...]:
-    """Run ``body(step, *state) -> (step + 1, *state)`` for each batch of ``n`` samples, as
-    one graph loop written out (the engines' functions are traced without AutoGraph, whose
-    conversion of every function the loop calls was ~80% of a first trace: 1.6 s of a
-    stacked epoch's trace on the digits MLP). Returns the final ``state``."""
-    import tensorflow as tf
-
-    last = (n + batch - 1) // batch
-    out = tf.while_loop(lambda step, *rest: step < last, body,
-                        (tf.constant(0, tf.int64), *state))
-    return tuple(out[1:])
+    def fit(self, trial: TrialTraining) -> None:
+        tr = trial.training
+        structure = structure_of(trial.model, trial.data, tr.loss, tr.metrics)
+        fit_trial_reused(trial.model, trial.data, trial.plan, trial.hook, trial.clock,
+                         trial.feeds, structure, trial.before_save)
 
 
 class GraphEngine:
     """The traced epoch and validation functions of one :class:`Structure`, and the
     variables they run on (reused by every trial of the structure on this worker)."""
 
-    def __init__(self, structure: Structure, model: Any, y_sample: Any) -> None:
+    def __init__(self, structure: Structure, model: keras.Model, y_sample: Any) -> None:
         import tensorflow as tf
-        from keras.src.trainers.compile_utils import get_loss, get_metric
 
         self.structure = structure
         y_pred = model(np.zeros((1, *model.inputs[0].shape[1:]), dtype=np.float32))
-        self._loss = get_loss(structure.loss, y_sample, y_pred)
+        self._loss, self._metrics = _keras.compiled_loss_and_metrics(
+            structure.loss, structure.metrics, y_sample, y_pred)
         self._tracker = keras.metrics.Mean(name="loss")
-        self._metrics = [get_metric(m, y_sample, y_pred) for m in structure.metrics]
         self._names = ["loss", *structure.metrics]
 
         def free(rank: int) -> Any:
@@ -315,23 +143,36 @@ class GraphEngine:
 
         w = iter(self.weights)
         gens = iter(self.generators)
-        dropout = 0
+        active = 0  # the index of the next active Dropout
         for spec in self.structure.layers:
             if spec[0] == "Flatten":
                 x = tf.reshape(x, (tf.shape(x)[0], -1))
             elif spec[0] == "Dense":
                 x = tf.matmul(x, next(w))
-                if spec[2]:  # Keras's add is a bias_add for a (batch, units) + (units,)
-                    x = tf.nn.bias_add(x, next(w))
+                if spec[2]:
+                    # Keras's ops.add on TensorFlow is a bias_add for (batch, units) +
+                    # (units,), except for one unit, where the bias squeezes to nothing and
+                    # it is a plain add (whose gradient sums in another order).
+                    bias = next(w)
+                    x = tf.add(x, bias) if spec[3] else tf.nn.bias_add(x, bias)
                 x = keras.activations.get(spec[1])(x)
             elif spec[0] == "Activation":
                 x = keras.activations.get(spec[1])(x)
             elif spec[0] == "Dropout" and spec[1]:
                 gen = next(gens)
                 if training:
-                    x = _dropout(x, rates[0][dropout], rates[1][dropout], gen)
-                dropout += 1
+                    x = dropout(x, rates[0][active], rates[1][active], gen)
+                active += 1
         return x
+
+    def _targets(self, y: Any) -> Any:
+        """Targets of shape ``(n,)`` for a one-unit output, as Keras's loss and metrics
+        expand them (``expand_dims`` on the last axis): they would do it themselves from
+        static shapes, which this graph's free-shaped outputs do not have."""
+        import tensorflow as tf
+
+        one_d = self.structure.y_rank == 1 and self.structure.loss in ONE_D_LOSSES
+        return tf.expand_dims(y, -1) if one_d else y
 
     def _loss_of(self, y: Any, y_pred: Any) -> Any:
         import tensorflow as tf
@@ -359,7 +200,7 @@ class GraphEngine:
 
         def step_(step: Any) -> tuple[Any]:
             idx = order[step * batch:tf.minimum((step + 1) * batch, n)]
-            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            xb, yb = tf.gather(x, idx), self._targets(tf.gather(y, idx))
             with tf.GradientTape() as tape:
                 y_pred = self._forward(xb, rates, training=True)
                 loss = self._loss_of(yb, y_pred)
@@ -380,7 +221,7 @@ class GraphEngine:
 
         def step_(step: Any) -> tuple[Any]:
             end = tf.minimum((step + 1) * batch, n)
-            xb, yb = x[step * batch:end], y[step * batch:end]
+            xb, yb = x[step * batch:end], self._targets(y[step * batch:end])
             y_pred = self._forward(xb, rates, training=False)
             self._tracker.update_state(self._loss_of(yb, y_pred),
                                        sample_weight=tf.shape(xb)[0])
@@ -392,16 +233,16 @@ class GraphEngine:
         return self._results()
 
     # -- a trial's state in and out of the engine ------------------------------------------
-    def _dropouts(self, model: Any) -> list[Any]:
+    def _dropouts(self, model: keras.Model) -> list[Any]:
         return [layer for layer in model.layers
                 if type(layer).__name__ == "Dropout" and layer.rate > 0]
 
-    def _optimizer_slots(self, opt: Any) -> list[list[Any]]:
+    def _optimizer_slots(self, opt: keras.optimizers.Optimizer) -> list[list[Any]]:
         if self.structure.optimizer[0] == "Adam":
-            return [opt._momentums, opt._velocities]
-        return [opt.momentums] if self.slots else []
+            return _keras.adam_slots(opt)
+        return _keras.sgd_slots(opt)
 
-    def load(self, model: Any) -> None:
+    def load(self, model: keras.Model) -> None:
         """Take the trial's weights, optimizer state and Dropout generator states."""
         for mine, theirs in zip(self.weights, model.trainable_variables, strict=True):
             mine.assign(theirs.value)
@@ -418,9 +259,9 @@ class GraphEngine:
                     mine.assign(np.zeros(var.shape, np.float32))
             self.iterations.assign(0)
         for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
-            gen.state.assign(layer.seed_generator.state.value)
+            gen.state.assign(_keras.dropout_seed_state(layer).value)
 
-    def store(self, model: Any) -> None:
+    def store(self, model: keras.Model) -> None:
         """Put the trained state back into the trial's Keras model and optimizer."""
         for mine, theirs in zip(self.weights, model.trainable_variables, strict=True):
             theirs.assign(mine.numpy())
@@ -433,9 +274,9 @@ class GraphEngine:
                 theirs.assign(mine.numpy())
         opt.iterations.assign(self.iterations.numpy())
         for gen, layer in zip(self.generators, self._dropouts(model), strict=True):
-            layer.seed_generator.state.assign(gen.state.value)
+            _keras.dropout_seed_state(layer).assign(gen.state.value)
 
-    def hyper(self, model: Any) -> tuple[Any, Any]:
+    def hyper(self, model: keras.Model) -> tuple[Any, Any]:
         """The trial's dropout rates and optimizer constants, as graph inputs."""
         return hyper_inputs(self.structure.optimizer,
                             [float(layer.rate) for layer in self._dropouts(model)],
@@ -456,29 +297,24 @@ class GraphEngine:
         return {f"val_{k}": float(v) for k, v in zip(self._names, out, strict=True)}
 
 
-def fit_trial_reused(model: Any, data: tuple[Any, Any, Any, Any], plan: FitPlan,
-                     hook: EpochHook, clock: FitClock, cache: dict[Any, Any],
-                     structure: Structure, loss: str, metrics: Sequence[str],
+def fit_trial_reused(model: keras.Model, data: TrainData, plan: FitPlan, hook: EpochHook,
+                     clock: FitClock, feeds: FeedCache, structure: Structure,
                      before_save: list[Callable[[], None]] | None = None) -> None:
     """Train ``model`` for epochs ``plan.start_epoch .. plan.epochs-1`` on the structure's
-    traced graph (built on the first trial of ``structure``, kept in ``cache``).
+    traced graph (built on the first trial of ``structure``, kept in ``feeds``).
 
-    Same contract as :func:`clonesweep.workers.engines.kerasfit.fit_trial`: the hook runs after each
-    epoch's validation, a hook's exception ends training and is left in ``clock.error``;
+    Same contract as :func:`clonesweep.workers.engines.kerasfit.fit_trial`: the hook runs after
+    each epoch's validation, a hook's exception ends training and is left in ``clock.error``;
     the model holds the trained state when this returns or raises. ``before_save`` gets a
     function that copies the current state into the model (for a checkpoint mid-trial).
     """
-    key = ("graphfit", structure)
-    engine: GraphEngine | None = cache.get(key)
-    x_tr, y_tr = data[0], data[1]
-    if engine is None:
-        engine = cache[key] = GraphEngine(structure, model, y_tr[:1])
-    xt, yt, xv, yv = graph_arrays(cache, data)
+    engine = feeds.graph_engine(structure, lambda: GraphEngine(structure, model, data.y[:1]))
+    xt, yt, xv, yv = graph_arrays(feeds, data)
     engine.load(model)
     if before_save is not None:
         before_save.append(lambda: engine.store(model))
     rates, hyper = engine.hyper(model)
-    order = EpochOrder(plan.data_seed, len(x_tr), plan.start_epoch)
+    order = EpochOrder(plan.data_seed, len(data.x), plan.start_epoch)
     t0 = time.perf_counter()
     try:
         for epoch in range(plan.start_epoch, plan.epochs):

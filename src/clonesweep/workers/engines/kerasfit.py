@@ -19,78 +19,25 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
 
+from clonesweep.trials import EngineFallback
 from clonesweep.workers.arrays import length, take
+from clonesweep.workers.engines.base import (
+    EpochHook,
+    EpochOrder,
+    FitClock,
+    FitPlan,
+    TrainData,
+    TrialTraining,
+    epoch_orders,
+)
+from clonesweep.workers.engines.feeds import FeedCache
 
-__all__ = ["EpochEnd", "EpochOrder", "FitClock", "FitPlan", "epoch_orders", "fit_trial"]
-
-#: A per-epoch hook: ``hook(epoch, logs)`` returns True to stop training after this epoch.
-#: Whatever it raises ends training too, and comes back as :attr:`FitClock.error`.
-EpochHook = Callable[[int, dict[str, float]], bool]
-
-
-@dataclass(frozen=True)
-class FitPlan:
-    """What one trial's ``fit`` does.
-
-    Attributes:
-        epochs: The trial's total number of epochs.
-        batch_size: Training batch size.
-        validation_batch_size: Batch size of the validation pass after each epoch.
-        data_seed: The trial's data-order seed.
-        start_epoch: The first epoch to train (a resumed trial skips the ones it restored).
-    """
-
-    epochs: int
-    batch_size: int
-    validation_batch_size: int
-    data_seed: int
-    start_epoch: int = 0
-
-
-@dataclass
-class FitClock:
-    """Where a ``fit`` call's time went, and the error a hook raised (if any).
-
-    ``train_s`` excludes the validation passes (``eval_s``) and the hooks (``hook_s``: the
-    driver's answer to each report, checkpoint writes).
-    """
-
-    total_s: float = 0.0
-    eval_s: float = 0.0
-    hook_s: float = 0.0
-    error: BaseException | None = field(default=None, repr=False)
-
-    @property
-    def train_s(self) -> float:
-        return max(0.0, self.total_s - self.eval_s - self.hook_s)
-
-
-class EpochOrder:
-    """The sample order of the epoch being trained: the ``e``-th ``rng.permutation(n)`` of
-    ``np.random.default_rng(seed)`` for epoch ``e``, whichever epoch training starts at.
-
-    :class:`EpochEnd` sets :attr:`epoch` when an epoch begins; the data read it when Keras
-    iterates them for that epoch. Epochs only move forward; a resumed trial draws and drops
-    the skipped epochs' permutations.
-    """
-
-    def __init__(self, seed: int, n: int, epoch: int = 0) -> None:
-        self.epoch = epoch
-        self._rng, self._n = np.random.default_rng(seed), n
-        self._drawn, self._order = -1, np.arange(n)
-
-    def current(self) -> np.ndarray:
-        while self._drawn < self.epoch:
-            self._order = self._rng.permutation(self._n)
-            self._drawn += 1
-        return self._order
+__all__ = ["EpochEnd", "EpochOrder", "FitClock", "FitPlan", "KerasFit", "epoch_orders",
+           "fit_trial"]
 
 
 class EpochEnd(keras.callbacks.Callback):
@@ -133,36 +80,56 @@ class EpochEnd(keras.callbacks.Callback):
         self.on_test_end()
 
 
-def fit_trial(model: Any, data: tuple[Any, Any, Any, Any], plan: FitPlan, hook: EpochHook,
-              clock: FitClock, cache: dict[Any, Any] | None = None) -> None:
+class KerasFit:
+    """Keras's own ``fit``: the reference engine, which takes every trial."""
+
+    name = "keras"
+
+    def declines(self, trial: TrialTraining) -> EngineFallback | None:
+        return None
+
+    def fit(self, trial: TrialTraining) -> None:
+        fit_trial(trial.model, trial.data, trial.plan, trial.hook, trial.clock, trial.feeds,
+                  class_weight=trial.training.class_weight, callbacks=trial.callbacks)
+
+
+def fit_trial(model: keras.Model, data: TrainData, plan: FitPlan, hook: EpochHook, clock: FitClock,
+              feeds: FeedCache | None = None, *, class_weight: dict[int, float] | None = None,
+              callbacks: tuple[Any, ...] = ()) -> None:
     """Train ``model`` for epochs ``plan.start_epoch .. plan.epochs-1`` in one ``fit`` call.
 
     The training data are one epoch's batches, which Keras iterates afresh each epoch in
-    that epoch's order (so ``steps_per_execution`` never runs across two epochs).
-    ``cache`` (owned by the worker, which keeps ``data`` for all its trials) keeps what is
-    built from ``data`` alone for the next trials: on TensorFlow, the arrays as tensors and
-    the batched validation set.
+    that epoch's order (so ``steps_per_execution`` never runs across two epochs), with the
+    sample weights when the loader gave some. ``feeds`` (owned by the worker, which keeps
+    ``data`` for all its trials) keeps what is built from ``data`` alone for the next
+    trials: on TensorFlow, the arrays as tensors and the batched validation set.
+    ``callbacks``: the user's, called before the hook at each epoch's end (so an
+    EarlyStopping's decision is taken by the time the hook records the epoch).
 
     Raises whatever ``fit`` raises (a user's layer, out of memory), with ``clock`` filled in
     up to that point; an exception of ``hook`` ends training and is left in ``clock.error``.
     """
-    x_tr, y_tr, x_va, y_va = data
-    cache = {} if cache is None else cache
-    n = length(x_tr)
+    feeds = FeedCache() if feeds is None else feeds
+    n = length(data.x)
     steps = max(1, math.ceil(n / plan.batch_size))
     order = EpochOrder(plan.data_seed, n, plan.start_epoch)
+    train = (data.x, data.y) if data.sample_weight is None else \
+        (data.x, data.y, data.sample_weight)
+    val = (data.x_val, data.y_val) if data.val_sample_weight is None else \
+        (data.x_val, data.y_val, data.val_sample_weight)
     if keras.backend.backend() == "tensorflow":
-        feed = _tf_batches(x_tr, y_tr, order, plan.batch_size, steps, cache)
-        validation = _tf_validation(x_va, y_va, plan.validation_batch_size, cache)
+        feed = _tf_batches(train, order, plan.batch_size, steps, feeds)
+        validation = _tf_validation(val, plan.validation_batch_size, feeds)
     else:
-        feed = _Batches(x_tr, y_tr, order, plan.batch_size, steps)
-        validation = (x_va, y_va)
+        feed = _Batches(train, order, plan.batch_size, steps)
+        validation = val
     callback = EpochEnd(hook, clock, order)
     t0 = time.perf_counter()
     try:
         model.fit(feed, epochs=plan.epochs, initial_epoch=plan.start_epoch,
                   validation_data=validation, validation_batch_size=plan.validation_batch_size,
-                  shuffle=False, callbacks=[callback], verbose=0)
+                  shuffle=False, callbacks=[*callbacks, callback], verbose=0,
+                  class_weight=class_weight)
     except BaseException:
         callback.close_open_phase()
         raise
@@ -170,56 +137,46 @@ def fit_trial(model: Any, data: tuple[Any, Any, Any, Any], plan: FitPlan, hook: 
         clock.total_s += time.perf_counter() - t0
 
 
-def epoch_orders(seed: int, n: int, start: int, epochs: int) -> Iterator[np.ndarray]:
-    """The sample orders of epochs ``start .. epochs-1`` (see :class:`EpochOrder`)."""
-    order = EpochOrder(seed, n, start)
-    for epoch in range(start, epochs):
-        order.epoch = epoch
-        yield order.current()
-
-
-def _tf_batches(x: Any, y: Any, order: EpochOrder, batch: int, steps: int,
-                cache: dict[Any, Any]) -> Any:
+def _tf_batches(arrays: tuple[Any, ...], order: EpochOrder, batch: int, steps: int,
+                feeds: FeedCache) -> Any:
     """One epoch's batches as a ``tf.data`` pipeline, gathered in the graph in the order of
     the epoch running when Keras iterates it."""
     import tensorflow as tf
 
     # Captured by the gather function (not embedded in the graph as constants), converted
     # once per worker; one permutation per epoch crosses from Python.
-    if "train" not in cache:
-        cache["train"] = tf.nest.map_structure(tf.convert_to_tensor, (_tupled(x), _tupled(y)))
-    arrays = cache["train"]
+    tensors = feeds.train_tensors(lambda: tf.nest.map_structure(
+        tf.convert_to_tensor, tuple(_tupled(a) for a in arrays)))
     indices = tf.data.Dataset.from_generator(
         lambda: iter([order.current()]), output_signature=tf.TensorSpec((None,), tf.int64))
     batches = indices.flat_map(lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch))
     gathered = batches.map(lambda idx: tf.nest.map_structure(
-        lambda a: tf.gather(a, idx), arrays))
+        lambda a: tf.gather(a, idx), tensors))
     return gathered.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
 
-def _tf_validation(x: Any, y: Any, batch: int, cache: dict[Any, Any]) -> Any:
+def _tf_validation(arrays: tuple[Any, ...], batch: int, feeds: FeedCache) -> Any:
     """The validation set in batches of ``batch``, as Keras would slice the arrays."""
     import tensorflow as tf
 
-    key = ("validation", batch)
-    if key not in cache:
-        cache[key] = tf.data.Dataset.from_tensor_slices((_tupled(x), _tupled(y))).batch(batch)
-    return cache[key]
+    return feeds.validation(batch, lambda: tf.data.Dataset.from_tensor_slices(
+        tuple(_tupled(a) for a in arrays)).batch(batch))
 
 
 class _Batches(keras.utils.PyDataset):
     """One epoch's batches as NumPy arrays (JAX, PyTorch), in the running epoch's order."""
 
-    def __init__(self, x: Any, y: Any, order: EpochOrder, batch: int, steps: int) -> None:
+    def __init__(self, arrays: tuple[Any, ...], order: EpochOrder, batch: int,
+                 steps: int) -> None:
         super().__init__()
-        self._x, self._y, self._order, self._batch, self._steps = x, y, order, batch, steps
+        self._arrays, self._order, self._batch, self._steps = arrays, order, batch, steps
 
     def __len__(self) -> int:
         return self._steps
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         idx = self._order.current()[index * self._batch:(index + 1) * self._batch]
-        return take(self._x, idx), take(self._y, idx)
+        return tuple(take(a, idx) for a in self._arrays)
 
 
 def _tupled(x: Any) -> Any:

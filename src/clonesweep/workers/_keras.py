@@ -1,0 +1,151 @@
+"""Every Keras and TensorFlow internal the workers rely on, in one place.
+
+The traced engines (:mod:`clonesweep.workers.engines.graphfit`, ``fusedgraph``) reproduce
+Keras's own arithmetic op for op; for that they read a few things Keras does not publish.
+Each use below says what the public way is and why it is not enough, and
+``tests/workers/test_private_keras.py`` calls each one on real objects, so that a Keras or
+TensorFlow release that moves one fails there, by name, instead of failing trials. A release
+the graph engine was not checked against (:data:`VERIFIED_KERAS`) is not used by it at all:
+its trials train on Keras's fit and say so (``engine_fallback: graph: unverified_version``).
+
+Where a public way costs little it is taken instead (the learning rate: ``optimizer.
+learning_rate`` is the optimizer's variable unless it is a schedule or a callable).
+
+Imports Keras: import this module only on a worker, after the backend is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+
+__all__ = [
+    "VERIFIED_KERAS",
+    "adam_slots",
+    "cast_seed",
+    "compiled_loss_and_metrics",
+    "constant_learning_rate",
+    "dropout_seed_state",
+    "has_compile_utils",
+    "keras_release",
+    "sgd_slots",
+    "without_grappler",
+]
+
+#: Keras releases (major.minor) whose ops the graph engine was checked against, bitwise
+#: where tests/workers/test_graphfit.py says so. On another release the graph engine hands
+#: every trial to Keras's fit, saying so on the trial, until it is checked.
+VERIFIED_KERAS = ("3.15",)
+
+
+def keras_release() -> str:
+    """The installed Keras's ``major.minor``."""
+    return ".".join(keras.__version__.split(".")[:2])
+
+
+def compiled_loss_and_metrics(loss: str, metrics: tuple[str, ...], y_true: Any,
+                              y_pred: Any) -> tuple[Any, list[Any]]:
+    """The loss object and metric objects ``model.compile`` resolves from these names.
+
+    Private: ``keras.src.trainers.compile_utils.get_loss`` / ``get_metric``. The public
+    ``keras.losses.get`` returns the bare function, without the reduction wrapper that
+    ``compile`` puts around it, and ``keras.metrics.get("accuracy")`` returns the generic
+    accuracy, where ``compile`` picks the sparse, categorical or binary one from the shapes
+    of the targets and outputs: the traced engine must compute exactly what ``fit`` computes.
+    ``model.compute_loss`` is public but bound to one model, while the engine's graph serves
+    every trial of a layer structure.
+
+    Raises:
+        ImportError: this Keras has no such module (the engine then falls back).
+    """
+    from keras.src.trainers.compile_utils import get_loss, get_metric
+
+    return get_loss(loss, y_true, y_pred), [get_metric(m, y_true, y_pred) for m in metrics]
+
+
+def has_compile_utils() -> bool:
+    """Whether :func:`compiled_loss_and_metrics` can work on this Keras."""
+    try:
+        from keras.src.trainers import compile_utils
+    except ImportError:
+        return False
+    return all(hasattr(compile_utils, f) for f in ("get_loss", "get_metric"))
+
+
+def constant_learning_rate(optimizer: keras.optimizers.Optimizer) -> Any:
+    """The optimizer's learning-rate variable, or None for a schedule or a callable.
+
+    Public: ``optimizer.learning_rate`` returns that variable itself when the rate is a
+    constant (a schedule gives a tensor computed from the step count instead).
+    """
+    rate = optimizer.learning_rate
+    return rate if isinstance(rate, keras.Variable) else None
+
+
+def adam_slots(optimizer: keras.optimizers.Optimizer) -> list[list[Any]]:
+    """Adam's first and second moment variables, each in the order of the trained variables.
+
+    Private: ``Adam._momentums`` / ``_velocities``. The public ``optimizer.variables`` holds
+    them too, but interleaved after the step count and the learning rate in an order Keras
+    does not document; matching them by variable path would depend on Keras's naming, which
+    is less stable than these two attributes.
+    """
+    return [list(optimizer._momentums), list(optimizer._velocities)]
+
+
+def sgd_slots(optimizer: keras.optimizers.Optimizer) -> list[list[Any]]:
+    """SGD's momentum variables (empty without momentum). Public attribute, no private use:
+    kept here beside Adam's for symmetry."""
+    return [list(optimizer.momentums)] if optimizer.momentum else []
+
+
+def dropout_seed_state(layer: keras.layers.Layer) -> Any:
+    """The variable holding a Dropout layer's random state (int64, shape (2,)).
+
+    Undocumented: ``Dropout.seed_generator`` and ``SeedGenerator.state`` are public names
+    but not documented API. No public way reads or sets the state a layer's next mask is
+    drawn from, which the engines need so that a trial's Dropout masks are those its own
+    layer would draw in ``fit``.
+    """
+    return layer.seed_generator.state
+
+
+def cast_seed(seed: Any) -> Any:
+    """A generator's int64 state as the int32 seed TensorFlow's stateless ops take.
+
+    Replicates Keras's TensorFlow backend (``keras.src.backend.tensorflow.random.
+    _cast_seed``, private): ``keras.random.dropout`` is public but draws from a
+    ``SeedGenerator`` object, while the traced engines keep every trial's (or member's)
+    state in a variable of their own graph. The test compares a draw made this way with
+    ``keras.random.dropout``'s, bitwise.
+    """
+    import tensorflow as tf
+
+    if seed.dtype == tf.int32:
+        return seed
+    return tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+
+
+@contextlib.contextmanager
+def without_grappler() -> Iterator[None]:
+    """Run the calls made inside this block without TensorFlow's graph optimizer (Grappler).
+
+    TensorFlow's only switch (``tf.config.optimizer.set_experimental_options``, public but
+    experimental) is process-wide: every graph run on this process meanwhile runs without it.
+    The worker runs one trial at a time, so only the fused engine's calls fall inside; the
+    previous setting is restored on exit. Its passes cost more than they save on the stacked
+    members' small graphs (bench/README.md), and their rewrites change the last bits of some
+    losses: used only where results agree to float32 rounding anyway (fused members).
+    """
+    import tensorflow as tf
+
+    key = "disable_meta_optimizer"
+    before = tf.config.optimizer.get_experimental_options().get(key, False)
+    tf.config.optimizer.set_experimental_options({key: True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({key: before})
