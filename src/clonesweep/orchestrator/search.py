@@ -93,7 +93,8 @@ class TrialMaker:
             DriverFailure: The trial's structure cannot be built or lacks a layer key.
         """
         seed = derive_seed(self.spec.sweep.seed, "trial", trial.number)
-        spec = TrialSpec(trial.number, config_params(params), seed)
+        spec = TrialSpec(trial.number, config_params(params, structural=self.spec.structural),
+                         seed)
         if not self.spec.structural:
             return spec
         args = {k[len("model."):]: v for k, v in params.items() if k.startswith("model.")}

@@ -80,8 +80,10 @@ def stored_trial(study: optuna.Study, number: int, *, file: str = "") -> StoredT
     trial = trials[number]
     if "seed" not in trial.user_attrs:
         raise StudyError(f"trial {number} has no recorded seed")
-    # switch.* and model.* keys were consumed by the driver (conditions, the factory).
-    params = config_params({**trial.params, **study.user_attrs.get("fixed_params", {})})
+    # switch.* keys were consumed by the driver (conditions), and so were model.* keys when
+    # they were a factory's arguments (the trial then names its structure).
+    params = config_params({**trial.params, **study.user_attrs.get("fixed_params", {})},
+                           structural=trial.user_attrs.get("structure") is not None)
     seed = int(trial.user_attrs["seed"])
     base = _base_config(study, trial.user_attrs.get("structure"))
     return StoredTrial(trial, base, params, seed, materialize(base, params, seed))
