@@ -154,6 +154,8 @@ def _materialize_arguments(
     for parsed, value in model_params:
         _assign(config["config"], resolve_argument(config, parsed.key), value)
     _refuse_lambda(config)
+    # Compiling is the worker's job, from the sweep file's training settings.
+    config.pop("compile_config", None)
     # build_config stays: a subclassed model built at load creates its weights under the
     # seeded Python random, not later at its first call.
     seeds = {MODEL_SEED: derive_seed(seed, "model", PYTHON_RANDOM),

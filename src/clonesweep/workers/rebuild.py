@@ -38,7 +38,7 @@ from clonesweep.spec.configpaths import is_layer_graph, model_kind
 from clonesweep.workers.materialize import MODEL_SEED, Materialized, materialize
 from clonesweep.workers.seeding import PYTHON_RANDOM, derive_seed
 
-__all__ = ["Variant", "build_variant", "rebuild"]
+__all__ = ["Variant", "build_variant", "forget_bases", "rebuild"]
 
 _UNKNOWN = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 _REGISTER_HINT = (
@@ -158,6 +158,11 @@ def _as_config(model_or_config: keras.Model | dict[str, Any] | str) -> dict[str,
 # rebuild). Kept few: a sweep has one base, a structural search a handful.
 _BASES: dict[str, tuple[Any, dict[int, str]]] = {}
 _BASES_KEPT = 8
+
+
+def forget_bases() -> None:
+    """Drop the base models kept in this process (a large model holds its weights)."""
+    _BASES.clear()
 
 
 def _base_model(base_config: dict[str, Any]) -> tuple[Any, dict[int, str]]:
