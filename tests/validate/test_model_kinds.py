@@ -155,7 +155,8 @@ def test_keras_hub_backbone_arguments_validate(workdir: Path,
     (workdir / "bert.json").write_text(json.dumps(config))
     sweep = workdir / "sweep.yaml"
     sweep.write_text("name: t\nmodel: {config: bert.json, imports: [keras_hub]}\nparameters:\n"
-                     "  model.num_layers: {values: [1, 3]}\n  model.dropout: {min: 0.0, max: 0.2}\n")
+                     "  model.num_layers: {values: [1, 3]}\n"
+                     "  model.dropout: {min: 0.0, max: 0.2}\n")
     assert main(["validate", str(sweep), "--json"]) == 0
     counts = {c["label"]: c["param_count"]
               for c in json.loads(capsys.readouterr().out)["corners"]}

@@ -182,7 +182,8 @@ from seed_properties import digests
 from clonesweep.workers.rebuild import rebuild
 out = {}
 for name, config in json.loads(sys.stdin.read()).items():
-    out[name] = {k.split(":", 1)[0]: d for k, (d, _) in digests(rebuild(config, {}, seed=9).model).items()}
+    weights = digests(rebuild(config, {}, seed=9).model)
+    out[name] = {k.split(":", 1)[0]: d for k, (d, _) in weights.items()}
 print(json.dumps(out))
 """
 

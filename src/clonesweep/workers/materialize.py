@@ -20,15 +20,16 @@ rebuilt anywhere. What :func:`materialize` does, in order:
 Seeds per weight, not per layer config: MultiHeadAttention and GroupedQueryAttention copy
 their one kernel initializer config into the query, key and value sub-layers at build time,
 and keras-hub's transformer layers clone theirs per sub-layer (Bidirectional is fine: its
-config holds the backward layer's own config, seeded apart). One seed in such a config makes the copies' weights
-bitwise equal. These layers are *delegated*:
-their seed slots are left ``null``, so each initializer copy Keras makes draws its own seed
-from Python's ``random`` module, which :mod:`clonesweep.workers.rebuild` seeds with
+config holds the backward layer's own config, seeded apart). One seed in such a config
+makes the copies' weights bitwise equal. These layers are *delegated*: their seed slots are
+left ``null``, so each initializer copy Keras makes draws its own seed from Python's
+``random`` module, which :mod:`clonesweep.workers.rebuild` seeds with
 ``derive_seed(seed, layer_path, PYTHON_RANDOM)`` right before it builds the layer (recorded
 as ``"<layer>/python_random"``). That is what plain Keras does with unseeded initializers,
-made deterministic per layer path. A user's custom layer keeps explicit seeds in its config;
-one that copies an initializer into several weights should leave its seed to Keras
-(``keras.initializers.get(config)`` without a seed) or list no initializer in its config.
+made deterministic per layer path. A user's custom layer keeps explicit seeds in its config
+(the config then records them); one that copies an initializer config into several weights
+gets equal copies, unless its config lists no initializer: its unseeded initializers then
+draw from the seeded Python ``random`` like any delegated layer's.
 
 A config that is a model's constructor arguments (a subclassed model, a keras-hub backbone:
 no layer list) takes ``model.<argument>`` params at its own keys and is built whole, under
@@ -60,8 +61,8 @@ from clonesweep.spec.configpaths import (
 )
 from clonesweep.workers.seeding import DATA_ORDER, PYTHON_RANDOM, derive_seed
 
-__all__ = ["COPYING_LAYERS", "DELEGATED_PACKAGES", "MODEL_SEED", "RANDOM_INITIALIZERS", "Materialized",
-           "canonical_hash", "materialize"]
+__all__ = ["COPYING_LAYERS", "DELEGATED_PACKAGES", "MODEL_SEED", "RANDOM_INITIALIZERS",
+           "Materialized", "canonical_hash", "materialize"]
 
 # Keras initializers that draw random numbers and take a ``seed``.
 RANDOM_INITIALIZERS = frozenset({

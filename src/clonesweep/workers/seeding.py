@@ -4,7 +4,8 @@ Every random thing in a trial gets its own seed: ``derive_seed(trial_seed, layer
 for each initializer and seeded layer, ``derive_seed(trial_seed, DATA_ORDER)`` for the data
 order; ``derive_seed(trial_seed, layer_path, PYTHON_RANDOM)`` seeds Python's ``random`` before
 a layer whose initializers are left unseeded is built (Keras draws an unseeded initializer's
-seed from it). Built on blake2b of a canonical JSON string, never on ``hash()`` (salted per process).
+seed from it). Built on blake2b of a canonical JSON string, never on ``hash()`` (salted per
+process).
 """
 
 from __future__ import annotations
