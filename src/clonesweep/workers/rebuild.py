@@ -108,10 +108,13 @@ def build_variant(
     but do not change the model (use :func:`rebuild` to read them back).
 
     Args:
-        model_or_config: A Functional or Sequential model, its
-            ``keras.saving.serialize_keras_object`` envelope, or that envelope as JSON text.
+        model_or_config: A model, its ``keras.saving.serialize_keras_object`` envelope,
+            or that envelope as JSON text: a Functional or Sequential model, or a model
+            whose config is its constructor arguments (a registered subclassed model, a
+            keras-hub backbone or task).
         params: Search-space keys to values, e.g. ``{"layers.hidden.units": 64,
-            "layers[Dropout].rate": 0.2}``. None changes nothing but the seeds.
+            "layers[Dropout].rate": 0.2}``, or ``{"model.num_layers": 4}`` for a
+            constructor-argument model. None changes nothing but the seeds.
         seed: The root seed of this variant.
 
     Returns:
