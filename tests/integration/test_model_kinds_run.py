@@ -146,7 +146,14 @@ def test_run_reaches_complete_trials(workdir: Path, name: str,
                               storage=f"sqlite:///{workdir / 'runs' / name / 'study.db'}")
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 2, [
-        (t.state, t.user_attrs.get("fail_reason"), t.user_attrs.get("error")) for t in study.trials]
+        (t.state, t.user_attrs.get("fail_reason"), t.user_attrs.get("message"))
+        for t in study.trials]
+    engines = {t.user_attrs.get("engine") for t in study.trials}
+    assert engines and all(isinstance(e, str) and e for e in engines), engines
+    # What trained it and how long a trial took (the note's per-family table reads this).
+    print(f"{name}: engines {sorted(engines)}, train_s "
+          f"{[t.user_attrs.get('train_s') for t in study.trials]}, build_s "
+          f"{[t.user_attrs.get('build_s') for t in study.trials]}")
 
 
 def test_a_short_ensemble_of_a_constructor_argument_model(

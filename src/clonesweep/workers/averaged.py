@@ -53,9 +53,10 @@ def average_models(member_files: Sequence[Path | str], out: Path | str) -> Path:
     specs = [_input_specs(m) for m in members]
     if any(spec != specs[0] for spec in specs):
         raise ValueError(f"members have different inputs: {specs[0]} and others")
+    first = members[0]
+    structure = first.inputs[0] if len(first.inputs) == 1 else first.input
     inp = keras.tree.map_structure(
-        lambda t: keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name),
-        members[0].input)
+        lambda t: keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name), structure)
     outputs = [m(inp) for m in members]
     avg = keras.layers.Average(name="average")(outputs) if len(outputs) > 1 else outputs[0]
     model = keras.Model(inp, avg, name="ensemble")
