@@ -3,8 +3,9 @@ through the clone path with a param applied at its config path, and the three se
 properties hold on it (see seed_properties.py).
 
 The full corpus builds each of the 40 models four times (Keras's own model, then three
-variants) and is marked ``slow``: about 40 minutes on 2 busy cores, most of it in the
-largest models (ConvNeXtXLarge, EfficientNetV2L, NASNetLarge); run it with
+variants) and is marked ``slow``: 38 slow models in 47 minutes on 2 cores shared with seven
+other test runs (load average 20-30); ResNet50 took 13 s, the largest (ConvNeXtXLarge,
+EfficientNetB5, DenseNet201) about 4 minutes each. Run it with
 ``pytest -m slow tests/workers/test_applications.py``. The default run keeps a fast subset:
 MobileNetV3Small (operation nodes: hard sigmoid written as ``x + 3.0``, ``relu6(x) / 6``)
 and MobileNetV2.
