@@ -85,7 +85,11 @@ def test_index_layers_accepts_a_bare_get_config_dict(nested_config: dict[str, An
 
 def test_index_layers_refuses_a_config_without_layers() -> None:
     with pytest.raises(ConfigPathError, match="lists no layers"):
-        index_layers({"class_name": "Dense", "config": {"units": 3}})
+        index_layers({"units": 3})
+    # An envelope without a layer list: a model built from its constructor arguments.
+    with pytest.raises(ConfigPathError, match="a Dense whose config is its constructor") as info:
+        index_layers({"class_name": "Dense", "config": {"name": "d", "units": 3}})
+    assert "its keys are: model.units" in info.value.message
 
 
 def test_resolve_a_unique_name_at_any_depth(nested_config: dict[str, Any]) -> None:

@@ -92,7 +92,7 @@ class TrialMaker:
         Raises:
             DriverFailure: The trial's structure cannot be built or lacks a layer key.
         """
-        spec = TrialSpec(number, config_params(params), seed)
+        spec = TrialSpec(number, config_params(params, structural=self.spec.structural), seed)
         if not self.spec.structural:
             return spec
         args = {k[len("model."):]: v for k, v in params.items() if k.startswith("model.")}

@@ -58,8 +58,9 @@ class TrialRecord:
 
     @property
     def config_params(self) -> dict[str, Any]:
-        """What a worker applies to the config: no ``switch.*`` or ``model.*`` keys."""
-        return config_params(dict(self.applied))
+        """What a worker applies to the config: no ``switch.*`` keys, and no ``model.*`` keys
+        when they were a factory's arguments (the trial then names its structure)."""
+        return config_params(dict(self.applied), structural=self.structure is not None)
 
     @property
     def structure_args(self) -> dict[str, Any]:

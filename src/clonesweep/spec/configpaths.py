@@ -9,6 +9,9 @@ Accepted key forms::
     layers.<layer>.<key>[.<key>...]        one layer, by name, e.g. layers.hidden.units
     layers.<model>/<layer>.<key>...        a layer inside a nested model, by qualified path
     layers[<ClassName>].<key>...           every layer of that class, at any depth
+    model.<argument>[.<key>...]            a constructor argument of a model whose config is
+                                           its constructor arguments (a subclassed model, a
+                                           keras-hub backbone), e.g. model.num_layers
     optimizer.<key>                        an optimizer setting, e.g. optimizer.learning_rate
     train.<key>                            a training setting, e.g. train.batch_size
 
@@ -28,6 +31,16 @@ Rules:
 * A layer's ``name`` cannot be swept.
 * ``InputLayer`` entries and nested-model entries are indexed but cannot be targeted: input
   shapes come from the data, and a nested model is changed through its own layers.
+* A model config is either a *layer graph* (Functional, Sequential: ``config.layers`` lists
+  the layers) or its *constructor arguments* (``get_config()`` of a subclassed model or a
+  keras-hub backbone: ``{"num_layers": 2, "hidden_dim": 16, ...}``, rebuilt through the
+  class's ``from_config``). ``layers...`` keys address the first, ``model.<argument>`` keys
+  the second; each kind refuses the other's keys, naming the model and listing its keys.
+  (For a ``model.factory`` sweep, ``model.<argument>`` keys are the factory's arguments and
+  never reach a config: the driver consumes them.)
+
+(About 400 lines, over the usual 300: both kinds of model key are parsed, resolved and
+refused here, so every error lists the keys the other kind would have taken.)
 """
 
 from __future__ import annotations
@@ -50,13 +63,17 @@ __all__ = [
     "ParsedKey",
     "PathKind",
     "Target",
+    "argument_keys",
     "describe",
     "index_layers",
     "is_input_entry",
+    "is_layer_graph",
     "is_model_entry",
     "layer_name",
+    "model_kind",
     "parse_key",
     "resolve",
+    "resolve_argument",
 ]
 
 
@@ -64,6 +81,7 @@ class PathKind(str, enum.Enum):
     """What a search-space key addresses."""
 
     LAYER = "layers"
+    MODEL = "model"
     OPTIMIZER = "optimizer"
     TRAIN = "train"
 
@@ -76,7 +94,8 @@ MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
 ACCEPTED_FORMS = (
     "use layers.<layer>.<key>[.<key>...] (e.g. layers.hidden.units), "
     "layers.<model>/<layer>.<key> for a layer inside a nested model, "
-    "layers[<ClassName>].<key> (e.g. layers[Dense].units), optimizer.<key> or train.<key>"
+    "layers[<ClassName>].<key> (e.g. layers[Dense].units), optimizer.<key> or train.<key> "
+    "(model.<argument> for a model whose config is its constructor arguments)"
 )
 
 _SEGMENT = r"[^.\[\]\s]+"
@@ -84,7 +103,7 @@ _NAMED = re.compile(rf"^layers\.(?P<layer>{_SEGMENT})\.(?P<keys>{_SEGMENT}(?:\.{
 _BY_CLASS = re.compile(
     rf"^layers\[(?P<cls>[A-Za-z_][\w>.]*)\]\.(?P<keys>{_SEGMENT}(?:\.{_SEGMENT})*)$"
 )
-_OTHER = re.compile(rf"^(?P<kind>optimizer|train)\.(?P<keys>{_SEGMENT}(?:\.{_SEGMENT})*)$")
+_OTHER = re.compile(rf"^(?P<kind>optimizer|train|model)\.(?P<keys>{_SEGMENT}(?:\.{_SEGMENT})*)$")
 
 
 @dataclass(frozen=True)
@@ -157,12 +176,34 @@ def is_input_entry(entry: dict[str, Any]) -> bool:
     return entry.get("class_name") == "InputLayer"
 
 
+def is_layer_graph(model_config: dict[str, Any]) -> bool:
+    """Whether the config lists its layers (Functional, Sequential), as opposed to holding
+    a model's constructor arguments. Accepts the envelope or a bare ``get_config()`` dict."""
+    inner = model_config.get("config")
+    return (isinstance(inner, dict) and isinstance(inner.get("layers"), list)) or \
+        isinstance(model_config.get("layers"), list)
+
+
+def model_kind(model_config: dict[str, Any]) -> str:
+    """The model's class as its config names it, e.g. ``keras_hub>BertBackbone``."""
+    return str(model_config.get("registered_name") or model_config.get("class_name") or "?")
+
+
 def _layer_list(model_config: dict[str, Any]) -> list[Any]:
     inner = model_config.get("config")
     if isinstance(inner, dict) and isinstance(inner.get("layers"), list):
         return inner["layers"]
     if isinstance(model_config.get("layers"), list):  # a bare get_config() dict
         return model_config["layers"]
+    if isinstance(inner, dict) and "class_name" in model_config:
+        keys = argument_keys(model_config)
+        raise ConfigPathError(
+            f"the model is a {model_kind(model_config)} whose config is its constructor "
+            "arguments, not a list of layers, so layers.* keys cannot address it; its keys "
+            f"are: {', '.join(keys) or '(none)'}", field="config.layers",
+            hint="sweep its constructor arguments with model.<argument> keys, e.g. "
+                 f"{keys[0] if keys else 'model.num_layers'}",
+        )
     raise ConfigPathError(
         "the model config lists no layers", field="config.layers",
         hint="pass the envelope of keras.saving.serialize_keras_object(model) "
@@ -298,7 +339,10 @@ def _did_you_mean(key: str, node: dict[str, Any]) -> str | None:
 
 
 def describe(model_config: dict[str, Any]) -> list[str]:
-    """Every addressable leaf key, e.g. ``layers.hidden.units``, in traversal order."""
+    """Every addressable leaf key, e.g. ``layers.hidden.units``, in traversal order
+    (``model.<argument>`` keys for a constructor-argument config)."""
+    if not is_layer_graph(model_config):
+        return argument_keys(model_config)
     out: list[str] = []
     for path, entry in index_layers(model_config).items():
         if is_input_entry(entry) or is_model_entry(entry):
@@ -306,6 +350,59 @@ def describe(model_config: dict[str, Any]) -> list[str]:
         out.extend(f"layers.{path}.{leaf}" for leaf in _leaves(entry.get("config"))
                    if leaf != "name")
     return out
+
+
+# Constructor arguments every Keras model config carries that are no hyperparameter: the
+# name identifies the model, trainable/dtype are set by training settings.
+_NOT_ARGUMENTS = frozenset({"name", "trainable", "dtype"})
+
+
+def argument_keys(model_config: dict[str, Any]) -> list[str]:
+    """``model.<argument>`` for each constructor argument of a constructor-argument config."""
+    inner = model_config.get("config")
+    if not isinstance(inner, dict):
+        return []
+    return [f"model.{key}" for key in inner if key not in _NOT_ARGUMENTS]
+
+
+def resolve_argument(model_config: dict[str, Any], key: str) -> tuple[str, ...]:
+    """The key chain of a ``model.<argument>[.<key>...]`` key inside the envelope's
+    ``config`` (the constructor arguments); checks that every key of the chain exists.
+
+    Raises:
+        ConfigPathError: the key is malformed or not a model key, the config is a layer
+            graph, or the chain matches nothing (the message lists the arguments).
+    """
+    parsed = parse_key(key)
+    if parsed.kind is not PathKind.MODEL:
+        raise ConfigPathError(f"'{key}' is not a model.<argument> key", field=key,
+                              hint=ACCEPTED_FORMS)
+    if is_layer_graph(model_config):
+        raise ConfigPathError(
+            f"the model is a {model_kind(model_config)} layer graph; model.<argument> keys "
+            "address a model whose config is its constructor arguments (or, with "
+            "model.factory, the factory's arguments)", field=key,
+            hint="address its layers instead, e.g. layers.<layer>.<key>")
+    if parsed.keys[0] in _NOT_ARGUMENTS:
+        raise ConfigPathError(f"'{parsed.keys[0]}' is no hyperparameter and cannot be swept",
+                              field=key, hint=f"its keys are: "
+                                              f"{', '.join(argument_keys(model_config))}")
+    node: Any = model_config.get("config")
+    where = f"the {model_kind(model_config)} config"
+    for i, part in enumerate(parsed.keys):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            keys = argument_keys(model_config) if i == 0 else (
+                [str(k) for k in node] if isinstance(node, dict) else [])
+            raise ConfigPathError(
+                f"{where} has no key '{part}'; its keys are: {', '.join(keys) or '(none)'}",
+                field=key, hint=_did_you_mean(part, dict.fromkeys(
+                    k.removeprefix("model.") for k in keys)))
+        where = f"'{'.'.join(parsed.keys[: i + 1])}' of the {model_kind(model_config)} config"
+    return parsed.keys
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[str]:

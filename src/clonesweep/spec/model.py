@@ -350,8 +350,10 @@ class SweepSpec:
 
     @property
     def structural(self) -> bool:
-        """Whether ``model.<argument>`` params pick the factory's structure per trial."""
-        return any(p.path.startswith("model.") for p in self.parameters)
+        """Whether ``model.<argument>`` params pick the factory's structure per trial (for a
+        constructor-argument config they are the config's own entries instead)."""
+        return self.model.source is ModelSource.FACTORY and \
+            any(p.path.startswith("model.") for p in self.parameters)
 
     @property
     def run_folder(self) -> Path:

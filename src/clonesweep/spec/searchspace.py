@@ -74,7 +74,7 @@ def parse_parameters(
     for key in block.data:
         spec = _parse_entry(block.sub(key), key)
         if key.startswith(FREE_PREFIXES):
-            _check_free_key(block, key, factory)
+            _check_free_key(block, key, factory, model_config)
         else:
             _check_key(spec, optimizer, model_config, block.file)
         specs.append(spec)
@@ -82,22 +82,35 @@ def parse_parameters(
     return _parents_first(block, specs)
 
 
-def config_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a trial's params that address the model config, optimizer or training
-    (``switch.*`` and ``model.*`` are consumed by the driver)."""
-    return {k: v for k, v in params.items() if not k.startswith(FREE_PREFIXES)}
+def config_params(params: dict[str, Any], *, structural: bool = True) -> dict[str, Any]:
+    """The entries of a trial's params that address the model config, optimizer or training.
+
+    ``switch.*`` keys are consumed by the driver, and so are ``model.*`` keys of a structural
+    search (``structural``: they are the factory's arguments). Otherwise ``model.*`` keys are
+    a constructor-argument model's own config entries and go to the worker.
+    """
+    dropped = FREE_PREFIXES if structural else ("switch.",)
+    return {k: v for k, v in params.items() if not k.startswith(dropped)}
 
 
-def _check_free_key(block: Block, key: str, factory: bool) -> None:
+def _check_free_key(block: Block, key: str, factory: bool,
+                    model_config: dict[str, Any] | None) -> None:
     prefix, _, name = key.partition(".")
+    if prefix == "model" and not factory and model_config is not None \
+            and not configpaths.is_layer_graph(model_config):
+        # A constructor-argument model (subclassed, keras-hub): the key addresses its config.
+        _relocated(lambda: configpaths.resolve_argument(model_config, key), key, block.file)
+        return
     if not _IDENT.fullmatch(name):
         block.fail(key, f"'{prefix}.' must be followed by a Python identifier", key,
                    f"e.g. {prefix}.{'use_dropout' if prefix == 'switch' else 'n_blocks'}")
     if prefix == "model" and not factory:
-        block.fail(key, "model.<argument> keys are arguments of a model factory; this sweep's "
-                        "model is not one", key,
-                   "use model: {factory: 'pkg.module:build'}, or switch.<name> for a free "
-                   "choice that other keys' `when` can read")
+        block.fail(key, "model.<argument> keys are arguments of a model factory or of a model "
+                        "whose config is its constructor arguments; this sweep's model is a "
+                        "layer graph", key,
+                   "use model: {factory: 'pkg.module:build'}, address its layers "
+                   "(layers.<layer>.<key>), or use switch.<name> for a free choice that "
+                   "other keys' `when` can read")
 
 
 def _check_conditions(block: Block, specs: list[ParamSpec]) -> None:

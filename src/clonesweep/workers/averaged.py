@@ -15,6 +15,13 @@ from typing import Any
 __all__ = ["average_models", "load_member"]
 
 
+def _input_specs(model: Any) -> list[tuple[str, tuple[Any, ...], str]]:
+    if not getattr(model, "inputs", None):
+        raise ValueError(f"member '{model.name}' has no symbolic inputs (a subclassed model "
+                         "built by a call), so no averaged model wraps it")
+    return [(t.name, tuple(t.shape[1:]), str(t.dtype)) for t in model.inputs]
+
+
 def load_member(path: Path | str) -> Any:
     """Load a member ``.keras`` file in safe mode, without its optimizer."""
     import keras
@@ -26,7 +33,8 @@ def average_models(member_files: Sequence[Path | str], out: Path | str) -> Path:
     """Write to ``out`` a model whose output is the mean of the members' outputs.
 
     Raises:
-        ValueError: no member, or members with different input shapes.
+        ValueError: no member, members with different inputs, or members with no symbolic
+            inputs to wrap (a subclassed model built by a call).
     """
     import keras
 
@@ -40,10 +48,15 @@ def average_models(member_files: Sequence[Path | str], out: Path | str) -> Path:
         renamed = keras.saving.deserialize_keras_object(envelope, safe_mode=True)
         renamed.set_weights(loaded.get_weights())
         members.append(renamed)
-    shapes = {tuple(m.input_shape[1:]) for m in members}
-    if len(shapes) != 1:
-        raise ValueError(f"members have different input shapes: {sorted(shapes)}")
-    inp = keras.Input(shape=shapes.pop(), name="inputs")
+    # The first member's input structure (one tensor, a list, or a dict of named inputs, as
+    # keras-hub backbones take), rebuilt as new Input tensors.
+    specs = [_input_specs(m) for m in members]
+    if any(spec != specs[0] for spec in specs):
+        raise ValueError(f"members have different inputs: {specs[0]} and others")
+    first = members[0]
+    structure = first.inputs[0] if len(first.inputs) == 1 else first.input
+    inp = keras.tree.map_structure(
+        lambda t: keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name), structure)
     outputs = [m(inp) for m in members]
     avg = keras.layers.Average(name="average")(outputs) if len(outputs) > 1 else outputs[0]
     model = keras.Model(inp, avg, name="ensemble")

@@ -11,10 +11,29 @@ rebuilt anywhere. What :func:`materialize` does, in order:
    random initializer envelopes without a ``seed`` key one, so that every seed can be set;
 4. refuses Lambda layers anywhere in the result;
 5. sets every ``seed`` key inside every layer's config to
-   ``derive_seed(seed, layer_path, "<dotted chain to the seed>")`` and derives the
+   ``derive_seed(seed, layer_path, "<dotted chain to the seed>")``, except in layers that
+   copy one config seed into several weights (see ``delegated``), and derives the
    data-order seed;
 6. drops each layer entry's ``build_config``: it freezes the input shape a layer saw in the
    base model, which a param upstream (``units``) may change; layers build when called.
+
+Seeds per weight, not per layer config: MultiHeadAttention and GroupedQueryAttention copy
+their one kernel initializer config into the query, key and value sub-layers at build time,
+and keras-hub's transformer layers clone theirs per sub-layer (Bidirectional is fine: its
+config holds the backward layer's own config, seeded apart). One seed in such a config
+makes the copies' weights bitwise equal. These layers are *delegated*: their seed slots are
+left ``null``, so each initializer copy Keras makes draws its own seed from Python's
+``random`` module, which :mod:`clonesweep.workers.rebuild` seeds with
+``derive_seed(seed, layer_path, PYTHON_RANDOM)`` right before it builds the layer (recorded
+as ``"<layer>/python_random"``). That is what plain Keras does with unseeded initializers,
+made deterministic per layer path. A user's custom layer keeps explicit seeds in its config
+(the config then records them); one that copies an initializer config into several weights
+gets equal copies, unless its config lists no initializer: its unseeded initializers then
+draw from the seeded Python ``random`` like any delegated layer's.
+
+A config that is a model's constructor arguments (a subclassed model, a keras-hub backbone:
+no layer list) takes ``model.<argument>`` params at its own keys and is built whole, under
+Python's ``random`` seeded with ``derive_seed(seed, "model", PYTHON_RANDOM)``.
 """
 
 from __future__ import annotations
@@ -34,13 +53,16 @@ from clonesweep.spec.configpaths import (
     PathKind,
     index_layers,
     is_input_entry,
+    is_layer_graph,
     is_model_entry,
     parse_key,
     resolve,
+    resolve_argument,
 )
-from clonesweep.workers.seeding import DATA_ORDER, derive_seed
+from clonesweep.workers.seeding import DATA_ORDER, PYTHON_RANDOM, derive_seed
 
-__all__ = ["RANDOM_INITIALIZERS", "Materialized", "canonical_hash", "materialize"]
+__all__ = ["COPYING_LAYERS", "DELEGATED_PACKAGES", "MODEL_SEED", "RANDOM_INITIALIZERS",
+           "Materialized", "canonical_hash", "materialize"]
 
 # Keras initializers that draw random numbers and take a ``seed``.
 RANDOM_INITIALIZERS = frozenset({
@@ -48,6 +70,13 @@ RANDOM_INITIALIZERS = frozenset({
     "GlorotUniform", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal",
     "OrthogonalInitializer",
 })
+#: Keras layers that copy one initializer (or layer) config into several weights.
+#: (Bidirectional needs none: its config holds the backward layer's own config and seeds.)
+COPYING_LAYERS = frozenset({"MultiHeadAttention", "GroupedQueryAttention", "GroupQueryAttention"})
+#: Libraries whose layers copy initializer configs into sub-layers (by module).
+DELEGATED_PACKAGES = frozenset({"keras_hub", "keras_nlp", "keras_cv"})
+#: Where a constructor-argument model's Python-random seed is recorded in ``seeds``.
+MODEL_SEED = f"model/{PYTHON_RANDOM}"
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
 
@@ -60,8 +89,11 @@ class Materialized:
             seed set, layer ``build_config`` entries dropped.
         config_hash: sha256 hex of ``config`` as canonical JSON (see :func:`canonical_hash`).
         seeds: Where each seed went, e.g. ``"hidden/kernel_initializer" -> 123``,
-            ``"drop/seed" -> 456``, plus ``"data"`` -> the data-order seed.
-        layer_configs: Qualified layer path -> materialized layer envelope (a copy).
+            ``"drop/seed" -> 456``, ``"mha/python_random" -> 789`` (a delegated layer),
+            ``"model/python_random"`` (a constructor-argument model), plus ``"data"`` ->
+            the data-order seed.
+        layer_configs: Qualified layer path -> materialized layer envelope (a copy); empty
+            for a constructor-argument model.
         optimizer: Values of ``optimizer.*`` params, keyed by the key after ``optimizer.``.
         train: Values of ``train.*`` params, keyed by the key after ``train.``.
     """
@@ -83,8 +115,13 @@ def materialize(base_config: dict[str, Any], params: Mapping[str, Any], seed: in
         UnsafeConfigError: a value looks like a file path or URL, or the config holds a
             Lambda layer.
     """
-    layer_params, optimizer, train = _split_params(params)
+    layer_params, model_params, optimizer, train = _split_params(params)
     config = copy.deepcopy(base_config)
+    if not is_layer_graph(config):
+        return _materialize_arguments(config, layer_params, model_params, optimizer, train,
+                                      seed)
+    if model_params:
+        resolve_argument(config, model_params[0][0].key)  # raises: names the model kind
     for parsed, value in layer_params:
         targets = resolve(config, parsed.key)
         index = index_layers(config)
@@ -107,6 +144,27 @@ def materialize(base_config: dict[str, Any], params: Mapping[str, Any], seed: in
     )
 
 
+def _materialize_arguments(
+    config: dict[str, Any], layer_params: list[tuple[ParsedKey, Any]],
+    model_params: list[tuple[ParsedKey, Any]], optimizer: dict[str, Any],
+    train: dict[str, Any], seed: int,
+) -> Materialized:
+    """A constructor-argument config: ``model.*`` params land on its own keys."""
+    if layer_params:
+        resolve(config, layer_params[0][0].key)  # raises: names the kind, lists its keys
+    for parsed, value in model_params:
+        _assign(config["config"], resolve_argument(config, parsed.key), value)
+    _refuse_lambda(config)
+    # Compiling is the worker's job, from the sweep file's training settings.
+    config.pop("compile_config", None)
+    # build_config stays: a subclassed model built at load creates its weights under the
+    # seeded Python random, not later at its first call.
+    seeds = {MODEL_SEED: derive_seed(seed, "model", PYTHON_RANDOM),
+             DATA_ORDER: derive_seed(seed, DATA_ORDER)}
+    return Materialized(config=config, config_hash=canonical_hash(config), seeds=seeds,
+                        layer_configs={}, optimizer=optimizer, train=train)
+
+
 def canonical_hash(config: Mapping[str, Any]) -> str:
     """sha256 hex of ``json.dumps(config, sort_keys=True, separators=(",", ":"))``."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -115,8 +173,10 @@ def canonical_hash(config: Mapping[str, Any]) -> str:
 
 def _split_params(
     params: Mapping[str, Any],
-) -> tuple[list[tuple[ParsedKey, Any]], dict[str, Any], dict[str, Any]]:
+) -> tuple[list[tuple[ParsedKey, Any]], list[tuple[ParsedKey, Any]], dict[str, Any],
+           dict[str, Any]]:
     layer_params: list[tuple[ParsedKey, Any]] = []
+    model_params: list[tuple[ParsedKey, Any]] = []
     optimizer: dict[str, Any] = {}
     train: dict[str, Any] = {}
     for key, raw in params.items():
@@ -124,11 +184,13 @@ def _split_params(
         value = _check_value(key, raw)
         if parsed.kind is PathKind.LAYER:
             layer_params.append((parsed, value))
+        elif parsed.kind is PathKind.MODEL:
+            model_params.append((parsed, value))
         else:
             (optimizer if parsed.kind is PathKind.OPTIMIZER else train)[parsed.subkey] = value
     # Class selectors first, then named layers: the more specific key wins.
     layer_params.sort(key=lambda item: (item[0].class_name is None, item[0].key))
-    return layer_params, optimizer, train
+    return layer_params, model_params, optimizer, train
 
 
 def _check_value(key: str, value: Any, depth: int = 0) -> Any:
@@ -200,7 +262,13 @@ def _refuse_lambda(config: dict[str, Any]) -> None:
 
 def _seed_layers(index: dict[str, dict[str, Any]], seed: int) -> dict[str, int]:
     seeds: dict[str, int] = {}
+    delegated = _delegated(index)
     for path, entry in _seedable(index):
+        if path in delegated:
+            for holder, chain in _seed_slots(entry.get("config"), ()):
+                holder[chain[-1]] = None
+            seeds[f"{path}/{PYTHON_RANDOM}"] = derive_seed(seed, path, PYTHON_RANDOM)
+            continue
         for holder, chain in _seed_slots(entry.get("config"), ()):
             value = derive_seed(seed, path, ".".join(chain))
             holder[chain[-1]] = value
@@ -209,6 +277,19 @@ def _seed_layers(index: dict[str, dict[str, Any]], seed: int) -> dict[str, int]:
             label = chain[:-2] if is_init else chain
             seeds[f"{path}/{'.'.join(label)}"] = value
     return seeds
+
+
+def _delegated(index: dict[str, dict[str, Any]]) -> set[str]:
+    """Layers whose weights take their seeds from Python's ``random`` at build time: Keras
+    layers that copy one config seed into several weights, and layers of the libraries
+    whose layers do (keras-hub's transformer layers clone their initializers per sub-layer).
+    A user's custom layer keeps explicit seeds: the config then records them."""
+    out = set()
+    for path, entry in _seedable(index):
+        package = str(entry.get("module") or "").split(".")[0]
+        if entry.get("class_name") in COPYING_LAYERS or package in DELEGATED_PACKAGES:
+            out.add(path)
+    return out
 
 
 def _seedable(index: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

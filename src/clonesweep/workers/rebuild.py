@@ -6,13 +6,26 @@ and config), then cloned with
 it never calls ``layer.__class__.from_config``: it rebuilds each layer from its materialized
 envelope through ``keras.saving.deserialize_keras_object(envelope, safe_mode=True)``.
 ``recursive=True`` makes the clone reach the layers of nested models; layer names are kept
-from the configs, so qualified paths stay stable from one variant to the next.
+from the configs, so qualified paths stay stable from one variant to the next. Operation
+nodes (``x + 3.0``, ``ops.relu(h) * h`` on symbolic tensors: entries of the config's layer
+list that are not in ``model.layers``) are rebuilt from their entries like layers.
+
+Each layer is constructed and built right after Python's ``random`` is seeded with
+``derive_seed(seed, layer_path, PYTHON_RANDOM)``: Keras draws the seed of every unseeded
+initializer and seed generator from it, so a delegated layer's copies (see
+:mod:`clonesweep.workers.materialize`) get distinct seeds that are the same in every process.
+The caller's ``random`` state is restored afterwards.
+
+A config that is a model's constructor arguments (a subclassed model registered with
+``register_keras_serializable``, a keras-hub backbone or task) is rebuilt whole through its
+class's ``from_config``, in safe mode, under Python's ``random`` seeded for the model.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,9 +34,11 @@ from typing import Any
 import keras
 
 from clonesweep.errors import RebuildError, SpecError, UnsafeConfigError
-from clonesweep.workers.materialize import Materialized, materialize
+from clonesweep.spec.configpaths import is_layer_graph, model_kind
+from clonesweep.workers.materialize import MODEL_SEED, Materialized, materialize
+from clonesweep.workers.seeding import PYTHON_RANDOM, derive_seed
 
-__all__ = ["Variant", "build_variant", "rebuild"]
+__all__ = ["Variant", "build_variant", "forget_bases", "rebuild"]
 
 _UNKNOWN = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 _REGISTER_HINT = (
@@ -52,13 +67,31 @@ def rebuild(base_config: dict[str, Any], params: Mapping[str, Any], *, seed: int
             incompatible shapes, bad values).
     """
     materialized = materialize(base_config, params, seed)
-    base, paths = _base_model(base_config)
-    clone_function = _make_clone_function(paths, materialized.layer_configs)
+    state = random.getstate()
     try:
-        model = keras.models.clone_model(base, clone_function=clone_function, recursive=True)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise _rebuild_error(exc, "the variant") from exc
+        if not is_layer_graph(base_config):
+            return Variant(model=_from_arguments(materialized), materialized=materialized)
+        base, paths = _base_model(base_config)
+        clone_function = _make_clone_function(paths, materialized.layer_configs, seed)
+        try:
+            model = keras.models.clone_model(base, clone_function=clone_function,
+                                             recursive=True)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise _rebuild_error(exc, "the variant") from exc
+    finally:
+        random.setstate(state)
     return Variant(model=model, materialized=materialized)
+
+
+def _from_arguments(materialized: Materialized) -> Any:
+    """A constructor-argument model, built through its class's ``from_config`` (safe mode)."""
+    config = materialized.config
+    random.seed(materialized.seeds[MODEL_SEED])
+    model = _deserialize(copy.deepcopy(config), f"the {model_kind(config)} model")
+    if not isinstance(model, keras.Model):
+        raise RebuildError(f"the config of {model_kind(config)} builds a "
+                           f"{type(model).__name__}, not a keras.Model")
+    return model
 
 
 def build_variant(
@@ -75,10 +108,13 @@ def build_variant(
     but do not change the model (use :func:`rebuild` to read them back).
 
     Args:
-        model_or_config: A Functional or Sequential model, its
-            ``keras.saving.serialize_keras_object`` envelope, or that envelope as JSON text.
+        model_or_config: A model, its ``keras.saving.serialize_keras_object`` envelope,
+            or that envelope as JSON text: a Functional or Sequential model, or a model
+            whose config is its constructor arguments (a registered subclassed model, a
+            keras-hub backbone or task).
         params: Search-space keys to values, e.g. ``{"layers.hidden.units": 64,
-            "layers[Dropout].rate": 0.2}``. None changes nothing but the seeds.
+            "layers[Dropout].rate": 0.2}``, or ``{"model.num_layers": 4}`` for a
+            constructor-argument model. None changes nothing but the seeds.
         seed: The root seed of this variant.
 
     Returns:
@@ -127,13 +163,22 @@ _BASES: dict[str, tuple[Any, dict[int, str]]] = {}
 _BASES_KEPT = 8
 
 
+def forget_bases() -> None:
+    """Drop the base models kept in this process (a large model holds its weights)."""
+    _BASES.clear()
+
+
 def _base_model(base_config: dict[str, Any]) -> tuple[Any, dict[int, str]]:
     """The deserialized base model and its layers' paths (cached, see ``_BASES``)."""
     key = json.dumps(base_config, sort_keys=True, default=str)
     hit = _BASES.get(key)
     if hit is not None:
         return hit
-    base = _deserialize(copy.deepcopy(base_config), "the base model")
+    state = random.getstate()
+    try:
+        base = _deserialize(copy.deepcopy(base_config), "the base model")
+    finally:
+        random.setstate(state)
     if not isinstance(base, (keras.Sequential, keras.Model)) or not hasattr(base, "layers"):
         raise RebuildError(f"the base config builds a {type(base).__name__}, not a model")
     if len(_BASES) >= _BASES_KEPT:
@@ -143,9 +188,10 @@ def _base_model(base_config: dict[str, Any]) -> tuple[Any, dict[int, str]]:
 
 
 def _layer_paths(model: Any, prefix: str) -> dict[int, str]:
-    """``id(layer) -> qualified path`` for every layer, recursing into nested models."""
+    """``id(layer) -> qualified path`` for every layer and operation node, recursing into
+    nested models (a Functional's ``operations`` holds both; a Sequential has layers only)."""
     paths: dict[int, str] = {}
-    for layer in model.layers:
+    for layer in getattr(model, "operations", None) or model.layers:
         path = prefix + layer.name
         paths.setdefault(id(layer), path)
         if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
@@ -155,7 +201,7 @@ def _layer_paths(model: Any, prefix: str) -> dict[int, str]:
 
 
 def _make_clone_function(
-    paths: Mapping[int, str], layer_configs: Mapping[str, dict[str, Any]]
+    paths: Mapping[int, str], layer_configs: Mapping[str, dict[str, Any]], seed: int
 ) -> Callable[[Any], Any]:
     def clone_function(layer: Any) -> Any:
         # clone_model hands over the ORIGINAL layers of the base model.
@@ -165,6 +211,9 @@ def _make_clone_function(
         envelope = copy.deepcopy(layer_configs[path])
         for key in ("name", "inbound_nodes", "build_config"):
             envelope.pop(key, None)
+        # clone_model builds this layer (calls it) before it asks for the next one, so the
+        # initializer copies it makes while building draw from this seed too.
+        random.seed(derive_seed(seed, path, PYTHON_RANDOM))
         return _deserialize(envelope, f"layer '{path}'")
 
     return clone_function

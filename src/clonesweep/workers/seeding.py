@@ -2,7 +2,10 @@
 
 Every random thing in a trial gets its own seed: ``derive_seed(trial_seed, layer_path, slot)``
 for each initializer and seeded layer, ``derive_seed(trial_seed, DATA_ORDER)`` for the data
-order. Built on blake2b of a canonical JSON string, never on ``hash()`` (salted per process).
+order; ``derive_seed(trial_seed, layer_path, PYTHON_RANDOM)`` seeds Python's ``random`` before
+a layer whose initializers are left unseeded is built (Keras draws an unseeded initializer's
+seed from it). Built on blake2b of a canonical JSON string, never on ``hash()`` (salted per
+process).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-__all__ = ["DATA_ORDER", "SEED_LIMIT", "derive_seed"]
+__all__ = ["DATA_ORDER", "PYTHON_RANDOM", "SEED_LIMIT", "derive_seed"]
 
 DATA_ORDER = "data"
+PYTHON_RANDOM = "python_random"
 # Seeds fall in [0, SEED_LIMIT): valid for numpy, TensorFlow, JAX and Keras alike.
 SEED_LIMIT = 2**31 - 1
 _PERSON = b"clonesweep.seed"

@@ -157,7 +157,7 @@ def build_corners(spec: SweepSpec, base_config: dict[str, Any],
                 structures[key] = _structure(spec, corner, build_structure)
             config = structures[key]
             _check_paths(spec, corner, config)
-        params = config_params(corner.params)
+        params = config_params(corner.params, structural=spec.structural)
         try:
             model = rebuild(config, params, seed=seed).model
         except CloneSweepError as exc:

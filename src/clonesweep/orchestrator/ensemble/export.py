@@ -69,7 +69,10 @@ def finish(spec: SweepSpec, outcome: EnsembleOutcome) -> EnsembleReport:
     if files:
         from clonesweep.workers.averaged import average_models
 
-        averaged = average_models(files, folder.root / "averaged.keras")
+        try:
+            averaged = average_models(files, folder.root / "averaged.keras")
+        except ValueError:  # members no Functional model can wrap: the member files stay
+            averaged = None
     members = [_member_row(m, s, f) for m, s, f in zip(held, scores, files, strict=True)]
     failed = [{"index": m.index, "trial": m.number,
                "reason": m.result.reason.value if m.result and m.result.reason else "unknown",
