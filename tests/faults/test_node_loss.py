@@ -96,7 +96,7 @@ def test_a_lost_node_s_trial_is_retried_on_another_node(
     victim = _kill_a_busy_node(cluster, busy=2)
     out, err = _finish(proc, cluster)
     assert proc.returncode == 0, err[-4000:]
-    summary = json.loads(out)
+    summary = json.loads(out.strip().splitlines()[-1])  # --json: JSON lines, summary last
     assert summary["complete"] == 4 and summary["retried"] == 1, (summary, err[-3000:])
 
     got = trials(tmp_path / "runs" / name / "study.db", name)

@@ -8,6 +8,7 @@ it. The sweep meets its budget with every trial complete.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from clonesweep.orchestrator.backends.base import InProcessBackend
 from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.orchestrator.sweep import NullProgress
 from clonesweep.spec import load_sweep
+from clonesweep.spec.settings import with_password
 from pgserver import PostgresServer, PostgresUnavailable, find_bindir
 
 pytestmark = pytest.mark.timeout(600)
@@ -68,9 +70,13 @@ def test_results_are_held_while_storage_is_down(own_postgres: PostgresServer,
                                                 sweep_file: Any,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="clonesweep.orchestrator.study.outbox")
-    path = sweep_file(name="outage", trials=4, epochs=2,
-                      sweep_extra=f"\n  storage: {own_postgres.url}")
+    # The file names the server without its password (a URL holding one is refused); the
+    # password joins the driver's URL as the CLI's --storage-password-file would add it.
+    bare = own_postgres.url.replace(f":{own_postgres.password}@", "@")
+    path = sweep_file(name="outage", trials=4, epochs=2, sweep_extra=f"\n  storage: {bare}")
     spec = load_sweep(path)
+    spec = dataclasses.replace(spec, sweep=dataclasses.replace(
+        spec.sweep, storage=with_password(bare, own_postgres.password, source="test")))
     outage = Outage(own_postgres, down_s=8.0)
     outcome = run_sweep(spec, base_model_config(spec), InProcessBackend(), outage)
     assert outage.thread is not None

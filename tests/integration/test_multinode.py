@@ -111,7 +111,7 @@ def _run_driver(cluster: LocalCluster, sweep: Path, url_without_password: str,
             raise AssertionError("the driver did not finish in 300 s:\n" + err[-3000:]
                                  + cluster.logs()) from None
     assert proc.returncode == 0, f"driver exit {proc.returncode}:\n{err[-4000:]}"
-    return json.loads(out), out + err, watch
+    return json.loads(out.strip().splitlines()[-1]), out + err, watch  # the summary line
 
 
 def _node_id(node: str) -> str:

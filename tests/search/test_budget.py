@@ -43,7 +43,7 @@ def test_budgets_follow_the_study_and_a_met_budget_starts_nothing(
     # --add-trials N: N more than the study has finished.
     assert main(["run", str(path), "--add-trials", "1", "--json", *inproc]) == 0
     captured = capsys.readouterr()
-    summary = json.loads(captured.out)
+    summary = json.loads(captured.out.strip().splitlines()[-1])  # JSON lines: summary last
     assert summary["budget"] == 3 and summary["complete"] + summary["pruned"] == 1
     assert "sweep budget: 3 trials, 1 at a time" in captured.err
     status = _status(path, capsys)
@@ -54,6 +54,6 @@ def test_budgets_follow_the_study_and_a_met_budget_starts_nothing(
     capsys.readouterr()
     assert _status(path, capsys)["finished"] == 4
     assert main(["run", str(path), "--json"]) == 0
-    met = json.loads(capsys.readouterr().out)
+    met = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert met["note"].startswith("budget met (4 trials)") and met["best"] is not None
     assert ray.is_initialized() == ray_before

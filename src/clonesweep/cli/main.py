@@ -203,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         password, source = _password(args, env_password)
         spec = _with_password(_with_overrides(load_sweep(args.file), args), args, password,
                               source)
-        _import_keras_first(spec, args)  # ux
+        if args.command not in ("run", "resume"):  # those check the lease first
+            _import_keras_first(spec, args)
         handler = getattr(args, "handler", None) or (_run if args.command == "run" else _report)
         code: int = handler(spec, args)
         return code
@@ -240,12 +241,9 @@ _KERAS_COMMANDS = ("validate", "repro")
 
 
 def _import_keras_first(spec: SweepSpec, args: argparse.Namespace) -> None:
-    from clonesweep.spec.model import ModelSource
-
-    needs = (args.command in _KERAS_COMMANDS
-             or (args.command in ("run", "resume")
-                 and (getattr(args, "backend", "") == "inprocess"
-                      or spec.model.source is ModelSource.FACTORY)))
+    # run and resume rebuild the model at the corners before anything exists (validate's
+    # checks), so they import Keras on the driver whatever the backend.
+    needs = args.command in (*_KERAS_COMMANDS, "run", "resume")
     if needs and not args.verbose:
         from clonesweep.cli.quiet import import_keras_quietly
 
@@ -286,6 +284,8 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         from clonesweep.orchestrator.study.storage import load_study
 
         refuse_if_held(load_study(spec.name, storage_url(spec)))
+    # After the lease: a second driver is refused before Keras's import (seconds).
+    _import_keras_first(spec, args)
     validate_sweep(spec, data=True, storage_field=field)
     if args.resume:
         from clonesweep.orchestrator.study.storage import load_study, storage_url
