@@ -103,9 +103,12 @@ def main(kind: str) -> dict[str, Any]:
     weights = [max_diff(f, s) for f, (s, _) in zip(fused.models, separate, strict=True)]
     logs = [max(abs(a - b) for key in h for a, b in zip(fh[key], h[key], strict=True))
             for fh, (_, h) in zip(fused.histories, separate, strict=True)]
+    by_key = {key: max(abs(a - b) for fh, (_, h) in zip(fused.histories, separate, strict=True)
+                       for a, b in zip(fh[key], h[key], strict=True))
+              for key in fused.histories[0]}
     same_keys = all(set(fh) == set(h) for fh, (_, h) in zip(fused.histories, separate,
                                                               strict=True))
-    return {"kind": kind, "weights": weights, "logs": logs, "same_keys": same_keys,
+    return {"kind": kind, "weights": weights, "logs": logs, "by_key": by_key, "same_keys": same_keys,
             "control": max_diff(fused.models[1], separate[2][0]),
             "fused_s": fused_s, "separate_s": separate_s,
             "history": fused.histories[1]}

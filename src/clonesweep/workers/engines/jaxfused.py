@@ -77,6 +77,9 @@ class FusedPlan:
         metrics: Compiled metrics (Keras names).
         optimizer: A registered Keras optimizer name.
         optimizer_config: The optimizer's constructor arguments shared by all members.
+        exact: Run the members one after another inside each compiled step
+            (``jax.lax.map``) instead of ``jax.vmap``: bitwise ``fit``'s arithmetic for
+            every layer whose unbatched step is, at the cost of the batched speed.
     """
 
     epochs: int
@@ -86,6 +89,7 @@ class FusedPlan:
     metrics: tuple[str, ...] = ()
     optimizer: str = "adam"
     optimizer_config: Mapping[str, Any] = field(default_factory=dict)
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
     x_tr, y_tr, x_va, y_va = data
     sample = _slice(x_tr, 0, 1), _slice(y_tr, 0, 1)
     stacked = build_members(base_config, params or {}, members, plan, sample)
-    step = _Steps(stacked.template)
+    step = _Steps(stacked.template, plan.exact)
     n, batch = _length(x_tr), plan.batch_size
     full, ragged = divmod(n, batch)
     orders = [epoch_orders(seed, n, 0, plan.epochs) for seed in stacked.data_seeds]
@@ -177,7 +181,7 @@ class _Steps:
     """The compiled steps of one template model: vmapped for full batches, per member for
     ragged ones. Each is traced once per input shape."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, exact: bool) -> None:
         self._model = model
 
         def train(state: tuple[Any, ...], x: Any, y: Any) -> tuple[Any, ...]:
@@ -198,9 +202,21 @@ class _Steps:
             take = jax.tree_util.tree_map(lambda a: a[idx], (xs, ys))
             return train(state, *take)
 
-        self.train_vmapped = jax.jit(jax.vmap(gathered, in_axes=(0, None, None, 0)))
+        if exact:
+            # Members one after another inside one compiled call: each member's arithmetic
+            # is that of the unbatched step, so bitwise ``fit``'s.
+            def train_all(state: tuple[Any, ...], xs: Any, ys: Any, idx: Any) -> Any:
+                return jax.lax.map(lambda a: gathered(a[0], xs, ys, a[1]), (state, idx))
+
+            # Validation inside ``lax.map`` summed the loss in another order (2e-7 off an
+            # MLP's val_loss): members run one by one through the unbatched test step.
+            self.train_vmapped = jax.jit(train_all)
+            self.eval_vmapped = lambda state, x, y: self.one_by_one(
+                self.eval_one, state, x, y, None)
+        else:
+            self.train_vmapped = jax.jit(jax.vmap(gathered, in_axes=(0, None, None, 0)))
+            self.eval_vmapped = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
         self.train_one = jax.jit(gathered)
-        self.eval_vmapped = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
         self.eval_one = jax.jit(evaluate)
 
     @staticmethod
