@@ -1,6 +1,6 @@
 """Fused JAX members against the same members fitted alone: run as
-``KERAS_BACKEND=jax python -m tests.workers.jax_equivalence MODEL`` (Keras's backend is fixed
-per process, and the rest of the suite runs TensorFlow). Prints one JSON line of measured
+``KERAS_BACKEND=jax python tests/workers/jax_equivalence.py MODEL MODE...`` (Keras's backend
+is fixed per process, and the rest of the suite runs TensorFlow). Prints one JSON line of measured
 differences; ``test_jaxfused.py`` asserts on it.
 
 Members: A (lr 1e-3), B and C (lr 0.06, the control pair: same settings, other seeds) and D
@@ -10,6 +10,7 @@ ragged last batch of 8) and 50 validation samples in batches of 32 (ragged 18), 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -19,7 +20,7 @@ import keras
 import numpy as np
 
 from clonesweep.datasets import digits
-from clonesweep.workers.engines.jaxfused import FusedMember, FusedPlan, train_fused_jax
+from clonesweep.workers.engines.jaxfused import FusedMember, FusedPlan, Mode, train_fused_jax
 from clonesweep.workers.engines.jaxstate import member_optimizer
 from clonesweep.workers.engines.kerasfit import FitClock, FitPlan, fit_trial
 from clonesweep.workers.rebuild import rebuild
@@ -92,27 +93,30 @@ def _values(model: Any) -> list[Any]:
             if v.dtype.startswith("float")]
 
 
-def main(kind: str) -> dict[str, Any]:
+def main(kind: str, modes: list[str]) -> dict[str, Any]:
+    """Each mode's fused members against the same members fitted alone (once)."""
     config, arrays = model_config(kind), data(kind)
     t0 = time.perf_counter()
-    fused = train_fused_jax(config, MEMBERS, arrays, PLAN)  # type: ignore[arg-type]
-    fused_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
     separate = [alone(config, m, arrays) for m in MEMBERS]  # type: ignore[arg-type]
-    separate_s = time.perf_counter() - t0
-    weights = [max_diff(f, s) for f, (s, _) in zip(fused.models, separate, strict=True)]
-    logs = [max(abs(a - b) for key in h for a, b in zip(fh[key], h[key], strict=True))
-            for fh, (_, h) in zip(fused.histories, separate, strict=True)]
-    by_key = {key: max(abs(a - b) for fh, (_, h) in zip(fused.histories, separate, strict=True)
-                       for a, b in zip(fh[key], h[key], strict=True))
-              for key in fused.histories[0]}
-    same_keys = all(set(fh) == set(h) for fh, (_, h) in zip(fused.histories, separate,
-                                                              strict=True))
-    return {"kind": kind, "weights": weights, "logs": logs, "by_key": by_key, "same_keys": same_keys,
-            "control": max_diff(fused.models[1], separate[2][0]),
-            "fused_s": fused_s, "separate_s": separate_s,
-            "history": fused.histories[1]}
+    out: dict[str, Any] = {"kind": kind, "separate_s": time.perf_counter() - t0}
+    for mode in modes:
+        t0 = time.perf_counter()
+        plan = dataclasses.replace(PLAN, mode=Mode(mode))
+        fused = train_fused_jax(config, MEMBERS, arrays, plan)  # type: ignore[arg-type]
+        out[mode] = compare(fused, separate, time.perf_counter() - t0)
+    return out
+
+
+def compare(fused: Any, separate: list[Any], seconds: float) -> dict[str, Any]:
+    pairs = list(zip(fused.models, fused.histories, separate, strict=True))
+    return {
+        "weights": [max_diff(f, s) for f, _, (s, _) in pairs],
+        "logs": [max(abs(a - b) for key in h for a, b in zip(fh[key], h[key], strict=True))
+                 for _, fh, (_, h) in pairs],
+        "same_keys": all(set(fh) == set(h) for _, fh, (_, h) in pairs),
+        "control": max_diff(fused.models[1], separate[2][0]),
+        "fused_s": seconds, "history": fused.histories[1]}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1])))
+    print(json.dumps(main(sys.argv[1], sys.argv[2:])))

@@ -13,8 +13,11 @@ for the member's data-order seed; samples are gathered inside the compiled step.
 
 One jitted call per batch, not a ``lax.scan`` over the epoch: convolutions inside a scan ran
 4-9x slower on CPU (FACTS.md). The ragged last batch (and the ragged last validation batch)
-runs member by member through the same step, not vmapped: under vmap XLA sums a ragged
-batch in another order, and only this keeps members bitwise equal to ``fit``.
+runs member by member through the unbatched step, compiled once for the group: that step is
+bitwise ``fit``'s for every layer kind tried, convolutions included. Full batches run as
+:class:`Mode` says: vmapped (fast; bitwise for the Transformer tested, 2e-7 off for the
+MLP, a tolerance for convolutions, whose gradients XLA computes another way when batched
+or inside a loop), in a ``lax.map`` (bitwise for MLPs), or member by member (bitwise).
 
 Packed trials: members may differ in learning rate (the optimizer's ``learning_rate``
 variable, stacked like any optimizer variable) and weight decay (the optimizer's
@@ -31,6 +34,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
+from functools import partial
 from typing import Any
 
 import jax
@@ -47,7 +52,22 @@ from clonesweep.workers.engines.jaxstate import (
 )
 from clonesweep.workers.engines.kerasfit import epoch_orders
 
-__all__ = ["FusedMember", "FusedPlan", "FusedResult", "train_fused_jax"]
+__all__ = ["FusedMember", "FusedPlan", "FusedResult", "Mode", "train_fused_jax"]
+
+
+class Mode(str, Enum):
+    """How a fused step runs its members; all keep one compiled program for the group.
+
+    ``VMAP``: one ``jax.vmap``-ed call per batch, the fast one. ``MAP``: one call per batch,
+    the members one after another inside it (``jax.lax.map``). ``SERIAL``: one call per
+    member and batch of the unbatched step, compiled once for all members: bitwise
+    ``fit``'s arithmetic for every layer kind, convolutions included (tests/workers/
+    test_jaxfused.py states what each mode matches).
+    """
+
+    VMAP = "vmap"
+    MAP = "map"
+    SERIAL = "serial"
 
 
 @dataclass(frozen=True)
@@ -77,9 +97,7 @@ class FusedPlan:
         metrics: Compiled metrics (Keras names).
         optimizer: A registered Keras optimizer name.
         optimizer_config: The optimizer's constructor arguments shared by all members.
-        exact: Run the members one after another inside each compiled step
-            (``jax.lax.map``) instead of ``jax.vmap``: bitwise ``fit``'s arithmetic for
-            every layer whose unbatched step is, at the cost of the batched speed.
+        mode: How the members' steps run (:class:`Mode`).
     """
 
     epochs: int
@@ -89,7 +107,7 @@ class FusedPlan:
     metrics: tuple[str, ...] = ()
     optimizer: str = "adam"
     optimizer_config: Mapping[str, Any] = field(default_factory=dict)
-    exact: bool = False
+    mode: Mode = Mode.VMAP
 
 
 @dataclass(frozen=True)
@@ -114,12 +132,11 @@ class FusedResult:
 def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
                     data: tuple[Any, Any, Any, Any], plan: FusedPlan,
                     params: Mapping[str, Any] | None = None) -> FusedResult:
-    """Train ``members`` of ``base_config`` (with ``params`` applied) as one vmapped program.
+    """Train ``members`` of ``base_config`` (with ``params`` applied) as one program.
 
-    Each member ends bitwise equal to the same member compiled with ``plan``'s optimizer
-    (its own learning rate and weight decay) and trained alone with the Keras-fit engine on
-    JAX, for layers whose gradients XLA computes the same way batched and unbatched (Dense,
-    attention, normalization); convolutions drift within a tolerance (see the tests).
+    Each member ends equal, within the tolerance its :class:`Mode` states (bitwise for
+    ``SERIAL``), to the same member compiled with ``plan``'s optimizer (its own learning
+    rate and weight decay) and trained alone with the Keras-fit engine on JAX.
 
     Raises:
         SpecError: not on the JAX backend, no members, or a per-member learning rate with
@@ -134,7 +151,7 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
     x_tr, y_tr, x_va, y_va = data
     sample = _slice(x_tr, 0, 1), _slice(y_tr, 0, 1)
     stacked = build_members(base_config, params or {}, members, plan, sample)
-    step = _Steps(stacked.template, plan.exact)
+    step = _Steps(stacked.template, Mode(plan.mode))
     n, batch = _length(x_tr), plan.batch_size
     full, ragged = divmod(n, batch)
     orders = [epoch_orders(seed, n, 0, plan.epochs) for seed in stacked.data_seeds]
@@ -146,7 +163,7 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
         order = np.stack([next(o) for o in orders])  # (K, n)
         state = stacked.train_state()
         for s in range(full):
-            state = step.train_vmapped(state, xs, ys, order[:, s * batch:(s + 1) * batch])
+            state = step.train_all(state, xs, ys, order[:, s * batch:(s + 1) * batch])
         if ragged:
             state = step.one_by_one(step.train_one, state, xs, ys, order[:, full * batch:])
         stacked.keep(state)
@@ -170,18 +187,19 @@ def _validate(step: _Steps, stacked: Stacked, x: Any, y: Any,
     for start in range(0, n, batch):
         xb, yb = _slice(x, start, start + batch), _slice(y, start, start + batch)
         if start + batch <= n:
-            state = step.eval_vmapped(state, xb, yb)
+            state = step.eval_all(state, xb, yb)
         else:
-            state = step.one_by_one(step.eval_one, state, xb, yb, None)
+            state = step.one_by_one(step.eval_one, state, xb, yb, per_member=False)
     return [{f"val_{k}": v for k, v in logs.items()}
             for logs in metric_logs(stacked.template, state[2])]
 
 
 class _Steps:
-    """The compiled steps of one template model: vmapped for full batches, per member for
-    ragged ones. Each is traced once per input shape."""
+    """The compiled steps of one template model: ``train_all``/``eval_all`` for full
+    batches (per :class:`Mode`), ``train_one``/``eval_one`` (unbatched) for ragged ones.
+    Each is traced once per input shape."""
 
-    def __init__(self, model: Any, exact: bool) -> None:
+    def __init__(self, model: Any, mode: Mode) -> None:
         self._model = model
 
         def train(state: tuple[Any, ...], x: Any, y: Any) -> tuple[Any, ...]:
@@ -202,34 +220,36 @@ class _Steps:
             take = jax.tree_util.tree_map(lambda a: a[idx], (xs, ys))
             return train(state, *take)
 
-        if exact:
-            # Members one after another inside one compiled call: each member's arithmetic
-            # is that of the unbatched step, so bitwise ``fit``'s.
+        self.train_one: Any = jax.jit(gathered)
+        self.eval_one: Any = jax.jit(evaluate)
+        self.train_all: Any
+        self.eval_all: Any
+        if mode is Mode.VMAP:
+            self.train_all = jax.jit(jax.vmap(gathered, in_axes=(0, None, None, 0)))
+            self.eval_all = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
+            return
+        if mode is Mode.MAP:
             def train_all(state: tuple[Any, ...], xs: Any, ys: Any, idx: Any) -> Any:
                 return jax.lax.map(lambda a: gathered(a[0], xs, ys, a[1]), (state, idx))
 
-            # Validation inside ``lax.map`` summed the loss in another order (2e-7 off an
-            # MLP's val_loss): members run one by one through the unbatched test step.
-            self.train_vmapped = jax.jit(train_all)
-            self.eval_vmapped = lambda state, x, y: self.one_by_one(
-                self.eval_one, state, x, y, None)
+            self.train_all = jax.jit(train_all)
         else:
-            self.train_vmapped = jax.jit(jax.vmap(gathered, in_axes=(0, None, None, 0)))
-            self.eval_vmapped = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
-        self.train_one = jax.jit(gathered)
-        self.eval_one = jax.jit(evaluate)
+            self.train_all = partial(self.one_by_one, self.train_one)
+        # Validation inside ``lax.map`` summed the loss in another order (2e-7 off an
+        # MLP's val_loss): members run one by one through the unbatched test step.
+        self.eval_all = partial(self.one_by_one, self.eval_one, per_member=False)
 
     @staticmethod
-    def one_by_one(fn: Any, state: tuple[Any, ...], *args: Any) -> tuple[Any, ...]:
-        """Run ``fn`` on each member's slice of the stacked ``state`` and restack: a ragged
-        batch. ``args[-1]`` is a per-member index array, or None when the data are shared."""
-        *shared, per_member = args
+    def one_by_one(fn: Any, state: tuple[Any, ...], *args: Any,
+                   per_member: bool = True) -> tuple[Any, ...]:
+        """Run ``fn`` on each member's slice of the stacked ``state`` and restack. With
+        ``per_member``, ``args[-1]`` holds one row per member (its sample indices)."""
         k = jax.tree_util.tree_leaves(state)[0].shape[0]
         outs = []
         for m in range(k):
             member = jax.tree_util.tree_map(lambda a, m=m: a[m], state)
-            extra = () if per_member is None else (per_member[m],)
-            outs.append(fn(member, *shared, *extra))
+            own = (*args[:-1], args[-1][m]) if per_member else args
+            outs.append(fn(member, *own))
         return jax.tree_util.tree_map(lambda *a: jax.numpy.stack(a), *outs)
 
 

@@ -156,9 +156,11 @@ def unstack_into(stacked: Stacked) -> list[Any]:
     """Write each member's trained variables back into its own model and optimizer."""
     for k, (model, optimizer) in enumerate(zip(stacked.models, stacked.optimizers,
                                                strict=True)):
-        pairs = [*zip(model.trainable_variables, stacked.trainable),
-                 *zip(model.non_trainable_variables, stacked.non_trainable),
-                 *zip(optimizer.variables, stacked.optimizer)]  # the template's extra last
+        # The stacked optimizer state ends with the template's weight-decay variable,
+        # which the member's own optimizer keeps as a float.
+        pairs = [*zip(model.trainable_variables, stacked.trainable, strict=True),
+                 *zip(model.non_trainable_variables, stacked.non_trainable, strict=True),
+                 *zip(optimizer.variables, stacked.optimizer[:-1], strict=True)]
         for variable, values in pairs:
             variable.assign(values[k])
     return stacked.models
