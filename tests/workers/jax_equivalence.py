@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -104,6 +106,10 @@ def main(kind: str, modes: list[str]) -> dict[str, Any]:
         plan = dataclasses.replace(PLAN, mode=Mode(mode))
         fused = train_fused_jax(config, MEMBERS, arrays, plan)  # type: ignore[arg-type]
         out[mode] = compare(fused, separate, time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as folder:  # the trained members save as .keras
+        path = Path(folder) / "member.keras"
+        fused.models[0].save(path)
+        out["saved"] = max_diff(keras.saving.load_model(path), fused.models[0])
     return out
 
 

@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-pytestmark = pytest.mark.slow
 
 #: The CNN tolerance per learning rate (members A and D: 1e-3; B and C: 0.06): about twice
 #: 1.8x the largest difference measured.
@@ -50,6 +49,7 @@ def _run(kind: str, *modes: str) -> dict[str, Any]:
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=560)
     assert done.returncode == 0, done.stderr[-4000:]
     out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["saved"] == 0.0, out
     for mode in modes:
         assert out[mode]["same_keys"], out
         assert set(out[mode]["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -57,6 +57,21 @@ def _run(kind: str, *modes: str) -> dict[str, Any]:
     return out
 
 
+def test_refused_off_the_jax_backend() -> None:
+    pytest.importorskip("jax")
+    import keras
+
+    from clonesweep.errors import SpecError
+    from clonesweep.workers.engines.jaxfused import FusedMember, FusedPlan, train_fused_jax
+
+    if keras.backend.backend() == "jax":
+        pytest.skip("this process runs Keras on JAX")
+    plan = FusedPlan(epochs=1, batch_size=4, validation_batch_size=4, loss="mse")
+    with pytest.raises(SpecError, match="KERAS_BACKEND"):
+        train_fused_jax({}, [FusedMember(1)], (None, None, None, None), plan)
+
+
+@pytest.mark.slow
 def test_mlp_members_are_bitwise_those_fitted_alone_in_map_mode() -> None:
     out = _run("mlp", "map", "vmap")
     assert out["map"]["weights"] == [0.0] * 4, out
@@ -64,12 +79,14 @@ def test_mlp_members_are_bitwise_those_fitted_alone_in_map_mode() -> None:
     assert max(out["vmap"]["weights"]) <= 1e-6, out
 
 
+@pytest.mark.slow
 def test_transformer_members_are_bitwise_those_fitted_alone() -> None:
     out = _run("transformer", "vmap")
     assert out["vmap"]["weights"] == [0.0] * 4, out
     assert out["vmap"]["logs"] == [0.0] * 4, out
 
 
+@pytest.mark.slow
 def test_cnn_members_within_tolerance_vmapped_and_bitwise_serial() -> None:
     out = _run("cnn", "vmap", "serial")
     for diff, tolerance in zip(out["vmap"]["weights"], CNN_TOLERANCE, strict=True):
