@@ -22,8 +22,11 @@ or inside a loop), in a ``lax.map`` (bitwise for MLPs), or member by member (bit
 Packed trials: members may differ in learning rate (the optimizer's ``learning_rate``
 variable, stacked like any optimizer variable) and weight decay (the optimizer's
 ``weight_decay`` becomes an optimizer variable, so it stacks too; the arithmetic is the
-same as with a float). A per-member dropout rate is not supported: Keras tests
-``rate > 0`` in Python and MultiHeadAttention takes another path at rate 0.
+same as with a float), and in the rate of plain ``Dropout`` layers: the template's Dropout
+layers become :class:`~clonesweep.workers.engines.jaxstate.RateDropout`, whose keep
+probability is a non-trainable weight (Keras's Dropout tests ``rate > 0`` in Python, so its
+rate cannot be a variable). The dropout inside other layers (MultiHeadAttention takes
+another code path at rate 0) cannot differ per member.
 
 Must run in a process whose ``KERAS_BACKEND`` is ``jax`` (Keras fixes its backend per
 process). Imports Keras and JAX.
@@ -78,11 +81,14 @@ class FusedMember:
         seed: The member's root seed (initial weights, Dropout streams, data order).
         learning_rate: Overrides the optimizer's learning rate for this member.
         weight_decay: Overrides the optimizer's weight decay for this member.
+        dropout: Overrides the rate of every plain ``Dropout`` layer for this member
+            (not the dropout inside MultiHeadAttention or other layers).
     """
 
     seed: int
     learning_rate: float | None = None
     weight_decay: float | None = None
+    dropout: float | None = None
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,11 @@ from clonesweep.errors import SpecError
 from clonesweep.workers.rebuild import rebuild
 from clonesweep.workers.seeding import DATA_ORDER
 
-__all__ = ["Stacked", "build_members", "member_optimizer", "metric_logs", "unstack_into",
-           "update_metrics"]
+#: The param that sets a member's rate on every plain Dropout layer (materialize syntax).
+DROPOUT = "layers[Dropout].rate"
+
+__all__ = ["DROPOUT", "RateDropout", "Stacked", "build_members", "member_optimizer",
+           "metric_logs", "unstack_into", "update_metrics"]
 
 
 @dataclass
@@ -76,14 +79,16 @@ def build_members(base_config: dict[str, Any], params: Mapping[str, Any],
     """
     models, optimizers, seeds = [], [], []
     for member in members:
-        variant = rebuild(base_config, params, seed=member.seed)
+        own = dict(params) if member.dropout is None else {**params, DROPOUT: member.dropout}
+        variant = rebuild(base_config, own, seed=member.seed)
         optimizer = member_optimizer(plan, member)
         variant.model.compile(optimizer=optimizer, loss=plan.loss, metrics=list(plan.metrics))
         optimizer.build(variant.model.trainable_variables)
         models.append(variant.model)
         optimizers.append(optimizer)
         seeds.append(variant.materialized.seeds[DATA_ORDER])
-    template = _template(base_config, params, members[0], plan, sample)
+    template = _template(base_config, params, members[0], plan, sample,
+                         rated=any(m.dropout is not None for m in members))
     # The template's last optimizer variable is the weight decay: each member's own value.
     per_member = [[*(v.value for v in o.variables),
                    keras.ops.convert_to_tensor(o.weight_decay or 0.0, "float32")]
@@ -96,17 +101,19 @@ def build_members(base_config: dict[str, Any], params: Mapping[str, Any],
     return Stacked(
         template=template, models=models, optimizers=optimizers, data_seeds=seeds,
         trainable=_stack([[v.value for v in m.trainable_variables] for m in models]),
-        non_trainable=_stack([[v.value for v in m.non_trainable_variables] for m in models]),
+        non_trainable=_stack([_non_trainable(template, m) for m in models]),
         optimizer=_stack(per_member),
         metrics_zero=_stack([[v.value for v in template.metrics_variables]] * len(models)))
 
 
 def _template(base_config: dict[str, Any], params: Mapping[str, Any], member: Any,
-              plan: Any, sample: tuple[Any, Any]) -> Any:
+              plan: Any, sample: tuple[Any, Any], rated: bool) -> Any:
     """A compiled model whose methods trace the fused step, its optimizer's
     ``weight_decay`` an optimizer variable so that it stacks. A member trained alone
     without weight decay gets 0: ``v - v * 0 * lr`` is ``v`` bitwise."""
     template = rebuild(base_config, params, seed=member.seed).model
+    if rated:
+        template = keras.models.clone_model(template, clone_function=_rated)
     optimizer = member_optimizer(plan, member)
     template.compile(optimizer=optimizer, loss=plan.loss, metrics=list(plan.metrics))
     optimizer.build(template.trainable_variables)
@@ -158,12 +165,80 @@ def unstack_into(stacked: Stacked) -> list[Any]:
                                                strict=True)):
         # The stacked optimizer state ends with the template's weight-decay variable,
         # which the member's own optimizer keeps as a float.
+        own = [v for v, t in zip(_aligned(stacked.template, model), stacked.non_trainable,
+                                 strict=True) if v is not None]
+        kept = [t for v, t in zip(_aligned(stacked.template, model), stacked.non_trainable,
+                                  strict=True) if v is not None]
         pairs = [*zip(model.trainable_variables, stacked.trainable, strict=True),
-                 *zip(model.non_trainable_variables, stacked.non_trainable, strict=True),
+                 *zip(own, kept, strict=True),
                  *zip(optimizer.variables, stacked.optimizer[:-1], strict=True)]
         for variable, values in pairs:
             variable.assign(values[k])
     return stacked.models
+
+
+def _rated(layer: Any) -> Any:
+    """A plain Dropout becomes a :class:`RateDropout` of the same name, rate and seed."""
+    if type(layer) is not keras.layers.Dropout or layer.noise_shape is not None:
+        return layer.__class__.from_config(layer.get_config())
+    return RateDropout(layer.rate, seed=layer.seed, name=layer.name)
+
+
+def _aligned(template: Any, model: Any) -> list[Any]:
+    """``model``'s non-trainable variables in the template's order; None where the template
+    holds a :class:`RateDropout`'s ``keep`` (the member's plain Dropout has a float rate)."""
+    keeps = {id(layer.keep) for layer in template.layers if isinstance(layer, RateDropout)}
+    own = iter(model.non_trainable_variables)
+    return [None if id(v) in keeps else next(own) for v in template.non_trainable_variables]
+
+
+def _non_trainable(template: Any, model: Any) -> list[Any]:
+    """The member's values for the template's non-trainable variables: a RateDropout's
+    keep probability is ``1 - rate`` of the member's layer of that name, rounded once to
+    float32 as Keras's dropout rounds its Python ``1.0 - rate``."""
+    keeps = {id(layer.keep): layer.name for layer in template.layers
+             if isinstance(layer, RateDropout)}
+    values = []
+    for v, own in zip(template.non_trainable_variables, _aligned(template, model),
+                      strict=True):
+        if own is not None:
+            values.append(own.value)
+        else:
+            rate = model.get_layer(keeps[id(v)]).rate
+            values.append(keras.ops.convert_to_tensor(1.0 - rate, "float32"))
+    return values
+
+
+@keras.saving.register_keras_serializable(package="clonesweep")
+class RateDropout(keras.layers.Layer):
+    """Dropout whose keep probability is a non-trainable weight, so that members stacked
+    on one template can each have their own rate. Its arithmetic is Keras's JAX dropout's
+    (a Bernoulli mask from the layer's seed generator, ``inputs / keep``). A member of rate
+    0 draws a mask of ones where Keras's Dropout draws nothing: the same outputs, but its
+    seed state moves. Lives only inside the fused step's template: members keep Dropout."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate, self.seed = rate, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.keep = self.add_weight(shape=(), initializer=keras.initializers.Constant(
+            1.0 - rate), trainable=False, name="keep")
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if not training:
+            return inputs
+        keep = self.keep.value
+        mask = jax.random.bernoulli(self.seed_generator.next(), p=keep, shape=inputs.shape)
+        # XLA compiles Keras's ``inputs / keep_prob`` (a constant) as a product with the
+        # float32 reciprocal: the same product here keeps members bitwise.
+        scale = jax.numpy.float32(1.0) / keep
+        return jax.lax.select(mask, inputs * scale, jax.numpy.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 def _stack(per_member: list[list[Any]]) -> list[Any]:
