@@ -57,6 +57,8 @@ BACKEND_LIBRARY_MODULES = {
     ),
     "jax": (
         "workers/backend_setup.py",  # the backend's version, loaded by name
+        "workers/engines/jaxfused.py",  # fused members: jax.vmap / jit of the stateless step
+        "workers/engines/jaxstate.py",  # the fused members' stacked state
         "workers/_keras.py",  # planned: the Keras/TensorFlow fence module
     ),
     "torch": (
