@@ -56,6 +56,7 @@ def _case(kind: str, how: str, members: int, epochs: int, limit: int | None,
           mode: str) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
     from clonesweep.datasets import digits
+    from clonesweep.workers.engines.base import TrainData
     from clonesweep.workers.engines.jaxfused import FusedMember, FusedPlan, Mode, train_fused_jax
     from clonesweep.workers.engines.jaxstate import member_optimizer
     from clonesweep.workers.engines.kerasfit import FitClock, FitPlan, fit_trial
@@ -81,7 +82,7 @@ def _case(kind: str, how: str, members: int, epochs: int, limit: int | None,
             variant.model.compile(optimizer=member_optimizer(plan, member), loss=plan.loss,
                                   metrics=list(plan.metrics))
             logs: dict[str, float] = {}
-            fit_trial(variant.model, data, FitPlan(epochs, 64, 256,
+            fit_trial(variant.model, TrainData.of(data), FitPlan(epochs, 64, 256,
                                                    variant.materialized.seeds[DATA_ORDER]),
                       partial(_record, logs), FitClock())
             accuracy.append(logs["val_accuracy"])

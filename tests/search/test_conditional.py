@@ -71,7 +71,7 @@ def test_conditional_keys_appear_only_when_their_condition_holds(
     ("""
   switch.use-dropout: {values: [1, 2]}""", "Python identifier", "switch.use-dropout"),
     ("""
-  model.blocks: {values: [1, 2]}""", "not one", "model.blocks"),
+  model.blocks: {values: [1, 2]}""", "model.<argument>", "model.blocks"),
 ])
 def test_bad_conditions_name_the_field(sweep: Callable[..., Path], parameters: str,
                                        message: str, field: str) -> None:

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from clonesweep.datasets import digits
+from clonesweep.workers.engines.base import TrainData
 from clonesweep.workers.engines.jaxfused import FusedMember, FusedPlan, Mode, train_fused_jax
 from clonesweep.workers.engines.jaxstate import DROPOUT, member_optimizer
 from clonesweep.workers.engines.kerasfit import FitClock, FitPlan, fit_trial
@@ -87,7 +88,8 @@ def alone(config: dict[str, Any], member: FusedMember, arrays: tuple[Any, ...]) 
 
     plan = FitPlan(PLAN.epochs, PLAN.batch_size, PLAN.validation_batch_size,
                    variant.materialized.seeds[DATA_ORDER])
-    fit_trial(variant.model, arrays, plan, hook, FitClock())  # type: ignore[arg-type]
+    fit_trial(variant.model, TrainData.of(arrays), plan, hook,  # type: ignore[arg-type]
+              FitClock())
     return variant.model, history
 
 

@@ -27,7 +27,7 @@ class Keeping(TrialRunner):
 
     kept: list[np.ndarray]
 
-    def _keep_if_best(self, number: int, value: float, model: Any) -> None:
+    def _trained(self, number: int, value: float, model: Any) -> None:
         self.kept = [np.array(v.numpy()) for v in
                      [*model.variables, *model.optimizer.variables]]
 

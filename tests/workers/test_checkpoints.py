@@ -40,11 +40,11 @@ class Reporter:
 
 
 class WeightsRunner(TrialRunner):
-    """Keeps each completed trial's final weights (through the keep-best hook)."""
+    """Keeps each completed trial's final weights (through the trained-model hook)."""
 
     weights: dict[int, list[np.ndarray]]
 
-    def _keep_if_best(self, number: int, value: float, model: Any) -> None:
+    def _trained(self, number: int, value: float, model: Any) -> None:
         self.weights = getattr(self, "weights", {})
         self.weights[number] = [np.array(w) for w in model.get_weights()]
 

@@ -30,7 +30,7 @@ class StateRunner(TrialRunner):
 
     state: dict[int, list[np.ndarray]]
 
-    def _keep_if_best(self, number: int, value: float, model: Any) -> None:
+    def _trained(self, number: int, value: float, model: Any) -> None:
         self.state = getattr(self, "state", {})
         self.state[number] = [np.array(v.numpy()) for v in
                               [*model.variables, *model.optimizer.variables]]

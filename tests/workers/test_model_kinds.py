@@ -16,19 +16,18 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+
+# One module object for the registered test classes: `custom_layers` is also what sweep
+# files name in model.imports, and a second import as tests.workers.custom_layers would
+# register second copies of the classes (isinstance then fails, by test order).
+from custom_layers import ScaledDense, TinyClassifier
 from keras import ops
+from seed_properties import check_seed_properties, digests
 
 from clonesweep.errors import ConfigPathError
 from clonesweep.spec.configpaths import describe
 from clonesweep.workers.materialize import MODEL_SEED, materialize
 from clonesweep.workers.rebuild import rebuild
-
-try:
-    from tests.workers.custom_layers import ScaledDense, TinyClassifier
-    from tests.workers.seed_properties import check_seed_properties, digests
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from custom_layers import ScaledDense, TinyClassifier  # type: ignore[no-redef]
-    from seed_properties import check_seed_properties, digests  # type: ignore[no-redef]
 
 L = keras.layers
 HERE = Path(__file__).resolve().parent

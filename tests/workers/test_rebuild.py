@@ -11,17 +11,13 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from custom_layers import ScaledDense  # one module object (see test_model_kinds.py)
 
 from clonesweep.errors import ConfigPathError, RebuildError, SpecError, UnsafeConfigError
 from clonesweep.spec.configpaths import index_layers, is_input_entry, is_model_entry, resolve
 from clonesweep.workers.materialize import RANDOM_INITIALIZERS, materialize
 from clonesweep.workers.rebuild import build_variant, rebuild
 from clonesweep.workers.seeding import DATA_ORDER
-
-try:
-    from tests.workers.custom_layers import ScaledDense
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from custom_layers import ScaledDense  # type: ignore[no-redef]
 
 L = keras.layers
 

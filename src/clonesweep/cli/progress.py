@@ -98,11 +98,17 @@ class LineProgress:
         c = outcome.counts
         self._line(f"done in {clock_text(outcome.wall_s)}: {c.complete} complete, {c.pruned} "
                    f"pruned, {c.failed} failed, {c.retried} retried")
+        if outcome.note:  # why nothing more was asked: a met budget, an exhausted grid
+            self._line(outcome.note)
         if outcome.best is not None:
             self._line(f"best: trial {outcome.best.number} {self.tracker.metric}="
                        f"{value_text(outcome.best.value)} {params_text(outcome.best.params)}")
         if outcome.best_model is not None:
             self._line(f"best model: {outcome.best_model}")
+        for number, path in outcome.front_models.items():
+            self._line(f"pareto-front model: trial {number}: {path}")
+        if outcome.model_hint:  # no worker kept the answer's model: how to get it
+            self._line(outcome.model_hint)
         self._line(f"run folder: {outcome.run_folder}")
         if self.next_steps and self.tracker.spec is not None and c.complete + c.pruned:
             self._line("next:")

@@ -178,6 +178,7 @@ class TrialRunner:
         except _Stop as stop:
             result = stop.apply(result)
         else:
+            self._trained(spec.number, epochs.value, variant.model)
             self._keep_member(spec.number, variant.model)
             result = replace(result, state=TrialState.COMPLETE, value=epochs.value)
         if self.job.measure_latency and result.state is not TrialState.FAIL:
@@ -339,7 +340,14 @@ class TrialRunner:
         return _Stop(TrialState.FAIL, FailReason.USER_ERROR,
                      f"{type(exc).__name__}: {exc}\n{_short_traceback(exc)}")
 
-    # -- best model ---------------------------------------------------------------------
+    # -- completed trials ------------------------------------------------------------------
+    def _trained(self, number: int, value: float, model: Any) -> None:
+        """Called with each completed trial's trained model, before evaluation-time work.
+
+        Does nothing here: the models the driver may ask for are kept by the keeper once
+        the trial's result is whole (objectives and constraints may read its latency). A
+        subclass may read the model (the engines' bitwise tests compare its variables)."""
+
     # -- ensemble members (see clonesweep.workers.member and .engines.fused) ---------------
     def _keep_member(self, number: int, model: Any) -> None:
         if not self.job.keep_members:

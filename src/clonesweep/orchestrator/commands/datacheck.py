@@ -130,11 +130,35 @@ def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
     inputs = getattr(model, "inputs", None) or []
     # A model whose one input takes strings (a TextVectorization front) may get str arrays.
     text = len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "string"
-    arrays = {name: _array(name, value, refuse, text and name.startswith("x"))
-              for name, value in zip(_NAMES, loaded, strict=True)}
+    arrays: dict[str, np.ndarray] = {}
+    structured = False
+    for name, value in zip(_NAMES, loaded, strict=True):
+        if isinstance(value, (dict, list, tuple)):
+            # Several inputs or outputs (a dict of token ids and masks, a list per output):
+            # each leaf is checked; the first stands for the samples' count.
+            arrays[name] = _leaves(name, value, refuse, text and name.startswith("x"))
+            structured = True
+        else:
+            arrays[name] = _array(name, value, refuse, text and name.startswith("x"))
     _check_shapes(arrays, model, refuse)
-    _check_targets(spec.training.loss, arrays, model, refuse)
+    if not structured:  # targets matched to one output: a structure maps outputs by name
+        _check_targets(spec.training.loss, arrays, model, refuse)
     return {name: list(array.shape) for name, array in arrays.items()}
+
+
+def _leaves(name: str, value: dict[Any, Any] | list[Any] | tuple[Any, ...], refuse: Any,
+            text: bool) -> np.ndarray:
+    """Check every array of a structured input or target; all hold one row per sample."""
+    items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+    if not items:
+        raise refuse(f"returns an empty {type(value).__name__} as {name}", name,
+                     "return the arrays the model's inputs and outputs take")
+    leaves = [_array(f"{name}[{key!r}]", leaf, refuse, text) for key, leaf in items]
+    counts = {int(leaf.shape[0]) for leaf in leaves}
+    if len(counts) > 1:
+        raise refuse(f"returns {name} whose arrays hold different numbers of samples "
+                     f"({sorted(counts)})", sorted(counts), "every array needs one row per sample")
+    return leaves[0]
 
 
 def _check_weights(loaded: Sequence[Any], refuse: Any) -> None:
