@@ -85,8 +85,20 @@ def test_the_sweep_listens_on_loopback_only_and_dies_with_its_driver(
                                "trial_intermediate_values") == 2)
 
     _wait("two trials reporting epochs", trials_run, deadline_s=300)
-    pids = pids_with_env(MARKER, marker)
-    sockets = listening(pids)
+    # Every process's sockets, read until each expected listener has shown up (an agent may
+    # bind its port a moment after the trials start: a single look once missed the
+    # runtime-env agent); every socket seen on any look counts for the loopback check.
+    seen: dict[tuple[int, str, int], Any] = {}
+
+    def all_listening() -> bool:
+        for s in listening(pids_with_env(MARKER, marker)):
+            seen[(s.pid, s.address, s.port)] = s
+        got = {s.name for s in seen.values()}
+        return ({"gcs_server", "raylet", "ray::RuntimeEnvAgent"} <= got
+                and sum(1 for n in got if n.startswith("ray::_WorkerActor")) >= 1)
+
+    _wait("the sweep's listeners", all_listening, deadline_s=120)
+    sockets = list(seen.values())
     names = sorted(s.name for s in sockets)
     # the driver's own gRPC server, GCS, raylet (2 ports), the runtime-env agent, both worker
     # actors and the pruning broker (Ray names an actor's process ray::<Class>[.<method>])
