@@ -33,6 +33,7 @@ from clonesweep.spec.model import (
 )
 from clonesweep.spec.searchspace import check_parameters, config_params
 from clonesweep.trials import FailReason, TrialResult, TrialSpec
+from clonesweep.workers.keeper import metric_value
 from clonesweep.workers.materialize import canonical_hash
 
 __all__ = [
@@ -154,20 +155,11 @@ def measures_latency(spec: SweepSpec) -> bool:
     return "inference_latency_ms" in metrics
 
 
-def _metric(result: TrialResult, metric: str) -> float | None:
-    if metric == "param_count":
-        return float(result.param_count) if result.param_count else None
-    if metric == "inference_latency_ms":
-        return result.inference_latency_ms
-    history = result.history.get(metric)
-    return float(history[-1]) if history else None
-
-
 def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | str:
     """The finished trial's objective values, in order; or why one is missing."""
     values = []
     for objective in spec.objectives:
-        value = _metric(result, objective.metric)
+        value = metric_value(result, objective.metric)
         if value is None or not math.isfinite(value):
             return f"objective {objective.metric} has no finite value ({value})"
         values.append(value)
@@ -179,7 +171,7 @@ def constraint_values(spec: SweepSpec, result: TrialResult) -> dict[str, float]:
     produce counts as violated (inf)."""
     out: dict[str, float] = {}
     for c in spec.constraints:
-        value = _metric(result, c.metric)
+        value = metric_value(result, c.metric)
         out[c.label] = math.inf if value is None else c.violation(value)
     return out
 
