@@ -176,7 +176,7 @@ def run(sweep: Sweep, *, model: keras.Model | None = None, data: Any = None,
     from clonesweep.orchestrator.sweep import run_sweep
 
     _quiet(verbose)
-    with _resolved(sweep, model, data, overrides) as spec:
+    with _native_lines_muted(verbose), _resolved(sweep, model, data, overrides) as spec:
         view = _progress_view(spec, progress)
         try:
             outcome = run_sweep(spec, base_model_config(spec),
@@ -221,7 +221,7 @@ def ensemble(sweep: Sweep, *, members: int, model: keras.Model | None = None,
     _quiet(verbose)
     request = EnsembleRequest(members=members, seed=seed, fused=fused, study=study,
                               trial=trial)
-    with _resolved(sweep, model, data, overrides) as spec:
+    with _native_lines_muted(verbose), _resolved(sweep, model, data, overrides) as spec:
         resolve_params(spec, trial)  # refused before any worker starts
         check_study_unused(spec, study or f"{spec.name}-ensemble")
         outcome = run_ensemble(spec, base_model_config(spec),
@@ -328,6 +328,17 @@ def _quiet(verbose: bool) -> None:
         from clonesweep.cli.quiet import quiet_logs
 
         quiet_logs()
+
+
+def _native_lines_muted(verbose: bool) -> contextlib.AbstractContextManager[None]:
+    """TensorFlow's native log lines (oneDNN, CUDA probes, absl) kept off stderr for the
+    call, unless ``verbose``; lines written before the call (the caller's own
+    ``import keras``) are out of its reach."""
+    if verbose:
+        return contextlib.nullcontext()
+    from clonesweep.cli.quiet import native_lines_filtered
+
+    return native_lines_filtered()
 
 
 # -- reading the study ------------------------------------------------------------------------

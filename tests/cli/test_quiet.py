@@ -14,7 +14,12 @@ import optuna
 import pytest
 
 from clonesweep.cli.main import main
-from clonesweep.cli.quiet import native_stderr_muted, quiet_logs
+from clonesweep.cli.quiet import (
+    NATIVE_LINE,
+    native_lines_filtered,
+    native_stderr_muted,
+    quiet_logs,
+)
 from clonesweep.spec import load_sweep
 
 
@@ -35,6 +40,54 @@ def test_native_stderr_is_muted_and_replayed_on_error(capfd: pytest.CaptureFixtu
         os.write(2, b"why the import failed\n")
         raise ImportError("broken")
     assert "why the import failed" in capfd.readouterr().err
+
+
+def test_native_lines_are_dropped_and_others_pass(capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    with native_lines_filtered():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796517845.281354   26375 port.cc:153] oneDNN custom "
+                    b"operations are on.\n")
+        os.write(2, b"a line of the caller's\n")
+        os.write(2, b"E0000 00:00:1796517862.423789   26375 cuda_platform.cc:52] failed call "
+                    b"to cuInit: INTERNAL: CUDA error\n")
+        os.write(2, b"UserWarning: another line of the caller's\n")
+    err = capfd.readouterr().err
+    assert err == "a line of the caller's\nUserWarning: another line of the caller's\n"
+    os.write(2, b"after the block\n")  # descriptor 2 is the real one again
+    assert capfd.readouterr().err == "after the block\n"
+
+
+_API_RUN = """
+import sys
+import clonesweep
+verbose = sys.argv[2] == "verbose"
+result = clonesweep.run(sys.argv[1], backend="inprocess", progress=False, verbose=verbose)
+clonesweep.ensemble(sys.argv[1], members=2, trial="best", backend="inprocess",
+                    verbose=verbose)
+print(result.best.number)
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_the_python_api_leaves_no_tensorflow_lines_on_stderr(tmp_path: Path,
+                                                            mode: str) -> None:
+    """clonesweep.run and clonesweep.ensemble from Python, Keras first imported inside the
+    call: stderr holds none of TensorFlow's native lines (absl, oneDNN, the CUDA probe),
+    which verbose=True shows (so the check can fail)."""
+    from tests_support import write_sweep
+
+    path = write_sweep(tmp_path, trials=2, epochs=1, limit=200)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", _API_RUN, str(path), mode], cwd=tmp_path,
+                          env=env, capture_output=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    native = [line for line in done.stderr.splitlines() if NATIVE_LINE.match(line)]
+    if mode == "verbose":
+        assert any(b"oneDNN" in line for line in native), done.stderr[-3000:]
+    else:
+        assert native == [] and b"oneDNN" not in done.stderr, done.stderr[-3000:]
 
 
 def test_quiet_logs_hide_rays_notice_and_optunas_info(restore_logging: None) -> None:
