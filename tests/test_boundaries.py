@@ -134,6 +134,11 @@ RULES = (
          "driver's; the CLI calls orchestrator functions)",
          where=_under(PKG), exempt=_under(f"{PKG}.orchestrator"),
          forbids=_under("optuna", "optuna_dashboard", "sqlalchemy")),
+    Rule("trackers-in-orchestrator",
+         "only orchestrator/ imports optuna_integration, mlflow or wandb (the trackers are "
+         "told on the driver, after the study: orchestrator/trackers.py)",
+         where=_under(PKG), exempt=_under(f"{PKG}.orchestrator"),
+         forbids=_under("optuna_integration", "mlflow", "wandb")),
     Rule("ray-in-ray-backend",
          "only orchestrator/backends/ray/ imports ray",
          where=_under(PKG), exempt=_under(f"{PKG}.orchestrator.backends.ray"),

@@ -134,6 +134,17 @@ CASES = [
      "did you mean 'tpe'"),
     ("unknown_pruner", HEAD + "sweep: {pruner: {name: medain}}\n", "sweep.pruner.name",
      "did you mean 'median'"),
+    ("unknown_tracker", HEAD + "trackers: {mlfow: {}}\n", "trackers.mlfow",
+     "did you mean 'mlflow'"),
+    ("tracker_false", HEAD + "trackers: {wandb: false}\n", "trackers.wandb", "leave 'wandb' out"),
+    ("wandb_mode", HEAD + "trackers: {wandb: {mode: ofline}}\n", "trackers.wandb.mode",
+     "'ofline'"),
+    ("wandb_key", HEAD + "trackers: {wandb: {projet: x}}\n", "trackers.wandb.projet",
+     "did you mean 'project'"),
+    ("mlflow_uri_scheme", HEAD + "trackers: {mlflow: {tracking_uri: 'ftp://host/x'}}\n",
+     "trackers.mlflow.tracking_uri", "'ftp://host/x'"),
+    ("mlflow_experiment", HEAD + "trackers: {mlflow: {experiment: 3}}\n",
+     "trackers.mlflow.experiment", "3"),
 ]
 
 

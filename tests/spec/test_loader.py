@@ -194,6 +194,37 @@ def test_storage_urls(workdir: Path, storage: str, expected: str | None) -> None
     assert spec.sweep.storage == want
 
 
+@pytest.mark.parametrize(("trackers", "mlflow", "wandb"), [
+    ("", None, None),
+    ("trackers: {mlflow: true}", (None, None), None),
+    ("trackers: {mlflow: {tracking_uri: mlruns, experiment: lab}}",
+     ("{tmp}/mlruns", "lab"), None),
+    ("trackers: {mlflow: {tracking_uri: 'file:runs/ml'}}", ("{tmp}/runs/ml", None), None),
+    ("trackers: {mlflow: {tracking_uri: 'file:///abs/ml'}}", ("file:///abs/ml", None), None),
+    ("trackers: {mlflow: {tracking_uri: 'http://mlflow:5000'}}",
+     ("http://mlflow:5000", None), None),
+    ("trackers: {wandb: {}}", None, (None, None, "online", None)),
+    ("trackers: {wandb: {project: p, entity: team, mode: offline, dir: w}}", None,
+     ("p", "team", "offline", "{tmp}/w")),
+])
+def test_trackers(workdir: Path, trackers: str, mlflow: Any, wandb: Any) -> None:
+    spec = _load(workdir, f"name: t\nmodel: {{config: model.json}}\n{trackers}\n")
+    m, w = spec.trackers.mlflow, spec.trackers.wandb
+    assert spec.trackers.any == (mlflow is not None or wandb is not None)
+    if mlflow is None:
+        assert m is None
+    else:
+        uri = mlflow[0]
+        if uri is not None and uri.startswith("{tmp}"):
+            uri = Path(uri.format(tmp=workdir)).as_uri()
+        assert (m.tracking_uri, m.experiment) == (uri, mlflow[1])
+    if wandb is None:
+        assert w is None
+    else:
+        folder = None if wandb[3] is None else Path(wandb[3].format(tmp=workdir))
+        assert (w.project, w.entity, w.mode, w.dir) == (*wandb[:3], folder)
+
+
 def test_check_storage_url_for_the_cli() -> None:
     assert check_storage_url("sqlite:///x.db") == "sqlite:///x.db"
     with pytest.raises(SpecError, match="--storage"):

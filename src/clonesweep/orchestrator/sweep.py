@@ -34,6 +34,7 @@ from clonesweep.orchestrator.study.outbox import Outbox
 from clonesweep.orchestrator.study.setup import plan_study
 from clonesweep.orchestrator.study.storage import mask_url, storage_url
 from clonesweep.orchestrator.sweep_policy import BestTrial, Counts, SweepPolicy
+from clonesweep.orchestrator.trackers import Trackers
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import TrialResult, TrialSpec
 from clonesweep.workers.runner import WorkerJob
@@ -181,6 +182,8 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         if grid is not None and grid.left(held_study) == 0:
             return _nothing_to_run(spec, url, held_study, held_budget, grid.note(), progress,
                                    started)
+    # A tracker whose library is missing is refused here, before anything exists.
+    trackers = Trackers.of(spec)
     interrupts = Interrupts(options.grace)
     opened = None
     # Workers start importing Keras now, while the driver opens the study.
@@ -193,7 +196,7 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
                                resume=options.resume)
             outbox = Outbox()
             policy = SweepPolicy(spec, opened.study, opened.folder, progress, opened.budget,
-                                 opened.already, outbox)
+                                 opened.already, outbox, trackers)
             # The header shows the budget this run aims for, not the file's figure.
             progress.on_start(with_budget(spec, opened.budget), mask_url(url), opened.already)
             Loop(backend, policy, retries=spec.sweep.retries, outbox=outbox,
@@ -202,6 +205,8 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
             kept = bestmodel.keep(backend, opened.folder, opened.study)
     finally:
         backend.shutdown()
+        if trackers is not None:
+            trackers.close()
         if opened is not None:
             opened.lease.release()
     outcome = SweepOutcome(spec.name, mask_url(url), spec.run_folder, policy.counts,

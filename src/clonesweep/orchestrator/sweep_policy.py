@@ -44,6 +44,7 @@ from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, 
 
 if TYPE_CHECKING:
     from clonesweep.orchestrator.sweep import Progress
+    from clonesweep.orchestrator.trackers import Trackers
 
 __all__ = ["BestTrial", "Counts", "SweepPolicy"]
 
@@ -85,8 +86,10 @@ class SweepPolicy:
     """Asks, prunes and tells for one sweep; the loop runs it (see the module docstring)."""
 
     def __init__(self, spec: SweepSpec, study: optuna.Study, folder: RunFolder,
-                 progress: Progress, budget: int, already: int, outbox: Outbox) -> None:
+                 progress: Progress, budget: int, already: int, outbox: Outbox,
+                 trackers: Trackers | None = None) -> None:
         self.spec, self.study, self.folder, self.progress = spec, study, folder, progress
+        self.trackers = trackers  # MLflow / W&B, told after the study (trackers.py)
         self.budget, self.already, self.outbox = budget, already, outbox
         self.maker = TrialMaker(spec)
         self.asked: dict[int, _Asked] = {}
@@ -220,18 +223,20 @@ class SweepPolicy:
         if result.state is not TrialState.FAIL and self.spec.constraints:
             feasible = self._constrain(trial, result)
         if values is not None:
-            self._tell_study(trial, values=values)
+            frozen = self._tell_study(trial, values=values)
             self.counts.complete += 1
             if feasible:
                 self._update_best(result.number, values[0], entry.params)
             self.user_errors_in_a_row = 0
         elif result.state is TrialState.PRUNED:
-            self._tell_study(trial, state=optuna.trial.TrialState.PRUNED)
+            frozen = self._tell_study(trial, state=optuna.trial.TrialState.PRUNED)
             self.counts.pruned += 1
             self.user_errors_in_a_row = 0
         else:
-            self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
+            frozen = self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
             self._failed(result)
+        if self.trackers is not None:  # after the study: they never hold up its record
+            self.trackers.told(self.study, frozen, result)
         for phase, seconds in (("build", result.timings.build_s),
                                ("train", result.timings.train_s),
                                ("eval", result.timings.eval_s)):
@@ -263,15 +268,19 @@ class SweepPolicy:
                     entry.trial.report(value, step)
                 entry.reported.add(step)
 
-    def _tell_study(self, trial: optuna.trial.Trial, **kwargs: Any) -> None:
+    def _tell_study(self, trial: optuna.trial.Trial,
+                    **kwargs: Any) -> optuna.trial.FrozenTrial:
+        """``study.tell``; the trial as recorded."""
         try:
-            self.study.tell(trial, **kwargs)
+            return self.study.tell(trial, **kwargs)
         except RuntimeError as exc:
             # GridSampler / BruteForceSampler call study.stop() once every point has been
             # visited, which only works inside study.optimize; the trial is recorded already.
             if not stopped_outside_optimize(exc):
                 raise
             self.exhausted = True
+            return next(t for t in self.study.get_trials(deepcopy=False)
+                        if t.number == trial.number)
 
     def _constrain(self, trial: optuna.trial.Trial, result: TrialResult) -> bool:
         """Record the constraint values (Optuna's ``constraints``); True if feasible."""

@@ -36,7 +36,7 @@ MODULE_RE = re.compile(rf"^{_DOTTED}$")
 CALLABLE_RE = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 #: Top-level keys with their own section in docs/sweep-file.md (the default hint links it).
 _DOC_SECTIONS = ("model", "data", "training", "objective", "constraints", "parameters",
-                 "sweep")
+                 "sweep", "trackers")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -34,12 +34,13 @@ from clonesweep.spec.optimizers import optimizer_keys
 from clonesweep.spec.searchspace import parse_parameters
 from clonesweep.spec.settings import check_storage_url, parse_settings
 from clonesweep.spec.sources import parse_model
+from clonesweep.spec.trackers import parse_trackers
 
 __all__ = ["DEFAULT_LOADER", "check_storage_url", "load_sweep", "parse_sweep", "read_sweep_file"]
 
 DEFAULT_LOADER = "clonesweep.datasets:digits"
 _TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sweep",
-             "constraints", "enqueue")
+             "constraints", "enqueue", "trackers")
 _TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "loss", "metrics",
                   "steps_per_execution", "jit_compile", "validation_batch_size",
                   "reuse_graphs", "class_weight", "callbacks")
@@ -131,6 +132,7 @@ def parse_sweep(data: Any, *, file: str, base: Path) -> SweepSpec:
         objectives=objectives,
         constraints=_constraints(top, training.metrics),
         enqueue=_enqueue(top, parameters),
+        trackers=parse_trackers(top.sub("trackers"), base),
     )
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "Direction",
     "Distribution",
     "EnqueueFrom",
+    "MlflowSpec",
     "ModelSource",
     "ModelSpec",
     "ObjectiveSpec",
@@ -28,7 +29,9 @@ __all__ = [
     "ResourcesSpec",
     "SweepSettings",
     "SweepSpec",
+    "TrackersSpec",
     "TrainingSpec",
+    "WandbSpec",
     "same_value",
 ]
 
@@ -320,6 +323,50 @@ class SweepSettings:
 
 
 @dataclass(frozen=True)
+class MlflowSpec:
+    """``trackers.mlflow``: each told trial becomes an MLflow run (Optuna's MLflowCallback).
+
+    Attributes:
+        tracking_uri: Where MLflow writes (``file:`` URIs absolute already); None: MLflow's
+            own choice (``$MLFLOW_TRACKING_URI``, else its default).
+        experiment: The experiment's name; None: the sweep's name.
+    """
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class WandbSpec:
+    """``trackers.wandb``: one W&B run per sweep, a step per told trial (Optuna's
+    WeightsAndBiasesCallback).
+
+    Attributes:
+        project: The W&B project; None: the sweep's name.
+        entity: The W&B team or user; None: W&B's default.
+        mode: ``online``, ``offline`` (files only, ``wandb sync`` later) or ``disabled``.
+        dir: Where W&B keeps its files; None: the run folder.
+    """
+
+    project: str | None = None
+    entity: str | None = None
+    mode: str = "online"
+    dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrackersSpec:
+    """``trackers``: experiment trackers the driver tells each finished trial to."""
+
+    mlflow: MlflowSpec | None = None
+    wandb: WandbSpec | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.mlflow is not None or self.wandb is not None
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A validated sweep file.
 
@@ -339,6 +386,7 @@ class SweepSpec:
     objectives: tuple[ObjectiveSpec, ...] = ()
     constraints: tuple[ConstraintSpec, ...] = ()
     enqueue: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    trackers: TrackersSpec = field(default_factory=TrackersSpec)
 
     def __post_init__(self) -> None:
         if not self.objectives:
