@@ -91,11 +91,17 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in sub.choices.values():  # ux: every command can show the libraries' banners
         cmd.add_argument("--verbose", action="store_true",
                          help="show Ray's and TensorFlow's own start-up messages and logs")
-    # Every command that opens a storage (those of _COMMAND_MODULES too) takes the password file.
+    # Every command that opens a storage (those of _COMMAND_MODULES too) takes the password
+    # file, and a project storage.
     for cmd in sub.choices.values():
         flags = cmd._option_string_actions
         if "--storage" in flags and "--storage-password-file" not in flags:
             _password_flag(cmd)
+        if "--storage" in flags and "--project" not in flags:
+            cmd.add_argument("--project", metavar="PATH",
+                             help="a project storage holding many sweeps, each the study of "
+                                  "its name (a SQLite file or a database URL; default "
+                                  "$CLONESWEEP_PROJECT); overrides sweep.storage/project")
     return p
 
 
@@ -170,6 +176,27 @@ def _with_password(spec: SweepSpec, args: argparse.Namespace, password: str | No
         spec.sweep, storage=with_password(url, password, source=source)))
 
 
+def _with_project(spec: SweepSpec, args: argparse.Namespace,
+                  env_project: str | None) -> SweepSpec:
+    """``--project``, else ``$CLONESWEEP_PROJECT`` when the file names no storage or project,
+    as the sweep's storage."""
+    from pathlib import Path
+
+    from clonesweep.spec.settings import PROJECT_ENV, with_project
+
+    flag = getattr(args, "project", None)
+    if flag and getattr(args, "storage", None):
+        raise SpecError("give --storage or --project, not both", field="--project",
+                        value=flag, hint="a project is a storage shared by many sweeps")
+    if flag:
+        return dataclasses.replace(spec, sweep=with_project(
+            spec.sweep, flag, Path.cwd(), file="--project", field="--project"))
+    if env_project and spec.sweep.storage is None and not getattr(args, "storage", None):
+        return dataclasses.replace(spec, sweep=with_project(
+            spec.sweep, env_project, Path.cwd(), file=f"${PROJECT_ENV}", field=PROJECT_ENV))
+    return spec
+
+
 def _with_overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
     changes: dict[str, Any] = {}
     for key in ("trials", "parallel", "storage"):
@@ -193,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a factory may import Keras here
     # Read once, then removed: a local Ray started below (and its workers) must not inherit it.
     env_password = os.environ.pop("CLONESWEEP_STORAGE_PASSWORD", None)
+    env_project = os.environ.get("CLONESWEEP_PROJECT") or None
     args = _parser().parse_args(argv)
     if not args.verbose:  # ux
         from clonesweep.cli.quiet import quiet_logs
@@ -201,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     password: str | None = env_password
     try:
         password, source = _password(args, env_password)
-        spec = _with_password(_with_overrides(load_sweep(args.file), args), args, password,
-                              source)
+        spec = _with_password(_with_project(_with_overrides(load_sweep(args.file), args),
+                                            args, env_project), args, password, source)
         if args.command not in ("run", "resume"):  # those check the lease first
             _import_keras_first(spec, args)
         handler = getattr(args, "handler", None) or (_run if args.command == "run" else _report)
@@ -276,7 +304,8 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from clonesweep.orchestrator.commands.validate import check_storage, validate_sweep
     from clonesweep.orchestrator.study.storage import storage_url
 
-    field = "--storage" if args.storage else "sweep.storage"
+    field = ("--storage" if args.storage else "--project" if args.project
+             else "sweep.project" if spec.sweep.project else "sweep.storage")
     found = check_storage(spec, storage_url(spec), field if spec.sweep.storage else
                           "sweep.run_dir")
     if not args.takeover and found.startswith("resumes"):

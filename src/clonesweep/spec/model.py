@@ -303,6 +303,9 @@ class SweepSettings:
             seconds passed since its last one (0: after every epoch).
         tensorboard: Write TensorBoard logs, one folder per trial under
             ``<run folder>/tensorboard/``, with its params for the HParams view.
+        project: The project storage as given (``sweep.project``, ``--project`` or
+            ``$CLONESWEEP_PROJECT``): ``storage`` then holds its URL, shared by many sweeps,
+            each the study of its name.
     """
 
     trials: int = 10
@@ -320,6 +323,7 @@ class SweepSettings:
     checkpoint_dir: Path | None = None
     checkpoint_every_s: float = 30.0
     tensorboard: bool = False
+    project: str | None = None
 
 
 @dataclass(frozen=True)

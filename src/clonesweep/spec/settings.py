@@ -16,8 +16,9 @@ from clonesweep.errors import SpecError
 from clonesweep.spec._fields import Block, did_you_mean, is_json_data, resolve_path
 from clonesweep.spec.model import EnqueueFrom, PlugSpec, ResourcesSpec, SweepSettings
 
-__all__ = ["PASSWORD_ENV", "PRUNERS", "SAMPLERS", "STORAGE_SCHEMES", "check_storage_url",
-           "has_password", "mask_url", "parse_settings", "read_password_file", "with_password"]
+__all__ = ["PASSWORD_ENV", "PROJECT_ENV", "PRUNERS", "SAMPLERS", "STORAGE_SCHEMES",
+           "check_storage_url", "has_password", "mask_url", "parse_settings", "project_url",
+           "read_password_file", "with_password", "with_project"]
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2", "nsga3", "qmc", "bruteforce")
 #: ``nop`` is read as ``none``: one name for "no pruning".
@@ -29,7 +30,7 @@ STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://",
                    "mysql+pymysql://", "journal://")
 _KEYS = ("trials", "parallel", "sampler", "pruner", "storage", "run_dir", "resources",
          "retries", "trial_timeout", "resource_wait", "seed", "enqueue_from",
-         "checkpoint_dir", "checkpoint_every_s", "tensorboard")
+         "checkpoint_dir", "checkpoint_every_s", "tensorboard", "project")
 _MAX_SEED = 2**32 - 1
 
 
@@ -51,7 +52,8 @@ def parse_settings(block: Block, base: Path) -> SweepSettings:
         parallel=block.integer("parallel", defaults.parallel, low=1),
         sampler=_seeded(block, _plug(block, "sampler", SAMPLERS, defaults.sampler)),
         pruner=pruner,
-        storage=_storage(block, base),
+        storage=_storage_or_project(block, base),
+        project=_project(block, base),
         run_dir=resolve_path(run_dir, file=block.file, field=block.field("run_dir"),
                              value=given or str(run_dir)),
         resources=_resources(block.sub("resources")),
@@ -117,6 +119,66 @@ def _plug(block: Block, key: str, names: tuple[str, ...], default: PlugSpec) -> 
         field = key if isinstance(raw, str) else f"{key}.name"
         block.fail(field, f"unknown {key}", name, did_you_mean(name, names))
     return PlugSpec(name, settings)
+
+
+#: The environment variable naming a project storage (``--project``'s default): read by
+#: the command line and the Python API, used when neither the sweep file nor a flag names a
+#: storage or a project.
+PROJECT_ENV = "CLONESWEEP_PROJECT"
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_PROJECT_HINT = ("a SQLite file (lab.db, .sqlite, .sqlite3) or a database URL "
+                 "(postgresql://USER@HOST/DB); docs/sweep-file.md#projects")
+
+
+def _project(block: Block, base: Path) -> str | None:
+    given = block.string("project", None)
+    if given is None:
+        return None
+    if block.has("storage"):
+        block.fail("project", "give 'storage' or 'project', not both", given,
+                   "a project is a storage shared by many sweeps: keep one of the two")
+    project_url(given, base, file=block.file, field=block.field("project"))
+    return str(given)
+
+
+def _storage_or_project(block: Block, base: Path) -> str | None:
+    if block.has("project") and not block.has("storage"):
+        return project_url(block.string("project"), base, file=block.file,
+                           field=block.field("project"))
+    return _storage(block, base)
+
+
+def project_url(project: str, base: Path, *, file: str | None, field: str) -> str:
+    """The storage URL of a project: a SQLite file's path (relative to ``base``) or a
+    database URL. A journal file is refused: it has one writer at a time, and a project's
+    sweeps may run at once.
+
+    Example:
+        >>> project_url("/srv/lab.db", Path("/"), file=None, field="--project")
+        'sqlite:////srv/lab.db'
+    """
+    text = str(project).strip()
+    if text.startswith("journal://") or text.endswith((".log", ".journal", ".jsonl")):
+        raise SpecError("a journal file cannot hold a project: it takes one writer at a time, "
+                        "and a project's sweeps may run at once", file=file, field=field,
+                        value=text, hint=_PROJECT_HINT)
+    if "://" in text:
+        return check_storage_url(text, file=file, field=field)
+    if not text.endswith(_SQLITE_SUFFIXES):
+        raise SpecError("not a project storage", file=file, field=field, value=text,
+                        hint=_PROJECT_HINT)
+    path = resolve_path(base / Path(text).expanduser(), file=file, field=field, value=text)
+    return f"sqlite:///{path}"
+
+
+def with_project(settings: SweepSettings, project: str, base: Path, *, file: str | None,
+                 field: str) -> SweepSettings:
+    """``settings`` with ``project`` as the storage (from ``--project`` or the
+    environment), replacing whatever storage or project the file named."""
+    from dataclasses import replace
+
+    return replace(settings, storage=project_url(project, base, file=file, field=field),
+                   project=project)
 
 
 def _storage(block: Block, base: Path) -> str | None:
