@@ -157,17 +157,17 @@ def project_url(project: str, base: Path, *, file: str | None, field: str) -> st
         >>> project_url("/srv/lab.db", Path("/"), file=None, field="--project")
         'sqlite:////srv/lab.db'
     """
-    text = str(project).strip()
-    if text.startswith("journal://") or text.endswith((".log", ".journal", ".jsonl")):
+    given = str(project).strip()
+    if given.startswith("journal://") or given.endswith((".log", ".journal", ".jsonl")):
         raise SpecError("a journal file cannot hold a project: it takes one writer at a time, "
                         "and a project's sweeps may run at once", file=file, field=field,
-                        value=text, hint=_PROJECT_HINT)
-    if "://" in text:
-        return check_storage_url(text, file=file, field=field)
-    if not text.endswith(_SQLITE_SUFFIXES):
-        raise SpecError("not a project storage", file=file, field=field, value=text,
+                        value=given, hint=_PROJECT_HINT)
+    if "://" in given:
+        return check_storage_url(given, file=file, field=field)
+    if not given.endswith(_SQLITE_SUFFIXES):
+        raise SpecError("not a project storage", file=file, field=field, value=given,
                         hint=_PROJECT_HINT)
-    path = resolve_path(base / Path(text).expanduser(), file=file, field=field, value=text)
+    path = resolve_path(base / Path(given).expanduser(), file=file, field=field, value=given)
     return f"sqlite:///{path}"
 
 
