@@ -52,7 +52,9 @@ class _Tracker(Protocol):
     def told(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
              result: TrialResult) -> None: ...
 
-    def close(self) -> None: ...
+    def abort(self) -> None:
+        """End a run left open (a failure or an interrupt inside ``told``), as failed."""
+        ...
 
 
 class Trackers:
@@ -94,18 +96,15 @@ class Trackers:
                 self._drop(tracker, exc)
 
     def close(self) -> None:
-        for tracker in list(self._live):
-            try:
-                tracker.close()
-            except Exception as exc:
-                self._drop(tracker, exc)
+        """At the end of the run (or an interrupt): no run stays open."""
+        for tracker in self._live:
+            with contextlib.suppress(Exception):
+                tracker.abort()
 
     def _drop(self, tracker: _Tracker, exc: Exception) -> None:
         self._live.remove(tracker)
-        abort = getattr(tracker, "abort", None)
-        if abort is not None:  # a run it left open is closed, as failed
-            with contextlib.suppress(Exception):
-                abort()
+        with contextlib.suppress(Exception):
+            tracker.abort()
         warnings.warn(f"the {tracker.name} tracker failed ({type(exc).__name__}: "
                       f"{str(exc)[:300]}); the sweep goes on without it", RuntimeWarning,
                       stacklevel=2)
@@ -181,8 +180,11 @@ class _Mlflow:
             tags.append(RunTag("message", result.message[-4000:]))
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics, tags=tags)
 
-    def close(self) -> None:
-        pass
+    def abort(self) -> None:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run("KILLED")
 
 
 class _Wandb:
@@ -226,6 +228,3 @@ class _Wandb:
 
         if wandb.run is not None:
             wandb.run.finish(exit_code=1)
-
-    def close(self) -> None:
-        pass
