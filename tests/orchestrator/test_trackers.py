@@ -46,9 +46,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
     monkeypatch.setattr(socket.socket, "connect", guarded)
     for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
                        "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
-                       "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
-                       "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}.items():
+                       "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}.items():
         monkeypatch.setenv(key, value)
     yield tried
     assert tried == [], f"a tracker tried to reach {tried}"

@@ -144,6 +144,8 @@ class _Mlflow:
             # MLflow 3 refuses its file store unless this is set; the sweep file asked for
             # one by name (a path or a file: URI), so that is the user's opt-in.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        if uri is not None and uri.startswith(("http://", "https://")):
+            _reachable(uri)
         if uri is not None:
             mlflow.set_tracking_uri(uri)
         found = mlflow.get_experiment_by_name(self.experiment)
@@ -185,6 +187,20 @@ class _Mlflow:
 
         if mlflow.active_run() is not None:
             mlflow.end_run("KILLED")
+
+
+def _reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Raise OSError when nothing answers at ``uri``: MLflow's client retries a refused
+    connection with back-off for minutes (measured: over 2.5 min against a closed port),
+    which would hold the driver's loop. Any HTTP answer (even 401 or 404) will do."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered
 
 
 class _Wandb:
