@@ -171,3 +171,20 @@ def test_an_ensemble_member_keeps_predictions_and_targets_of_a_dataset(loader: s
     assert kept is not None
     assert kept.val_pred.shape == (N_VAL, 2)
     np.testing.assert_array_equal(kept.y_val, _arrays()[3])
+
+
+def failing() -> None:
+    raise RuntimeError("no data here")
+
+
+def test_the_driver_shares_arrays_and_leaves_datasets_to_each_worker() -> None:
+    from clonesweep.workers.given import shared_arrays
+
+    loaded = shared_arrays(DataSpec(f"{__name__}:_arrays", {}))
+    assert loaded is not None and len(loaded) == 4
+    np.testing.assert_array_equal(loaded[0], _arrays()[0])
+    assert shared_arrays(DataSpec(f"{__name__}:tf_pair", {})) is None  # datasets: per worker
+    assert shared_arrays(DataSpec(f"{__name__}:py_pair", {})) is None
+    # A loader failing on the driver is left to the workers, which fail trials as user_error.
+    assert shared_arrays(DataSpec(f"{__name__}:failing", {})) is None
+    assert shared_arrays(DataSpec(f"{__name__}:mixed", {})) is None
