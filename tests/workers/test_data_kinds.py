@@ -188,3 +188,21 @@ def test_the_driver_shares_arrays_and_leaves_datasets_to_each_worker() -> None:
     # A loader failing on the driver is left to the workers, which fail trials as user_error.
     assert shared_arrays(DataSpec(f"{__name__}:failing", {})) is None
     assert shared_arrays(DataSpec(f"{__name__}:mixed", {})) is None
+
+
+def test_a_fused_group_of_dataset_members_trains_them_one_by_one() -> None:
+    from clonesweep.workers.member import FusedGroup
+
+    r = TrialRunner(WorkerJob(
+        base_config_json=_mlp(), imports=(), data=DataSpec(f"{__name__}:tf_pair", {}),
+        training=TrainingSpec(epochs=1, batch_size=16, validation_batch_size=8),
+        objective=ObjectiveSpec(metric="val_accuracy"), keep_best=False, keep_members=True))
+    group = FusedGroup(0, (TrialSpec(0, {}, seed=1), TrialSpec(1, {}, seed=2)))
+    result = r.run_fused(group)
+    assert result.state is TrialState.COMPLETE, result.message
+    assert result.engine_fallback is not None
+    assert "tf.data datasets" in result.engine_fallback.detail
+    for number in (0, 1):
+        kept = r.member_output(number)
+        assert kept is not None and kept.result is not None
+        assert kept.result.state is TrialState.COMPLETE and kept.val_pred.shape == (N_VAL, 2)
