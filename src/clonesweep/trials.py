@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 __all__ = [
+    "DataKind",
     "EngineFallback",
     "FailReason",
     "FallbackReason",
@@ -88,6 +89,26 @@ class FallbackReason(str, enum.Enum):
     BACKEND = "backend"
     #: The engine failed inside for a reason that is not the user's; Keras's fit reran it.
     ENGINE_ERROR = "engine_error"
+
+
+class DataKind(str, enum.Enum):
+    """What the data loader returned, recorded on every trial (``data_kind``) with the order
+    its samples were visited in (:attr:`order`)."""
+
+    #: ``(x_train, y_train, x_val, y_val)`` arrays: each epoch a permutation drawn from the
+    #: trial's ``data_order`` seed.
+    ARRAYS = "arrays"
+    #: A pair of ``tf.data.Dataset``: iterated in its own order (its shuffle is the user's).
+    TF_DATA = "tf.data"
+    #: A pair of ``keras.utils.PyDataset``: iterated in its own order.
+    PY_DATASET = "PyDataset"
+
+    @property
+    def order(self) -> str:
+        """How a trial's samples are ordered with data of this kind, in words."""
+        if self is DataKind.ARRAYS:
+            return "seeded: a permutation per epoch from seeds.data_order"
+        return "the dataset's own (not reordered; seeds.data_order unused)"
 
 
 @dataclass(frozen=True)
@@ -191,7 +212,10 @@ class TrialResult:
         attempt: Which attempt of the same spec this was.
         environment: Versions the worker ran with (python, keras, its backend, numpy,
             clonesweep) and the Keras backend's name: what ``clonesweep repro`` compares.
-        data_fingerprint: sha256 over the loaded training and validation arrays.
+        data_fingerprint: sha256 over the loaded training and validation arrays; for
+            datasets ``spec:<sha256>`` over their structure only (element spec, length).
+        data_kind: What the loader returned (arrays or datasets; see :class:`DataKind`),
+            None when the trial failed before its data loaded.
         inference_latency_ms: Median milliseconds of a few ``predict_on_batch`` calls on a
             fixed batch of validation inputs after training (None unless the job asks).
         resumed_from_epoch: A retry that resumed from its checkpoint: the number of epochs
@@ -223,6 +247,7 @@ class TrialResult:
     attempt: int = 0
     environment: dict[str, str] = field(default_factory=dict)
     data_fingerprint: str = ""
+    data_kind: DataKind | None = None
     inference_latency_ms: float | None = None
     resumed_from_epoch: int | None = None
     engine: str = ""

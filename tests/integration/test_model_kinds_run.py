@@ -2,7 +2,14 @@
 model shapes: a Conv+BatchNorm CNN, a small Transformer classifier (MultiHeadAttention), an
 Embedding+GRU text model, a keras.applications model at a small input, a subclassed model and
 a keras-hub backbone with a classification head swept by their constructor arguments; and a
-short ``ensemble`` trains members of one of them. Tiny data, one epoch, two trials each."""
+short ``ensemble`` trains members of one of them. Tiny data, one epoch, two trials each.
+
+On the real Ray cluster (the session's): ``run`` for the CNN, the Transformer, the GRU and the
+keras-hub classifier, ``ensemble`` (2 members) for the CNN and the Transformer. The workers
+never import this file's loaders: the driver loads the arrays once and they reach the workers
+through Ray's object store. MobileNetV3Small stays in process (a trial takes about a minute
+alone at low load, several on a loaded machine). A loader returning tf.data datasets runs
+in process (a Ray worker could not import a loader written to a temporary folder)."""
 
 from __future__ import annotations
 
@@ -34,6 +41,14 @@ def tokens(n=24):
     x = rng.integers(1, 50, (n, 8)).astype("int32")
     y = (x[:, 0] > 25).astype("int32")
     return x[:16], y[:16], x[16:], y[16:]
+
+
+def tf_tokens(n=24):
+    import tensorflow as tf
+
+    x, y, xv, yv = tokens(n)
+    return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(16, seed=0),
+            tf.data.Dataset.from_tensor_slices((xv, yv)).batch(4))
 
 
 def bert(n=24):
@@ -99,6 +114,7 @@ CASES: dict[str, tuple[Callable[[], Any], str, str, str]] = {
     "conv_bn": (conv_bn, "images", "", "  layers.conv.filters: {values: [4, 8]}\n"),
     "transformer": (transformer, "tokens", "", "  layers.mha.num_heads: {values: [1, 2]}\n"),
     "gru": (gru, "tokens", "", "  layers.gru.units: {values: [4, 8]}\n"),
+    "gru_tf_data": (gru, "tf_tokens", "", "  layers.gru.units: {values: [4, 8]}\n"),
     "mobilenet": (mobilenet, "images", "", "  layers[Dropout].rate: {min: 0.1, max: 0.3}\n"),
     "subclassed": (subclassed, "", "custom_layers", "  model.hidden: {values: [4, 8]}\n"),
     "keras_hub": (bert_classifier, "bert", "keras_hub",
@@ -134,7 +150,8 @@ def sweep_file(folder: Path, name: str) -> Path:
 
 # MobileNetV3Small's run took 8 minutes on a loaded 2-core machine (the others 1-2 minutes).
 @pytest.mark.parametrize("name", [pytest.param(n, marks=(pytest.mark.slow,) if n == "mobilenet"
-                                               else ()) for n in CASES])
+                                               else ()) for n in CASES
+                                  if n != "gru_tf_data"])
 def test_run_reaches_complete_trials(workdir: Path, name: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     path = sweep_file(workdir, name)
@@ -163,3 +180,59 @@ def test_a_short_ensemble_of_a_constructor_argument_model(
     assert code == 0, out.err[-3000:]
     report = json.loads(out.out)
     assert len(report["members"]) == 2
+
+
+RAY_CASES = ("conv_bn", "transformer", "gru", "keras_hub")
+
+
+def _completed(folder: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name,
+                              storage=f"sqlite:///{folder / 'runs' / name / 'study.db'}")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [
+        (t.state, t.user_attrs.get("fail_reason"), t.user_attrs.get("message")) for t in trials]
+    return trials
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", RAY_CASES)
+def test_run_on_ray_reaches_complete_trials(ray_cluster: str, workdir: Path, name: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = sweep_file(workdir, name)
+    code = main(["run", str(path)])  # the Ray backend joins the session's cluster
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    trials = _completed(workdir, name)
+    engines = {t.user_attrs["engine"] for t in trials}
+    assert engines == {"keras"}, engines  # Functional / Embedding models: Keras's fit
+    assert all(t.user_attrs["data_kind"] == "arrays" for t in trials)
+    assert all(t.user_attrs["worker"].startswith("worker-") for t in trials)
+    print(f"ray {name}: engines {sorted(engines)}, train_s "
+          f"{[t.user_attrs.get('train_s') for t in trials]}, build_s "
+          f"{[t.user_attrs.get('build_s') for t in trials]}")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["conv_bn", "transformer"])
+def test_a_short_ensemble_on_ray(ray_cluster: str, workdir: Path, name: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = sweep_file(workdir, name)
+    code = main(["ensemble", str(path), "--members", "2", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    report = json.loads(out.out)
+    assert len(report["members"]) == 2
+    print(f"ray ensemble {name}: {json.dumps(report)[:400]}")
+
+
+def test_run_with_a_tf_data_loader_records_its_kind(workdir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = sweep_file(workdir, "gru_tf_data")
+    code = main(["run", str(path), "--backend", "inprocess"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    for t in _completed(workdir, "gru_tf_data"):
+        assert t.user_attrs["data_kind"] == "tf.data"
+        assert t.user_attrs["data_fingerprint"].startswith("spec:")
+        assert "not reordered" in t.user_attrs["data_order"]
+        assert t.user_attrs["engine"] == "keras"

@@ -44,6 +44,14 @@ class KindsNet(keras.Model):
 
 def envelope():
     return keras.saving.serialize_keras_object(KindsNet())
+
+
+def bert(num_layers=2):
+    import keras_hub
+
+    return keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=num_layers,
+                                         num_heads=2, hidden_dim=8, intermediate_dim=16,
+                                         max_sequence_length=8)
 '''
 HEAD = f"name: t\nmodel: {{config: kinds.json, imports: [{CODE}]}}\nparameters:\n"
 
@@ -161,3 +169,28 @@ def test_keras_hub_backbone_arguments_validate(workdir: Path,
     counts = {c["label"]: c["param_count"]
               for c in json.loads(capsys.readouterr().out)["corners"]}
     assert counts["all-low"] < counts["all-high"]
+
+
+def test_layer_keys_address_a_keras_hub_backbone_from_a_factory(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("keras_hub")
+    from clonesweep.orchestrator.model import base_model_config
+    from clonesweep.spec import load_sweep
+    from clonesweep.workers.rebuild import rebuild
+
+    sweep = workdir / "sweep.yaml"
+    sweep.write_text(f"name: t\nmodel: {{factory: '{CODE}:bert', imports: [keras_hub]}}\n"
+                     "parameters:\n  model.num_layers: {values: [1, 2]}\n"
+                     "  layers.transformer_layer_0.dropout: {values: [0.0, 0.3]}\n"
+                     "  layers[TransformerEncoder].intermediate_dim: {values: [8, 16]}\n")
+    assert main(["validate", str(sweep), "--json"]) == 0, capsys.readouterr().err
+    counts = {c["label"]: c["param_count"]
+              for c in json.loads(capsys.readouterr().out)["corners"]}
+    assert counts["all-low"] < counts["all-high"]
+    config = base_model_config(load_sweep(sweep))
+    assert config["class_name"] == "Functional"  # the backbone's graph, not its arguments
+    model = rebuild(config, {"layers.transformer_layer_0.dropout": 0.3,
+                             "layers[TransformerEncoder].intermediate_dim": 8}, seed=1).model
+    encoders = [layer for layer in model.layers if "transformer_layer" in layer.name]
+    assert model.get_layer("transformer_layer_0").dropout == 0.3
+    assert [e.intermediate_dim for e in encoders] == [8]  # the base: num_layers 1

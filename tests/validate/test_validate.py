@@ -76,6 +76,43 @@ def three():
 
 def short_y():
     return np.zeros((10, 64)), np.zeros(9), np.zeros((4, 64)), np.zeros(4)
+
+
+def _ds(x, y):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def ds_with_array():
+    return _ds(np.zeros((10, 64)), np.zeros(10)), np.zeros((4, 64))
+
+
+def ds_nan():
+    x = np.zeros((10, 64), np.float32)
+    x[2, 5] = np.nan
+    return _ds(x, np.zeros(10)).batch(5), _ds(x[:4], np.zeros(4)).batch(5)
+
+
+def ds_labels():
+    y = np.arange(10) + 3  # 3..12: the model has 10 classes
+    return _ds(np.zeros((10, 64)), y), _ds(np.zeros((4, 64)), y[:4])
+
+
+def ds_shape():
+    return _ds(np.zeros((10, 3)), np.zeros(10)), _ds(np.zeros((4, 3)), np.zeros(4))
+
+
+class OneArray(keras.utils.PyDataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return np.zeros((4, 64))
+
+
+def py_one_array():
+    return OneArray(), OneArray()
 '''
 
 
@@ -244,6 +281,16 @@ CASES: list[tuple[str, str, list[str], str | None, str | None, str]] = [
      "data.loader", "tuple of length 3"),
     ("data_lengths_differ", HEAD + f"data: {{loader: '{CODE}:short_y'}}\n", ["--data"], None,
      "data.loader", "10 and 9"),
+    ("data_dataset_with_array", HEAD + f"data: {{loader: '{CODE}:ds_with_array'}}\n",
+     ["--data"], None, "data.loader", "tf.data, ndarray"),
+    ("data_dataset_nan", HEAD + f"data: {{loader: '{CODE}:ds_nan'}}\n", ["--data"], None,
+     "data.loader", "x_train[2, 5]"),
+    ("data_dataset_label_range", HEAD + f"data: {{loader: '{CODE}:ds_labels'}}\n",
+     ["--data"], None, "data.loader", "[3, 12]"),
+    ("data_dataset_element_shape", HEAD + f"data: {{loader: '{CODE}:ds_shape'}}\n",
+     ["--data"], None, "data.loader", "[10, 3]"),
+    ("data_py_dataset_not_a_pair", HEAD + f"data: {{loader: '{CODE}:py_one_array'}}\n",
+     ["--data"], None, "data.loader", "yielding ndarray"),
 ]
 
 

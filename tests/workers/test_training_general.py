@@ -273,3 +273,11 @@ def test_a_fused_engine_error_trains_the_members_one_by_one(
         assert out.result.engine == "graph"
         assert str(out.result.engine_fallback) == \
             "fused: engine_error: RuntimeError: a stacked-engine bug"
+
+
+def test_a_two_output_model_with_the_default_objective_takes_the_outputs_mean() -> None:
+    result = run(runner(two_headed(), "two_outputs"))  # objective: val_accuracy (default)
+    a, b = result.history["val_a_accuracy"], result.history["val_b_accuracy"]
+    assert result.history["val_accuracy"] == [(x + y) / 2 for x, y in zip(a, b, strict=True)]
+    assert result.value == result.history["val_accuracy"][-1]
+    assert "accuracy" not in result.history  # only the metrics the trial is judged by

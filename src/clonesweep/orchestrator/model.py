@@ -8,6 +8,7 @@ from typing import Any
 
 from clonesweep.errors import SpecError
 from clonesweep.spec import check_parameters
+from clonesweep.spec.configpaths import is_layer_graph
 from clonesweep.spec.model import ModelSource, SweepSpec
 from clonesweep.workers.runner import import_object
 
@@ -19,7 +20,9 @@ def base_model_config(spec: SweepSpec) -> dict[str, Any]:
 
     A config file or ``.keras`` archive was already read by the spec loader, without Keras.
     A ``module:function`` factory is called here (this imports Keras on the driver), and its
-    model serialized; the search-space paths are then checked against it.
+    model serialized; the search-space paths are then checked against it. A factory's model
+    whose config is its constructor arguments but which is a layer graph (a keras-hub
+    backbone) is serialized as that graph when the search space has ``layers.*`` keys.
 
     Raises:
         SpecError: The factory cannot be imported or called, returns no Keras model, or a
@@ -84,4 +87,11 @@ def _call_factory(spec: SweepSpec, args: dict[str, Any] | None = None) -> dict[s
                         hint="every layer's get_config() must return JSON data (numbers, "
                              "strings, lists, dicts) and include its __init__ arguments")\
             from exc
+    if not is_layer_graph(config) and any(p.path.startswith("layers")
+                                          for p in spec.parameters):
+        # layers.* keys on a Functional subclass (a keras-hub backbone): sweep its layer
+        # graph as a plain Functional model (model.<argument> keys stay factory arguments).
+        from clonesweep.workers.rebuild import graph_config
+
+        config = graph_config(model) or config
     return config

@@ -63,6 +63,9 @@ def trial_attributes(result: TrialResult) -> dict[str, Any]:
         "inference_latency_ms": result.inference_latency_ms,
         "environment": result.environment,
         "data_fingerprint": result.data_fingerprint,
+        # What the loader returned and what decided the sample order (see DataKind).
+        "data_kind": result.data_kind.value if result.data_kind is not None else None,
+        "data_order": result.data_kind.order if result.data_kind is not None else None,
         "resumed_from_epoch": result.resumed_from_epoch,
         "engine": result.engine,
         # Why Keras's fit trained it instead of a faster engine (None: the engine named ran).

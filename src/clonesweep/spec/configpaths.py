@@ -202,7 +202,9 @@ def _layer_list(model_config: dict[str, Any]) -> list[Any]:
             "arguments, not a list of layers, so layers.* keys cannot address it; its keys "
             f"are: {', '.join(keys) or '(none)'}", field="config.layers",
             hint="sweep its constructor arguments with model.<argument> keys, e.g. "
-                 f"{keys[0] if keys else 'model.num_layers'}",
+                 f"{keys[0] if keys else 'model.num_layers'}; a model built as a layer "
+                 "graph (a keras-hub backbone) takes layers.* keys when a model.factory "
+                 "returns it",
         )
     raise ConfigPathError(
         "the model config lists no layers", field="config.layers",

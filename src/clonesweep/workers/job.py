@@ -9,6 +9,7 @@ from typing import Any
 from clonesweep.spec.model import ConstraintSpec, DataSpec, ObjectiveSpec, TrainingSpec
 from clonesweep.workers.engines.base import TrainData
 from clonesweep.workers.engines.feeds import FeedCache
+from clonesweep.workers.streams import StreamData
 
 __all__ = ["WorkerJob", "WorkerState"]
 
@@ -78,7 +79,7 @@ class WorkerState:
     Attributes:
         job: The worker's job.
         base_config: The base model config (parsed once; rebuild copies it).
-        data: The loaded data.
+        data: The loaded data: arrays, or a pair of datasets.
         feeds: What the worker keeps from the data for all its trials.
         node: The node (host) the worker runs on.
         worker: The worker's name.
@@ -86,7 +87,7 @@ class WorkerState:
 
     job: WorkerJob
     base_config: dict[str, Any]
-    data: TrainData
+    data: TrainData | StreamData
     feeds: FeedCache
     node: str
     worker: str

@@ -87,6 +87,26 @@ def predict(model: Any, x: Any, batch_size: int) -> np.ndarray:
     return np.concatenate(chunks, axis=0)
 
 
+def predict_stream(model: Any, ds: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions over a validation dataset in one pass, with the targets it yielded
+    alongside (a dataset that reshuffles gives them in another order each pass, so they
+    are read in the same pass). An unbatched tf.data dataset is batched by ``batch_size``."""
+    import keras
+
+    from clonesweep.workers.streams import batched, is_tf_dataset
+
+    if is_tf_dataset(ds):
+        items: Any = (ds if batched(ds, model) else ds.batch(batch_size)).as_numpy_iterator()
+    else:
+        items = (ds[i] for i in range(len(ds)))
+    preds, targets = [], []
+    for item in items:
+        x, y = item[0], item[1]
+        preds.append(np.asarray(keras.ops.convert_to_numpy(model(x, training=False))))
+        targets.append(np.asarray(y))
+    return np.concatenate(preds, axis=0), np.concatenate(targets, axis=0)
+
+
 def model_bytes(model: Any, name: str = "member") -> bytes:
     """The model as a ``.keras`` archive, through a temporary file."""
     with tempfile.TemporaryDirectory() as tmp:

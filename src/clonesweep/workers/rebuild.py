@@ -18,7 +18,9 @@ The caller's ``random`` state is restored afterwards.
 
 A config that is a model's constructor arguments (a subclassed model registered with
 ``register_keras_serializable``, a keras-hub backbone or task) is rebuilt whole through its
-class's ``from_config``, in safe mode, under Python's ``random`` seeded for the model.
+class's ``from_config``, in safe mode, under Python's ``random`` seeded for the model. A
+factory's model of that kind that is built as a layer graph (a keras-hub backbone) is swept
+as that graph when the sweep has ``layers.*`` keys (:func:`graph_config`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from clonesweep.spec.configpaths import is_layer_graph, model_kind
 from clonesweep.workers.materialize import MODEL_SEED, Materialized, materialize
 from clonesweep.workers.seeding import PYTHON_RANDOM, derive_seed
 
-__all__ = ["Variant", "build_variant", "forget_bases", "rebuild"]
+__all__ = ["Variant", "build_variant", "forget_bases", "graph_config", "rebuild"]
 
 _UNKNOWN = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 _REGISTER_HINT = (
@@ -92,6 +94,25 @@ def _from_arguments(materialized: Materialized) -> Any:
         raise RebuildError(f"the config of {model_kind(config)} builds a "
                            f"{type(model).__name__}, not a keras.Model")
     return model
+
+
+def graph_config(model: keras.Model) -> dict[str, Any] | None:
+    """The layer graph of a model whose own config is its constructor arguments but which
+    is built as a layer graph (a Functional subclass: a keras-hub backbone), as the envelope
+    of a plain Functional model over the same layers, so that ``layers.<name>.<field>``
+    keys address them; None when the model has no layer graph (a subclassed ``call``).
+
+    Public way: ``clone_model`` with a clone function that keeps each layer gives a plain
+    Functional over the same graph (its class, and with it the constructor-argument config
+    and methods such as a backbone's ``token_embedding``, is not kept).
+    """
+    try:
+        plain = keras.models.clone_model(model, clone_function=lambda layer: layer)
+        config: dict[str, Any] = json.loads(json.dumps(
+            keras.saving.serialize_keras_object(plain), allow_nan=False))
+    except Exception:  # not a layer graph Keras can clone: the caller keeps the arguments
+        return None
+    return config if is_layer_graph(config) else None
 
 
 def build_variant(

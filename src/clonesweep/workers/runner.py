@@ -39,6 +39,7 @@ import numpy as np
 
 from clonesweep.errors import RebuildError
 from clonesweep.trials import (
+    DataKind,
     EngineFallback,
     FailReason,
     FallbackReason,
@@ -59,6 +60,7 @@ from clonesweep.workers.job import WorkerJob, WorkerState
 from clonesweep.workers.keeper import ModelKeeper
 from clonesweep.workers.oom import oom_reason
 from clonesweep.workers.seeding import DATA_ORDER
+from clonesweep.workers.streams import StreamData, batched, first_batch, stream_of
 
 if TYPE_CHECKING:
     from clonesweep.workers.member import FusedGroup, MemberOutput
@@ -110,7 +112,7 @@ class TrialRunner:
         # two trials with TensorFlow). The second trial freezes the first's survivors.
         gc.freeze()
         self._base_config: dict[str, Any] = json.loads(job.base_config_json)
-        self._data: TrainData | None = None
+        self._data: TrainData | StreamData | None = None
         self._data_error: str | None = None
         self._fingerprint = ""
         self.environment = environment()
@@ -123,20 +125,29 @@ class TrialRunner:
         self.feeds = FeedCache()  # built from the data, kept for every trial
 
     # -- data -------------------------------------------------------------------------
-    def _load_data(self) -> TrainData:
+    def _load_data(self) -> TrainData | StreamData:
         if self._data is not None:
             return self._data
         if self._data_error is not None:
             raise _UserError(self._data_error)
         ref = self.job.data.loader
         try:
-            data = TrainData.of(import_object(ref)(**self.job.data.kwargs))
+            loaded = import_object(ref)(**self.job.data.kwargs)
+            stream = stream_of(loaded)
+            data = stream if stream is not None else TrainData.of(loaded)
+            self._fingerprint = (data.fingerprint() if isinstance(data, StreamData)
+                                 else data_fingerprint(data.arrays))
         except Exception as exc:
             self._data_error = f"data loader {ref!r} failed: {exc}\n{_short_traceback(exc)}"
             raise _UserError(self._data_error) from exc
         self._data = data
-        self._fingerprint = data_fingerprint(data.arrays)
         return data
+
+    @property
+    def _data_kind(self) -> DataKind | None:
+        if self._data is None:
+            return None
+        return self._data.kind if isinstance(self._data, StreamData) else DataKind.ARRAYS
 
     def worker_state(self) -> WorkerState:
         """What this worker holds for all its trials, as engines see it (loads the data).
@@ -168,7 +179,8 @@ class TrialRunner:
         except _Stop as stop:
             return self._ended(spec, stop.apply(result))
         mat = variant.materialized
-        result = replace(result, data_fingerprint=self._fingerprint, seeds=dict(mat.seeds),
+        result = replace(result, data_fingerprint=self._fingerprint, data_kind=self._data_kind,
+                         seeds=dict(mat.seeds),
                          config_hash=mat.config_hash,
                          config_json=json.dumps(mat.config, sort_keys=True),
                          param_count=int(variant.model.count_params()))
@@ -252,8 +264,12 @@ class TrialRunner:
     def _latency_ms(self, model: Any, calls: int = 5) -> float | None:
         """Median ms of ``calls`` predict_on_batch calls on the first 32 validation inputs
         (after one warm-up call, which traces the function)."""
-        x_va = self._load_data().x_val
-        batch = take(x_va, np.arange(min(32, length(x_va))))
+        data = self._load_data()
+        if isinstance(data, StreamData):  # the first validation batch, as the dataset gives it
+            batch = first_batch(data.val if batched(data.val, model) else data.val.batch(32))
+            batch = batch[0] if isinstance(batch, tuple) else batch
+        else:
+            batch = take(data.x_val, np.arange(min(32, length(data.x_val))))
         try:
             model.predict_on_batch(batch)
             times = []
@@ -352,12 +368,15 @@ class TrialRunner:
     def _keep_member(self, number: int, model: Any) -> None:
         if not self.job.keep_members:
             return
-        from clonesweep.workers.member import MemberOutput, model_bytes, predict
+        from clonesweep.workers.member import MemberOutput, model_bytes, predict, predict_stream
 
         data = self._load_data()
-        pred = predict(model, data.x_val, self.job.training.validation_batch_size)
-        self._members[number] = MemberOutput(pred, np.asarray(data.y_val),
-                                             model_bytes(model, f"member-{number}"))
+        if isinstance(data, StreamData):
+            pred, y_val = predict_stream(model, data.val, self.job.training.validation_batch_size)
+        else:
+            pred = predict(model, data.x_val, self.job.training.validation_batch_size)
+            y_val = np.asarray(data.y_val)
+        self._members[number] = MemberOutput(pred, y_val, model_bytes(model, f"member-{number}"))
 
     def member_output(self, number: int) -> MemberOutput | None:
         """The kept :class:`~clonesweep.workers.member.MemberOutput` of ``number`` (once)."""

@@ -5,7 +5,8 @@ Names: the loss, each metric and the optimizer (with its settings at every corne
 search space) are resolved the way a worker's ``compile`` and ``fit`` resolve them, so a
 typo fails here and not in every trial.
 
-Data: the loader returns ``(x_train, y_train, x_val, y_val)``; each is a non-empty array of
+Data: the loader returns ``(x_train, y_train, x_val, y_val)`` (a pair of datasets is checked
+by its first batches, see ``_check_streams``); each is a non-empty array of
 numbers (no strings, objects or complex values), with no NaN or infinity, x fitting the
 model's input, as many targets as samples, and targets the model's output and loss can
 take (class indices below the output's width for a sparse loss, one column per output
@@ -22,6 +23,7 @@ import numpy as np
 
 from clonesweep.errors import SpecError
 from clonesweep.spec.model import SweepSpec
+from clonesweep.workers.streams import StreamData, batched, first_batch, stream_of
 
 __all__ = ["check_data", "check_training_names"]
 
@@ -119,6 +121,15 @@ def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
     except Exception as exc:
         raise refuse(f"failed: {type(exc).__name__}: {exc}", spec.data.loader,
                      "run it by hand with data.kwargs to see why") from exc
+    try:
+        stream = stream_of(loaded)
+    except TypeError as exc:
+        raise refuse(f"returned {str(exc).split('; got ')[-1]}", spec.data.loader,
+                     "return (train, val) datasets of one kind (tf.data or "
+                     "keras.utils.PyDataset), or (x_train, y_train, x_val, y_val) arrays") \
+            from exc
+    if stream is not None:
+        return _check_streams(stream, spec.training.loss, model, refuse)
     if not isinstance(loaded, (tuple, list)) or len(loaded) not in (4, 5, 6):
         what = type(loaded).__name__ + (f" of length {len(loaded)}"
                                         if isinstance(loaded, (tuple, list)) else "")
@@ -266,3 +277,36 @@ def _fits(got: tuple[int, ...], wanted: list[int | None]) -> bool:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def _check_streams(data: StreamData, loss: Any, model: Any, refuse: Any) -> dict[str, Any]:
+    """A pair of datasets (:mod:`clonesweep.workers.streams`), checked cheaply: each must
+    yield ``(x, y)`` or ``(x, y, sample_weight)``; its first batch (an unbatched tf.data
+    dataset batched by 32 for the look) is checked as whole arrays are, which also checks a
+    tf.data element spec against the model's input. Later batches are not read (a NaN
+    there shows as a ``nan_loss`` trial). Returns the first batches' shapes as lists."""
+    arrays: dict[str, np.ndarray] = {}
+    structured = False
+    for part, ds in (("train", data.train), ("val", data.val)):
+        name = f"the {part} {data.kind.value} dataset"
+        try:
+            first = first_batch(ds if batched(ds, model) else ds.batch(32))
+        except (StopIteration, IndexError) as exc:
+            raise refuse(f"returns {name} empty", part,
+                         "return datasets holding at least one batch") from exc
+        if not isinstance(first, (tuple, list)) or len(first) not in (2, 3):
+            got = (f"a {type(first).__name__} of {len(first)}"
+                   if isinstance(first, (tuple, list)) else type(first).__name__)
+            raise refuse(f"returns {name} yielding {got}", got,
+                         "yield (x, y) or (x, y, sample_weight) from each dataset")
+        for role, value in (("x", first[0]), ("y", first[1])):
+            key = f"{role}_{part}"
+            if isinstance(value, (dict, list, tuple)):
+                arrays[key] = _leaves(key, value, refuse, False)
+                structured = True
+            else:
+                arrays[key] = _array(key, value, refuse, False)
+    _check_shapes(arrays, model, refuse)
+    if not structured:
+        _check_targets(loss, arrays, model, refuse)
+    return {f"{name} (first batch)": list(a.shape) for name, a in arrays.items()}

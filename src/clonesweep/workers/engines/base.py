@@ -36,9 +36,10 @@ from clonesweep.spec.model import TrainingSpec
 from clonesweep.trials import EngineFallback
 from clonesweep.workers.arrays import length
 from clonesweep.workers.engines.feeds import FeedCache
+from clonesweep.workers.streams import StreamData
 
 __all__ = ["Engine", "EpochHook", "EpochOrder", "FitClock", "FitPlan", "TrainData",
-           "TrialTraining", "epoch_orders"]
+           "TrialTraining", "arrays_only", "epoch_orders"]
 
 #: A per-epoch hook: ``hook(epoch, logs)`` returns True to stop training after this epoch.
 #: Whatever it raises ends training too, and comes back as :attr:`FitClock.error`.
@@ -94,6 +95,17 @@ class TrainData:
     @property
     def weighted(self) -> bool:
         return self.sample_weight is not None or self.val_sample_weight is not None
+
+
+def arrays_only(data: TrainData | StreamData, engine: str) -> TrainData:
+    """``data`` as arrays, for an engine that takes nothing else (and declined datasets).
+
+    Raises:
+        TypeError: ``data`` are datasets (the engine's own error: Keras's fit reruns it).
+    """
+    if isinstance(data, StreamData):
+        raise TypeError(f"the {engine} engine takes arrays, not {data.kind.value} datasets")
+    return data
 
 
 @dataclass(frozen=True)
@@ -168,7 +180,8 @@ class TrialTraining:
 
     Attributes:
         model: The rebuilt Keras model, compiled with the trial's optimizer.
-        data: The worker's data.
+        data: The worker's data: arrays, or a pair of datasets (Keras's fit alone takes
+            those; every other engine declines them).
         plan: Epochs, batch sizes, the data-order seed, the first epoch.
         training: The sweep's training settings (loss, metrics, class weights...).
         hook: Called after each epoch (records, reports, checkpoints; see ``epochs.py``).
@@ -180,7 +193,7 @@ class TrialTraining:
     """
 
     model: Any
-    data: TrainData
+    data: TrainData | StreamData
     plan: FitPlan
     training: TrainingSpec
     hook: EpochHook

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from clonesweep.workers.job import WorkerJob
     from clonesweep.workers.rebuild import Variant
 
-__all__ = ["Stop", "TrialEpochs", "objective_value"]
+__all__ = ["Stop", "TrialEpochs", "objective_value", "output_means"]
 
 
 class Stop(Exception):
@@ -63,6 +63,31 @@ def objective_value(metric: str, logs: dict[str, float], epoch: int) -> float:
         raise Stop(TrialState.FAIL, FailReason.NAN_LOSS,
                    f"objective {metric} became {value} in epoch {epoch + 1}")
     return value
+
+
+def output_means(metrics: tuple[str, ...], logs: dict[str, float],
+                 outputs: list[str]) -> dict[str, float]:
+    """For a model of several outputs, each of ``metrics`` training does not log by that
+    name (``val_accuracy``) but logs per output (``val_a_accuracy``, ``val_b_accuracy``): the
+    mean over the outputs, by its own name. The objective of a multi-output model is then
+    that mean, recorded in the history like any metric.
+
+    >>> output_means(("val_accuracy",), {"val_a_accuracy": 1.0, "val_b_accuracy": 0.5},
+    ...              ["a", "b"])
+    {'val_accuracy': 0.75}
+    """
+    means: dict[str, float] = {}
+    if len(outputs) < 2:
+        return means
+    for metric in metrics:
+        if metric in logs:
+            continue
+        prefix = "val_" if metric.startswith("val_") else ""
+        base = metric[len(prefix):]
+        keys = [f"{prefix}{out}_{base}" for out in outputs]
+        if all(k in logs for k in keys):
+            means[metric] = sum(logs[k] for k in keys) / len(keys)
+    return means
 
 
 class TrialEpochs:
@@ -101,6 +126,10 @@ class TrialEpochs:
         # Run before a checkpoint reads the model: a trainer that keeps the state elsewhere
         # (clonesweep.workers.engines.graphfit) copies it into the model first.
         self.before_save: list[Callable[[], None]] = []
+        # The metrics the trial is judged by (a multi-output model gets their per-output mean).
+        self._metrics = tuple(dict.fromkeys(
+            [job.objective.metric, *(o.metric for o in job.keep_objectives),
+             *(c.metric for c in job.keep_constraints)]))
         self.engine = ""  # the engine that trains it (TrialResult.engine)
         self.fallback: EngineFallback | None = None  # TrialResult.engine_fallback
 
@@ -133,6 +162,8 @@ class TrialEpochs:
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
         """The end of ``epoch``; returns False (a stop is raised as :class:`Stop`)."""
+        logs = {**logs, **output_means(self._metrics, logs,
+                                       list(getattr(self.model, "output_names", None) or []))}
         for key, v in logs.items():
             self.history.setdefault(key, []).append(v)
         self.done = epoch + 1

@@ -52,6 +52,7 @@ from clonesweep.trials import (
     TrialSpec,
     TrialState,
 )
+from clonesweep.workers.engines.base import arrays_only
 from clonesweep.workers.engines.fusedmetrics import member_metrics, stacked_metrics
 from clonesweep.workers.engines.stacked import (
     FusionUnsupported,
@@ -63,6 +64,7 @@ from clonesweep.workers.job import WorkerJob, WorkerState
 from clonesweep.workers.member import FusedGroup, MemberOutput, model_bytes, predict
 from clonesweep.workers.oom import oom_reason
 from clonesweep.workers.seeding import DATA_ORDER
+from clonesweep.workers.streams import StreamData
 
 if TYPE_CHECKING:  # the driver imports this module for fusion_blocker: no Keras at run time
     import keras
@@ -131,6 +133,8 @@ def _worker_blocker(state: WorkerState, optimizer: keras.optimizers.Optimizer) -
     import keras
 
     tr = state.job.training
+    if isinstance(state.data, StreamData):
+        return f"the data are {state.data.kind.value} datasets (fusing takes arrays only)"
     if tr.callbacks:
         return "training.callbacks are set (each member needs its own fit)"
     if tr.class_weight is not None:
@@ -161,7 +165,7 @@ def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
 
     keras.utils.clear_session()
     t0 = time.perf_counter()
-    job, data = state.job, state.data
+    job = state.job
     variants = [rebuild(state.base_config, m.params, seed=m.seed) for m in group.members]
     mats = [v.materialized for v in variants]
     members = [v.model for v in variants]
@@ -171,6 +175,7 @@ def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
     why = _worker_blocker(state, optimizer)
     if why is not None:
         raise FusionUnsupported(why)
+    data = arrays_only(state.data, "fused")
     epochs = int(mats[0].train.get("epochs", tr.epochs))
     batch = int(mats[0].train.get("batch_size", tr.batch_size))
     rngs = [np.random.default_rng(m.seeds[DATA_ORDER]) for m in mats]
@@ -230,6 +235,7 @@ def _train_on_graph(state: WorkerState, members: Sequence[keras.Model],
     declined = graph_declines(members[0], data, tr, _GRAPH_ENGINE, optimizer=optimizer)
     if declined is not None:
         return declined
+    data = arrays_only(data, _GRAPH_ENGINE)
     from clonesweep.workers.engines.fusedgraph import StackedEngine
 
     structure = structure_of(members[0], data, tr.loss, tr.metrics, optimizer=optimizer)

@@ -18,6 +18,7 @@ from clonesweep.spec.model import TrainingSpec
 from clonesweep.trials import EngineFallback, FallbackReason
 from clonesweep.workers import _keras
 from clonesweep.workers.engines.base import TrainData
+from clonesweep.workers.streams import StreamData
 
 __all__ = ["Structure", "activation_name", "graph_declines", "reuse_blocker", "structure_of"]
 
@@ -53,11 +54,16 @@ def activation_name(fn: Any) -> str | None:
     return name if name and keras.activations.get(name) is fn else None
 
 
-def graph_declines(model: keras.Model, data: TrainData, training: TrainingSpec, engine: str,
+def graph_declines(model: keras.Model, data: TrainData | StreamData, training: TrainingSpec,
+                   engine: str,
                    optimizer: keras.optimizers.Optimizer | None = None,
                    has_callbacks: bool = False,
                    one_d_targets: bool = False) -> EngineFallback | None:
     """:func:`reuse_blocker` as a typed fallback (which kind of reason, and its words)."""
+    if isinstance(data, StreamData):
+        return EngineFallback(engine, FallbackReason.NOT_COVERED,
+                              f"the data are {data.kind.value} datasets (this engine takes "
+                              "arrays only)")
     if keras.backend.backend() != "tensorflow":
         return EngineFallback(engine, FallbackReason.BACKEND,
                               f"the Keras backend is {keras.backend.backend()}")

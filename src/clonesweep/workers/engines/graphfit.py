@@ -70,6 +70,7 @@ from clonesweep.workers.engines.base import (
     FitPlan,
     TrainData,
     TrialTraining,
+    arrays_only,
 )
 from clonesweep.workers.engines.feeds import FeedCache
 from clonesweep.workers.engines.graphcover import (
@@ -102,9 +103,9 @@ class GraphFit:
                               has_callbacks=bool(trial.callbacks), one_d_targets=True)
 
     def fit(self, trial: TrialTraining) -> None:
-        tr = trial.training
-        structure = structure_of(trial.model, trial.data, tr.loss, tr.metrics)
-        fit_trial_reused(trial.model, trial.data, trial.plan, trial.hook, trial.clock,
+        tr, data = trial.training, arrays_only(trial.data, self.name)
+        structure = structure_of(trial.model, data, tr.loss, tr.metrics)
+        fit_trial_reused(trial.model, data, trial.plan, trial.hook, trial.clock,
                          trial.feeds, structure, trial.before_save)
 
 

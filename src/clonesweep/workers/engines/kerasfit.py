@@ -35,9 +35,10 @@ from clonesweep.workers.engines.base import (
     epoch_orders,
 )
 from clonesweep.workers.engines.feeds import FeedCache
+from clonesweep.workers.streams import StreamData, batched
 
 __all__ = ["EpochEnd", "EpochOrder", "FitClock", "FitPlan", "KerasFit", "epoch_orders",
-           "fit_trial"]
+           "fit_stream", "fit_trial"]
 
 
 class EpochEnd(keras.callbacks.Callback):
@@ -89,8 +90,41 @@ class KerasFit:
         return None
 
     def fit(self, trial: TrialTraining) -> None:
+        if isinstance(trial.data, StreamData):
+            fit_stream(trial.model, trial.data, trial.plan, trial.hook, trial.clock,
+                       class_weight=trial.training.class_weight, callbacks=trial.callbacks)
+            return
         fit_trial(trial.model, trial.data, trial.plan, trial.hook, trial.clock, trial.feeds,
                   class_weight=trial.training.class_weight, callbacks=trial.callbacks)
+
+
+def fit_stream(model: keras.Model, data: StreamData, plan: FitPlan, hook: EpochHook,
+               clock: FitClock, *, class_weight: dict[int, float] | None = None,
+               callbacks: tuple[Any, ...] = ()) -> None:
+    """Train on a pair of datasets in one ``fit`` call, in the datasets' own order.
+
+    An unbatched tf.data dataset is batched here (training by ``plan.batch_size``,
+    validation by ``plan.validation_batch_size``); a batched one, or a PyDataset, keeps its
+    batches. Nothing is reordered (``shuffle=False``): see :mod:`clonesweep.workers.streams`.
+    Raises and fills ``clock`` as :func:`fit_trial` does.
+    """
+    train, val = data.train, data.val
+    if not batched(train, model):
+        train = train.batch(plan.batch_size)
+    if not batched(val, model):
+        val = val.batch(plan.validation_batch_size)
+    order = EpochOrder(plan.data_seed, 0, plan.start_epoch)  # only told the epoch: unused
+    callback = EpochEnd(hook, clock, order)
+    t0 = time.perf_counter()
+    try:
+        model.fit(train, epochs=plan.epochs, initial_epoch=plan.start_epoch,
+                  validation_data=val, shuffle=False, callbacks=[*callbacks, callback],
+                  verbose=0, class_weight=class_weight)
+    except BaseException:
+        callback.close_open_phase()
+        raise
+    finally:
+        clock.total_s += time.perf_counter() - t0
 
 
 def fit_trial(model: keras.Model, data: TrainData, plan: FitPlan, hook: EpochHook, clock: FitClock,

@@ -90,7 +90,7 @@ class _WorkerActor:
         return self.runner.member_output(number)
 
 
-# --- ux: in-memory data (the Python API's ``data=``), read from Ray's object store ---
+# --- ux: arrays the driver loaded once (or was given), read from Ray's object store ---
 def stored_arrays(ref: Any) -> Any:
     """A data loader: the arrays the driver put in the object store once (each worker on a
     node maps the same copy; numpy arrays are read without a copy)."""

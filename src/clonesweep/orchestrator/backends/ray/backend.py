@@ -206,17 +206,20 @@ class RayBackend:
 
     # --- ux: in-memory data travels through the object store, once ---
     def _data_by_reference(self, job: WorkerJob) -> WorkerJob:
-        """Arrays given in memory (the Python API's ``data=``) go to the object store once;
-        the workers' loader reads that one copy instead of each actor's arguments carrying
-        them (and again at each restart)."""
+        """Arrays go to the object store once: those given in memory (the Python API's
+        ``data=``) and those a sweep file's loader returns (called here, on the driver,
+        once). The workers' loader reads that one copy (numpy arrays without a copy, mapped
+        from the node's shared object store) instead of each worker calling the loader and
+        holding its own. A loader returning datasets is left to each worker."""
         from clonesweep.spec.model import DataSpec
-        from clonesweep.workers.given import GIVEN_LOADER
+        from clonesweep.workers.given import shared_arrays
 
-        if job.data.loader != GIVEN_LOADER:
+        arrays = shared_arrays(job.data)
+        if arrays is None:
             return job
         import ray
 
-        self._data_ref = ray.put(job.data.kwargs["arrays"])  # held while the workers run
+        self._data_ref = ray.put(arrays)  # held while the workers run
         loader = "clonesweep.orchestrator.backends.ray.actors:stored_arrays"
         return dataclasses.replace(job, data=DataSpec(loader, {"ref": self._data_ref}))
     # --- end ux ---
