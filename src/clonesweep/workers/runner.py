@@ -365,13 +365,25 @@ class TrialRunner:
 
     def run_fused(self, group: FusedGroup) -> TrialResult:
         """Train a :class:`~clonesweep.workers.member.FusedGroup`
-        (:mod:`clonesweep.workers.engines.fused`); never raises for a group-level failure.
+        (:mod:`clonesweep.workers.engines.jaxgroup` on a JAX worker,
+        :mod:`clonesweep.workers.engines.fused` on TensorFlow); never raises for a
+        group-level failure.
 
         Members that cannot be fused are trained one after another on this worker, each
         with that reason as its ``engine_fallback``, and the group's message says why.
         """
-        from clonesweep.workers.engines.fused import run_group
+        import keras
+
         from clonesweep.workers.member import MemberOutput
+
+        # Keras fixes its backend per process: a JAX worker trains any model fused
+        # (jaxgroup), a TensorFlow one the layers its stacked engine covers (fused).
+        if "jax" in (keras.backend.backend(), self.job.keras_backend):
+            # (a worker asked for JAX that runs on another backend, as the in-process
+            # backend does, gets the JAX engine's BACKEND fallback, saying so)
+            from clonesweep.workers.engines.jaxgroup import run_group
+        else:
+            from clonesweep.workers.engines.fused import run_group
 
         try:
             state = self.worker_state()
