@@ -31,7 +31,7 @@ sys.meta_path.insert(0, _AirGap())
 @pytest.mark.slow
 def test_gpu_check_smoke_mode_runs_without_tensorflow_or_ray(tmp_path: Path) -> None:
     if importlib.util.find_spec("jax") is None:
-        pytest.skip("jax is not installed (it is in the test extra)")
+        pytest.skip("jax is not installed (a base dependency)")
     (tmp_path / "airgap").mkdir()
     (tmp_path / "airgap" / "sitecustomize.py").write_text(AIR_GAP)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
@@ -56,4 +56,8 @@ def test_gpu_check_smoke_mode_runs_without_tensorflow_or_ray(tmp_path: Path) -> 
     if "skipped" not in ensemble:
         assert ensemble["all_complete"] and ensemble["speedup"] > 0
         assert ensemble["members"] == 2 and "fused" in ensemble["fused_message"]
+    for name in ("cnn_bn", "transformer"):  # only the JAX engine fuses these
+        case = summary["fused_any"][name]
+        assert case["all_complete"] and case["members"] == 2, case
+        assert case["fused_engine"] == "fused-jax", case
     assert "trials/min" in done.stdout and "speedup" in done.stdout

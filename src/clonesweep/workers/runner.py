@@ -391,7 +391,11 @@ class TrialRunner:
             return TrialResult.failed(group.as_spec(), FailReason.USER_ERROR, str(exc))
         run = run_group(state, group)
         if run.unfused is None:
-            self._members.update(run.outputs)
+            # Each member records the worker's environment (its Keras backend) as a member
+            # trained alone does.
+            self._members.update({
+                n: replace(out, result=replace(out.result, environment=self.environment))
+                if out.result is not None else out for n, out in run.outputs.items()})
             assert run.result is not None
             return run.result
         for member in group.members:
