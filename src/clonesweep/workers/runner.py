@@ -14,6 +14,7 @@ and its result says so (``engine_fallback``). The per-epoch work (record, check,
 limit, checkpoint) is :class:`~clonesweep.workers.engines.epochs.TrialEpochs`. With a
 checkpoint folder, a retried trial resumes after its last checkpoint
 (:mod:`clonesweep.workers.checkpoint`). Fused ensemble groups go to
+:mod:`~clonesweep.workers.engines.jaxgroup` on a JAX worker, else
 :mod:`~clonesweep.workers.engines.fused`, handed a :class:`~clonesweep.workers.job.
 WorkerState`, never the runner.
 
