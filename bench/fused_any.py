@@ -94,7 +94,9 @@ def _run(folder: Path, sweep: Path, variant: str, members: int, tag: str) -> dic
                           check=False)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
-        sys.exit(f"{tag} failed:\n{done.stderr[-3000:]}")
+        print(f"{tag} failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return {"variant": variant, "members": members, "seconds": float("nan"),
+                "failed": True, "load": os.getloadavg()[0]}
     payload = json.loads(done.stdout)
     accuracy = [m["objective"] for m in payload["members"]]
     return {"variant": variant, "members": members, "seconds": round(seconds, 2),
@@ -141,10 +143,11 @@ def _table(rows: list[dict[str, Any]]) -> None:
                for v in ("default", "jax", "fused", "fused-tf")
                if any(r["variant"] == v and r["model"] == model and r["members"] == k
                       for r in rows)}
-        best = min(med["default"], med["jax"])
+        best = min(med.get("default", float("nan")), med.get("jax", float("nan")))
         cells = [f"{med[v]:.1f}" if v in med else "-" for v in
                  ("default", "jax", "fused", "fused-tf")]
-        print(f"| {model} | {k} | {' | '.join(cells)} | {best / med['fused']:.2f}x |")
+        fused = med.get("fused", float("nan"))
+        print(f"| {model} | {k} | {' | '.join(cells)} | {best / fused:.2f}x |")
 
 
 if __name__ == "__main__":
