@@ -229,14 +229,18 @@ def run_ensemble(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
 def run_fused_any(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     """Fused ensembles of models only the JAX engine fuses: the Conv+BatchNorm CNN and the
     small Transformer (configs/digits_cnn_bn.json, digits_transformer.json), each in a fresh
-    process: ``--members`` members one after another, then as one fused group
+    process on a GPU: ``--members`` members one after another, then as one fused group
     (:mod:`clonesweep.workers.engines.jaxgroup`)."""
+    names = ("cnn_bn", "transformer")
+    cases = [{"sizes": args.sizes, "epochs": args.epochs, "members": args.members,
+              "config": f"digits_{name}.json", "loader": "gpu_check:synthetic_images"}
+             for name in names]
+    # On a GPU each case gets a fresh process (an empty device); the CPU smoke run saves a
+    # process start and a Keras import by running both in one.
+    with ctx.Pool(1, maxtasksperchild=None if args.cpu else 1) as pool:
+        done: list[dict[str, Any]] = pool.map(ensemble_worker, cases, chunksize=1)
     out: dict[str, Any] = {}
-    for name in ("cnn_bn", "transformer"):
-        settings = {"sizes": args.sizes, "epochs": args.epochs, "members": args.members,
-                    "config": f"digits_{name}.json", "loader": "gpu_check:synthetic_images"}
-        with ctx.Pool(1) as pool:
-            case: dict[str, Any] = pool.apply(ensemble_worker, (settings,))
+    for name, case in zip(names, done, strict=True):
         out[name] = case
         if "skipped" in case:
             print(f"fused {name}: skipped: {case['skipped']}")
