@@ -1,14 +1,27 @@
-"""Fused members on JAX (clonesweep.workers.engines.jaxfused) against the same members fitted
-one after another with the Keras-fit engine on JAX: MLP, Conv+BatchNorm CNN and a small
-Transformer, at 8 and 32 members, digits, each case in a fresh Python process (so each
-starts cold, as on a new worker, and pays its XLA compilations).
+"""Fused ensembles of any model, end to end: ``clonesweep ensemble --fused`` against separate
+members, for an MLP, a Conv+BatchNorm CNN and a small Transformer (configs/digits_*.json).
 
-    python bench/fused_any.py                       # 8 and 32 members, 5 epochs, all digits
-    python bench/fused_any.py --members 2 --epochs 1 --limit 200   # a smoke run
-    python bench/fused_any.py --cache /tmp/jaxcache  # separate fits use JAX's compilation cache
+Each run is one ``python -m clonesweep ensemble`` command on its own embedded local Ray (2
+workers, full digits, 5 epochs, batch 64), timed from the command's start to its end (Ray's
+start and the workers' Keras import included: the same for every variant) and by the
+ensemble's own ``wall_s`` (from Ray's start to the last member recorded). Variants:
 
-Prints one JSON line per case and a Markdown table. ``separate`` runs only at the smallest
-member count (its time grows linearly: the table scales it). Run it on an idle machine.
+- ``default``: separate members, the default path (``clonesweep ensemble``: TensorFlow
+  workers, the traced graph engine where it covers the model, else Keras's fit);
+- ``jax``: separate members on JAX workers (``KERAS_BACKEND=jax``) with JAX's persistent
+  compilation cache on (a fresh folder per run: members after the first of an architecture
+  skip their compilations);
+- ``fused``: ``--fused``: the JAX engine (workers started with ``KERAS_BACKEND=jax``);
+- ``fused-tf`` (MLP only): ``--fused`` on the Sequential MLP, which the TensorFlow stacked
+  engine covers (the other MLP runs are the same layers as a Functional model, which goes to
+  JAX).
+
+The variants run interleaved (one of each per round, per model and member count), so a
+machine whose load changes affects each alike. Prints one JSON line per run and a Markdown
+table of medians and ratios (against the fastest separate variant).
+
+    python bench/fused_any.py                                 # 8 and 32 members, 1 round
+    python bench/fused_any.py --models mlp --members 8 --rounds 3
 """
 
 from __future__ import annotations
@@ -16,84 +29,81 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from functools import partial
+from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mlp", "cnn", "transformer")
 
+_SWEEP = """name: bench-{model}
+model: {{config: {config}}}
+data: {{loader: clonesweep.datasets:{loader}}}
+training:
+  epochs: {epochs}
+  batch_size: 64
+  optimizer: {{name: adam, learning_rate: 1.0e-3}}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+objective: {{metric: val_accuracy, direction: maximize}}
+parameters:
+  layers.drop.rate: {{value: 0.2}}
+sweep: {{trials: 1, parallel: 2, seed: 0}}
+"""
 
-def _model_config(kind: str) -> dict[str, Any]:
+
+def _functional_mlp(folder: Path) -> Path:
+    """configs/digits_mlp.json's layers as a Functional model (the JAX engine's MLP)."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
 
-    layers = keras.layers
-    if kind == "mlp":
-        inputs = keras.Input((64,))
-        h = layers.Dense(128, activation="relu", name="hidden")(inputs)
-        h = layers.Dropout(0.2, name="drop")(h)
-    elif kind == "cnn":
-        inputs = keras.Input((8, 8, 1))
-        h = layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
-        h = layers.BatchNormalization(name="bn")(h)
-        h = layers.Activation("relu")(h)
-        h = layers.Flatten()(h)
-        h = layers.Dropout(0.2, name="drop")(h)
-    else:
-        inputs = keras.Input((8, 8))
-        t = layers.Dense(32, name="embed")(inputs)
-        a = layers.MultiHeadAttention(4, 8, dropout=0.1, name="mha")(t, t)
-        h = layers.LayerNormalization(name="ln")(layers.Add()([t, a]))
-        h = layers.Dropout(0.1, name="drop")(h)
-        h = layers.GlobalAveragePooling1D()(h)
-    outputs = layers.Dense(10, activation="softmax", name="out")(h)
-    config: dict[str, Any] = keras.saving.serialize_keras_object(keras.Model(inputs, outputs))
-    return config
+    inputs = keras.Input((64,), name="pixels")
+    h = keras.layers.Dense(64, activation="relu", name="hidden")(inputs)
+    h = keras.layers.Dropout(0.2, name="drop")(h)
+    out = keras.layers.Dense(10, activation="softmax", name="out")(h)
+    path = folder / "digits_mlp_functional.json"
+    path.write_text(json.dumps(keras.saving.serialize_keras_object(
+        keras.Model(inputs, out, name="digits_mlp_functional"))))
+    return path
 
 
-def _case(kind: str, how: str, members: int, epochs: int, limit: int | None,
-          mode: str) -> dict[str, Any]:
-    """One measurement, in this (fresh) process."""
-    from clonesweep.datasets import digits
-    from clonesweep.workers.engines.base import TrainData
-    from clonesweep.workers.engines.jaxfused import FusedMember, FusedPlan, Mode, train_fused_jax
-    from clonesweep.workers.engines.jaxstate import member_optimizer
-    from clonesweep.workers.engines.kerasfit import FitClock, FitPlan, fit_trial
-    from clonesweep.workers.rebuild import rebuild
-    from clonesweep.workers.seeding import DATA_ORDER
+def _sweep_file(folder: Path, model: str, config: Path, epochs: int) -> Path:
+    loader = "digits" if model.startswith("mlp") else "digits_images"
+    path = folder / f"{model}.yaml"
+    path.write_text(_SWEEP.format(model=model, config=config, loader=loader, epochs=epochs))
+    return path
 
-    x_tr, y_tr, x_va, y_va = digits(limit=limit)
-    shape = {"mlp": (64,), "cnn": (8, 8, 1), "transformer": (8, 8)}[kind]
-    data = (x_tr.reshape(-1, *shape), y_tr, x_va.reshape(-1, *shape), y_va)
-    plan = FusedPlan(epochs=epochs, batch_size=64, validation_batch_size=256,
-                     loss="sparse_categorical_crossentropy", metrics=("accuracy",),
-                     mode=Mode(mode))
-    group = [FusedMember(seed) for seed in range(members)]
-    config = _model_config(kind)
+
+def _run(folder: Path, sweep: Path, variant: str, members: int, tag: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    if variant == "jax":
+        cache = tempfile.mkdtemp(prefix="jaxcache-", dir=folder)
+        env.update(KERAS_BACKEND="jax", JAX_COMPILATION_CACHE_DIR=cache,
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    cmd = [sys.executable, "-m", "clonesweep", "ensemble", str(sweep), "--members",
+           str(members), "--study", tag, "--json",
+           *(["--fused"] if variant.startswith("fused") else [])]
     t0 = time.perf_counter()
-    if how == "fused":
-        result = train_fused_jax(config, group, data, plan)
-        accuracy = [h["val_accuracy"][-1] for h in result.histories]
-    else:
-        accuracy = []
-        for member in group:
-            variant = rebuild(config, {}, seed=member.seed)
-            variant.model.compile(optimizer=member_optimizer(plan, member), loss=plan.loss,
-                                  metrics=list(plan.metrics))
-            logs: dict[str, float] = {}
-            fit_trial(variant.model, TrainData.of(data), FitPlan(epochs, 64, 256,
-                                                   variant.materialized.seeds[DATA_ORDER]),
-                      partial(_record, logs), FitClock())
-            accuracy.append(logs["val_accuracy"])
-    return {"model": kind, "how": how, "members": members, "mode": mode,
-            "seconds": round(time.perf_counter() - t0, 2),
-            "mean_val_accuracy": round(sum(accuracy) / len(accuracy), 4)}
-
-
-def _record(logs: dict[str, float], _epoch: int, got: dict[str, float]) -> bool:
-    logs.update(got)
-    return False
+    done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True,
+                          check=False)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        print(f"{tag} failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return {"variant": variant, "members": members, "seconds": float("nan"),
+                "failed": True, "load": os.getloadavg()[0]}
+    payload = json.loads(done.stdout)
+    accuracy = [m["objective"] for m in payload["members"]]
+    return {"variant": variant, "members": members, "seconds": round(seconds, 2),
+            "wall_s": payload["wall_s"], "fused": payload["fused"],
+            "note": payload["fused_note"],
+            "mean_val_accuracy": round(statistics.mean(accuracy), 4),
+            "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -101,46 +111,43 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--members", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=None, help="use the first N digits")
-    parser.add_argument("--mode", default="vmap", choices=("vmap", "map", "serial"))
-    parser.add_argument("--cache", default=None, help="JAX compilation cache folder")
-    parser.add_argument("--case", nargs=2, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    if args.case is not None:  # a child process: one measurement
-        print(json.dumps(_case(args.case[0], args.case[1], args.members[0], args.epochs,
-                               args.limit, args.mode)))
-        return
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    if args.cache:
-        env.update(JAX_COMPILATION_CACHE_DIR=args.cache,
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    rows = []
-    for kind in args.models:
-        for how, counts in (("separate", [min(args.members)]), ("fused", args.members)):
-            for k in counts:
-                cmd = [sys.executable, __file__, "--case", kind, how, "--members", str(k),
-                       "--epochs", str(args.epochs), "--mode", args.mode,
-                       *(["--limit", str(args.limit)] if args.limit else [])]
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                                      check=False)
-                if done.returncode != 0:
-                    sys.exit(f"{kind} {how} {k} failed:\n{done.stderr[-3000:]}")
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+    folder = Path(tempfile.mkdtemp(prefix="fused-any-"))
+    configs = {"mlp": _functional_mlp(folder), "cnn": ROOT / "configs/digits_cnn_bn.json",
+               "transformer": ROOT / "configs/digits_transformer.json"}
+    rows: list[dict[str, Any]] = []
+    for model in args.models:
+        sweep = _sweep_file(folder, model, configs[model], args.epochs)
+        variants = ["default", "jax", "fused"] + (["fused-tf"] if model == "mlp" else [])
+        seq = _sweep_file(folder, "mlp-seq", ROOT / "configs/digits_mlp.json", args.epochs)
+        for k in args.members:
+            for r in range(args.rounds):
+                for variant in variants:
+                    tag = f"{model}-{variant}-{k}-{r}"
+                    row = {"model": model, **_run(folder, seq if variant == "fused-tf"
+                                                  else sweep, variant, k, tag)}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     _table(rows)
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    print("\n| model | members | separate s (per member) | fused s | speedup |")
-    print("|---|---|---|---|---|")
-    for row in (r for r in rows if r["how"] == "fused"):
-        base = next(r for r in rows if r["how"] == "separate" and r["model"] == row["model"])
-        per_member = base["seconds"] / base["members"]
-        separate = per_member * row["members"]
-        print(f"| {row['model']} | {row['members']} | {separate:.1f} ({per_member:.2f}) | "
-              f"{row['seconds']:.1f} | {separate / row['seconds']:.1f}x |")
+    print("\n| model | members | default s | jax separate s | fused s | fused-tf s | "
+          "fused vs fastest separate |")
+    print("|---|---|---|---|---|---|---|")
+    keys = sorted({(r["model"], r["members"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for model, k in keys:
+        med = {v: statistics.median(r["seconds"] for r in rows if r["model"] == model and
+                                    r["members"] == k and r["variant"] == v)
+               for v in ("default", "jax", "fused", "fused-tf")
+               if any(r["variant"] == v and r["model"] == model and r["members"] == k
+                      for r in rows)}
+        best = min(med.get("default", float("nan")), med.get("jax", float("nan")))
+        cells = [f"{med[v]:.1f}" if v in med else "-" for v in
+                 ("default", "jax", "fused", "fused-tf")]
+        fused = med.get("fused", float("nan"))
+        print(f"| {model} | {k} | {' | '.join(cells)} | {best / fused:.2f}x |")
 
 
 if __name__ == "__main__":

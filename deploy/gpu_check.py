@@ -1,7 +1,7 @@
 """GPU check: clonesweep's worker path on Keras's JAX backend, on one GPU, without Ray.
 
 Run by ``deploy/gpu-check.sh`` on a machine that has JAX (with CUDA) but neither Ray nor
-TensorFlow. Two measurements, each in processes of its own so that each starts with an empty
+TensorFlow. Three measurements, each in processes of its own so that each starts with an empty
 device:
 
 1. **Packed trials.** ``--packed`` worker processes share the one GPU (each capped at
@@ -10,8 +10,10 @@ device:
    :class:`clonesweep.workers.runner.TrialRunner`, the code a Ray worker actor runs.
    Prints trials per minute and the peak GPU memory of each worker (one trial at a time).
 2. **Fused ensemble.** ``--members`` seeded members of ``configs/digits_mlp.json`` trained one
-   after another, then as one fused model (:mod:`clonesweep.workers.engines.fused`). Prints both
-   times, the speedup and how far the members' validation accuracies differ.
+   after another, then as one fused group (on JAX: :mod:`clonesweep.workers.engines.jaxgroup`).
+   Prints both times, the speedup and how far the members' validation accuracies differ.
+3. **Fused ensembles of any model** (:func:`run_fused_any`): the same for the Conv+BatchNorm
+   CNN and the small Transformer, which only the JAX engine fuses.
 
 The data are synthetic 8x8 images (class templates plus noise), made here: no download and
 no scikit-learn. The last line printed is a JSON summary; the exit code is 0 when every
@@ -119,7 +121,8 @@ def ensemble_worker(settings: dict[str, Any]) -> dict[str, Any]:
         from clonesweep.workers.member import FusedGroup
     except ImportError as exc:
         return {"skipped": f"fused ensembles are not in this checkout ({exc})"}
-    job = _job("digits_mlp.json", "gpu_check:synthetic_vectors", settings["sizes"],
+    job = _job(settings.get("config", "digits_mlp.json"),
+               settings.get("loader", "gpu_check:synthetic_vectors"), settings["sizes"],
                settings["epochs"], None)
     from dataclasses import replace
 
@@ -146,7 +149,8 @@ def ensemble_worker(settings: dict[str, Any]) -> dict[str, Any]:
              if a is not None and b is not None]
     return {"members": len(members), "separate_s": round(separate_s, 3),
             "fused_s": round(fused_s, 3), "speedup": round(separate_s / fused_s, 2),
-            "fused_message": group.message, "separate_val_accuracy": sep_values,
+            "fused_message": group.message, "fused_engine": group.engine,
+            "separate_val_accuracy": sep_values,
             "fused_val_accuracy": fused_values,
             "max_val_accuracy_diff": max(diffs) if diffs else None,
             "all_complete": all(r.state.value == "complete" for r in separate)
@@ -222,6 +226,32 @@ def run_ensemble(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     return out
 
 
+def run_fused_any(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
+    """Fused ensembles of models only the JAX engine fuses: the Conv+BatchNorm CNN and the
+    small Transformer (configs/digits_cnn_bn.json, digits_transformer.json), each in a fresh
+    process on a GPU: ``--members`` members one after another, then as one fused group
+    (:mod:`clonesweep.workers.engines.jaxgroup`)."""
+    names = ("cnn_bn", "transformer")
+    cases = [{"sizes": args.sizes, "epochs": args.epochs, "members": args.members,
+              "config": f"digits_{name}.json", "loader": "gpu_check:synthetic_images"}
+             for name in names]
+    # On a GPU each case gets a fresh process (an empty device); the CPU smoke run saves a
+    # process start and a Keras import by running both in one.
+    with ctx.Pool(1, maxtasksperchild=None if args.cpu else 1) as pool:
+        done: list[dict[str, Any]] = pool.map(ensemble_worker, cases, chunksize=1)
+    out: dict[str, Any] = {}
+    for name, case in zip(names, done, strict=True):
+        out[name] = case
+        if "skipped" in case:
+            print(f"fused {name}: skipped: {case['skipped']}")
+            continue
+        print(f"fused {name}: {case['members']} members: separate {case['separate_s']} s, "
+              f"fused {case['fused_s']} s -> speedup {case['speedup']}x on "
+              f"{case['fused_engine'] or '?'} (max val_accuracy difference "
+              f"{case['max_val_accuracy_diff']}); peak {_mib(case['peak_bytes'])}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cpu", action="store_true",
@@ -231,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, help="epochs per trial (default 5; --cpu 1)")
     p.add_argument("--members", type=int, help="ensemble members (default 8; --cpu 2)")
     p.add_argument("--skip-ensemble", action="store_true")
+    p.add_argument("--skip-fused-any", action="store_true",
+                   help="skip the fused CNN+BatchNorm and Transformer ensembles")
     args = p.parse_args(argv)
     small = args.cpu
     args.trials = args.trials or (2 if small else 12)
@@ -250,11 +282,15 @@ def main(argv: list[str] | None = None) -> int:
                                "packed": run_packed(args, ctx)}
     if not args.skip_ensemble:
         summary["ensemble"] = run_ensemble(args, ctx)
+    if not args.skip_fused_any:
+        summary["fused_any"] = run_fused_any(args, ctx)
     summary["total_s"] = round(time.perf_counter() - started, 1)
     packed = summary["packed"]
     ok = packed["complete"] == packed["trials"]
     ens = summary.get("ensemble", {})
     ok = ok and ("skipped" in ens or ens.get("all_complete", True))
+    ok = ok and all("skipped" in c or c.get("all_complete")
+                    for c in summary.get("fused_any", {}).values())
     if not small and packed["platform"] != "gpu":
         print(f"JAX ran on {packed['platform']}, not a GPU: is jax[cuda] installed and a GPU "
               "visible (nvidia-smi)?", file=sys.stderr)

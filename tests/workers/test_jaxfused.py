@@ -47,7 +47,7 @@ CNN_TOLERANCE = (2e-3, 0.08, 0.08, 2e-3)
 
 def _run(kind: str, *modes: str) -> dict[str, Any]:
     if importlib.util.find_spec("jax") is None:
-        pytest.skip("jax is not installed (it is in the test extra)")
+        pytest.skip("jax is not installed (a base dependency)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_PYTHON_CLIENT")}
     env.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
     args = [sys.executable, str(HERE / "jax_equivalence.py"), kind, *modes]

@@ -46,6 +46,10 @@ class WorkerJob:
             seconds passed since its last one (0: after every epoch but the last).
         retries: The driver's retries per trial: a retryable failure of an attempt below it
             keeps its checkpoint for the retry; every other end deletes it.
+        keras_backend: The Keras backend the workers must run (``KERAS_BACKEND``, set by the
+            backend before a worker imports Keras): ``jax`` for fused ensembles of models the
+            TensorFlow stacked engine does not cover. None: the backend's own default. The
+            in-process backend cannot honour it (Keras is imported in the caller's process).
         await_pruning: Per-epoch reports wait for the driver's pruning decision. False
             when no decision can stop a trial (no pruner, or a multi-objective sweep): the
             report is sent and training goes on at once, saving a round trip per epoch.
@@ -69,6 +73,7 @@ class WorkerJob:
     await_pruning: bool = True
     keep_objectives: tuple[ObjectiveSpec, ...] = ()
     keep_constraints: tuple[ConstraintSpec, ...] = ()
+    keras_backend: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from clonesweep.trials import TrialResult, TrialSpec
+from clonesweep.trials import EngineFallback, TrialResult, TrialSpec
 
-__all__ = ["FusedGroup", "MemberOutput", "model_bytes", "predict"]
+__all__ = ["FusedGroup", "GroupRun", "MemberOutput", "model_bytes", "predict"]
 
 
 @dataclass(frozen=True)
 class FusedGroup:
-    """Members trained as one stacked model on one worker (:mod:`clonesweep.workers.engines.fused`).
+    """Members trained as one program on one worker (:mod:`clonesweep.workers.engines.fused`
+    on TensorFlow, :mod:`clonesweep.workers.engines.jaxgroup` on JAX).
 
     Attributes:
         number: The group's key: the first member's trial number. The group yields one
@@ -69,6 +70,27 @@ class MemberOutput:
     model_bytes: bytes
     result: TrialResult | None = None
     fused: bool = False
+
+
+@dataclass(frozen=True)
+class GroupRun:
+    """What a fused engine's ``run_group`` (:mod:`clonesweep.workers.engines.fused` on
+    TensorFlow, :mod:`clonesweep.workers.engines.jaxgroup` on JAX) did with a group.
+
+    Attributes:
+        result: The group's own result: COMPLETE when its members were trained (each
+            member's outcome is in its output), FAIL with a reason when the group as a whole
+            failed (a retry of the group may help: ``oom``, ``worker_died``).
+        outputs: The trained members' outputs, by trial number.
+        unfused: Set when the members cannot be fused, or the fused engine failed inside
+            for a reason that is not an out-of-memory error: the caller trains them one by
+            one (with this as each one's fallback); ``result`` and ``outputs`` are then
+            empty.
+    """
+
+    result: TrialResult | None
+    outputs: dict[int, MemberOutput]
+    unfused: EngineFallback | None = None
 
 
 def predict(model: Any, x: Any, batch_size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ and its result says so (``engine_fallback``). The per-epoch work (record, check,
 limit, checkpoint) is :class:`~clonesweep.workers.engines.epochs.TrialEpochs`. With a
 checkpoint folder, a retried trial resumes after its last checkpoint
 (:mod:`clonesweep.workers.checkpoint`). Fused ensemble groups go to
+:mod:`~clonesweep.workers.engines.jaxgroup` on a JAX worker, else
 :mod:`~clonesweep.workers.engines.fused`, handed a :class:`~clonesweep.workers.job.
 WorkerState`, never the runner.
 
@@ -384,13 +385,25 @@ class TrialRunner:
 
     def run_fused(self, group: FusedGroup) -> TrialResult:
         """Train a :class:`~clonesweep.workers.member.FusedGroup`
-        (:mod:`clonesweep.workers.engines.fused`); never raises for a group-level failure.
+        (:mod:`clonesweep.workers.engines.jaxgroup` on a JAX worker,
+        :mod:`clonesweep.workers.engines.fused` on TensorFlow); never raises for a
+        group-level failure.
 
         Members that cannot be fused are trained one after another on this worker, each
         with that reason as its ``engine_fallback``, and the group's message says why.
         """
-        from clonesweep.workers.engines.fused import run_group
+        import keras
+
         from clonesweep.workers.member import MemberOutput
+
+        # Keras fixes its backend per process: a JAX worker trains any model fused
+        # (jaxgroup), a TensorFlow one the layers its stacked engine covers (fused).
+        if "jax" in (keras.backend.backend(), self.job.keras_backend):
+            # (a worker asked for JAX that runs on another backend, as the in-process
+            # backend does, gets the JAX engine's BACKEND fallback, saying so)
+            from clonesweep.workers.engines.jaxgroup import run_group
+        else:
+            from clonesweep.workers.engines.fused import run_group
 
         try:
             state = self.worker_state()
@@ -398,7 +411,11 @@ class TrialRunner:
             return TrialResult.failed(group.as_spec(), FailReason.USER_ERROR, str(exc))
         run = run_group(state, group)
         if run.unfused is None:
-            self._members.update(run.outputs)
+            # Each member records the worker's environment (its Keras backend) as a member
+            # trained alone does.
+            self._members.update({
+                n: replace(out, result=replace(out.result, environment=self.environment))
+                if out.result is not None else out for n, out in run.outputs.items()})
             assert run.result is not None
             return run.result
         for member in group.members:

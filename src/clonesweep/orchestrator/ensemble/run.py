@@ -4,12 +4,14 @@ Member ``i`` is trial ``i`` of its own Optuna study (``<sweep name>-ensemble`` b
 the sweep's storage) with the same params for every member and member seed
 ``derive_seed(ensemble_seed, "member", i)``, from which the worker derives a distinct seed for
 every initializer, every seeded layer and the data order. Members run in parallel on the
-backend's workers, one trial each, or (``fused=True``) in fused groups, one group per worker
-(:mod:`clonesweep.workers.engines.fused`); a config that cannot be fused runs unfused, and the
-outcome says why. Failed members are retried per ``sweep.retries`` (only retryable reasons) by
-the same loop as a sweep's trials (:mod:`clonesweep.orchestrator.ensemble.members`); the
-outcome always says how many members the ensemble holds. The driver is the study's only
-writer.
+backend's workers, one trial each, or (``fused=True``) in fused groups, one group per worker:
+on TensorFlow's stacked engine (:mod:`clonesweep.workers.engines.fused`) for the Dense-only
+Sequential models it covers, else on JAX (:mod:`clonesweep.workers.engines.jaxgroup`, any
+model; the job asks the backend for workers started with ``KERAS_BACKEND=jax``); members a
+worker cannot fuse train one by one, and the outcome says why. Failed members are retried
+per ``sweep.retries`` (only retryable reasons) by the same loop as a sweep's trials
+(:mod:`clonesweep.orchestrator.ensemble.members`); the outcome always says how many members
+the ensemble holds. The driver is the study's only writer.
 """
 
 from __future__ import annotations
@@ -197,19 +199,21 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
     seed = spec.sweep.seed if request.seed is None else request.seed
     params, source = resolve_params(spec, request.trial)
     mat = materialize(base_config, params, seed)  # bad params fail here, before any work
-    note = ""
+    note, on_jax = "", False
     if request.fused:
+        # The TensorFlow stacked engine where it covers the model (Dense-only Sequential
+        # models); every other model fused on JAX, on workers started with KERAS_BACKEND=jax.
         settings = {**spec.training.optimizer_config, **mat.optimizer}
-        blocker = fusion_blocker(mat.config, settings, spec.objective.metric)
-        note = f"fused training does not apply: {blocker}; members train separately" \
-            if blocker else ""
-    fused = request.fused and not note
+        on_jax = fusion_blocker(mat.config, settings, spec.objective.metric) is not None
+    fused = request.fused
     name = request.study or f"{spec.name}-ensemble"
     n = request.members
     slots = min(spec.sweep.parallel, n)
     # Members are never pruned: their per-epoch reports need no answer.
     job = dataclasses.replace(worker_job(spec, base_config), keep_best=False,
                               keep_members=True, await_pruning=False)
+    if on_jax:
+        job = dataclasses.replace(job, keras_backend="jax")
     if job.checkpoint_dir is not None:  # members are numbered in the ensemble's own study
         job = dataclasses.replace(job, checkpoint_dir=str(Path(job.checkpoint_dir) / name))
     check_study_unused(spec, name)  # ux: refused before any worker starts

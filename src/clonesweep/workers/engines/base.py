@@ -18,8 +18,9 @@ runner (:mod:`clonesweep.workers.runner`) asks the engine chosen for the sweep f
    So an engine's own error never fails a trial.
 
 One trial at a time per worker; engines keep what they build in the :class:`FeedCache`.
-Fused ensemble groups (:mod:`clonesweep.workers.engines.fused`) train several models at once
-and have their own entry point, with the same fallback rule and result fields.
+Fused ensemble groups (:mod:`clonesweep.workers.engines.jaxgroup` on JAX,
+:mod:`clonesweep.workers.engines.fused` on TensorFlow) train several models at once and have
+their own entry point, ``run_group``, with the same fallback rule and result fields.
 
 No Keras import here.
 """

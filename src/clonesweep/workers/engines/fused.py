@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,7 +60,7 @@ from clonesweep.workers.engines.stacked import (
     summed_loss,
 )
 from clonesweep.workers.job import WorkerJob, WorkerState
-from clonesweep.workers.member import FusedGroup, MemberOutput, model_bytes, predict
+from clonesweep.workers.member import FusedGroup, GroupRun, MemberOutput, model_bytes, predict
 from clonesweep.workers.oom import oom_reason
 from clonesweep.workers.seeding import DATA_ORDER
 from clonesweep.workers.streams import StreamData
@@ -287,26 +286,6 @@ def _output(job: WorkerJob, spec: TrialSpec, mat: Materialized, model: keras.Mod
     return MemberOutput(pred, np.asarray(val[1]),
                         model_bytes(model, f"member-{spec.number}") if ok else b"",
                         result=result, fused=True)
-
-
-@dataclass(frozen=True)
-class GroupRun:
-    """What :func:`run_group` did with a group.
-
-    Attributes:
-        result: The group's own result: COMPLETE when its members were trained (each
-            member's outcome is in its output), FAIL with a reason when the group as a whole
-            failed (a retry of the group may help: ``oom``, ``worker_died``).
-        outputs: The trained members' outputs, by trial number.
-        unfused: Set when the members cannot be fused, or the fused engine failed inside
-            for a reason that is not an out-of-memory error: the caller trains them one by
-            one (with this as each one's fallback); ``result`` and ``outputs`` are then
-            empty.
-    """
-
-    result: TrialResult | None
-    outputs: dict[int, MemberOutput]
-    unfused: EngineFallback | None = None
 
 
 def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:

@@ -86,7 +86,8 @@ class RayBackend:
             an embedded local Ray (or reuses one already initialized in this process; Ray
             itself honours ``RAY_ADDRESS``).
         resources: CPUs and (fractional) GPUs reserved by each worker actor.
-        keras_backend: ``KERAS_BACKEND`` for the workers, set before they import Keras.
+        keras_backend: ``KERAS_BACKEND`` for the workers, set before they import Keras,
+            unless the job names its own (``WorkerJob.keras_backend``).
         trial_timeout: Seconds after which a trial that does not return is killed.
         resource_wait: Seconds trials may wait while no worker slot can be placed (nodes
             lost, too few resources left) before :meth:`poll` raises SweepFailed; see
@@ -107,7 +108,8 @@ class RayBackend:
                  resource_wait: float = 300.0) -> None:
         self._address = address
         self._resources = resources or ResourcesSpec()
-        self._keras_backend = keras_backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+        self._default_backend = keras_backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+        self._keras_backend = self._default_backend
         self._timeout = trial_timeout
         self._resource_wait = resource_wait
         self._owns_ray = False
@@ -130,6 +132,9 @@ class RayBackend:
     def start(self, job: WorkerJob, slots: int) -> None:
         import ray
 
+        # A job may ask for its own backend (fused ensembles on JAX): Keras fixes its
+        # backend per process, so the workers are started with it.
+        self._keras_backend = job.keras_backend or self._default_backend
         env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         inherit = False  # the workers inherit env from the Ray this driver starts
         if not ray.is_initialized():
