@@ -5,7 +5,8 @@
 
 In-memory storage, 3 parameters (a log int, a float, a log float), constant liar, a study
 pre-filled with N finished random trials; one ask+tell untimed (first imports), then
-``--asks`` ask+tell rounds, timed with the process's CPU clock. The two samplers alternate (A B A B), each in a fresh process.
+``--asks`` ask+tell rounds, timed with the process's CPU clock. The two samplers alternate
+(A B A B), each in a fresh process.
 """
 
 from __future__ import annotations
