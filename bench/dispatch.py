@@ -99,9 +99,39 @@ sweep:
     return path
 
 
+def prefill(spec: Any, url: str, history: int) -> None:
+    """Give the sweep's study ``history`` finished trials (random params, values in [0, 1)),
+    as a long-running sweep would hold: what a sampler that reads the history pays for."""
+    import random
+
+    import optuna
+
+    from clonesweep.orchestrator.study.storage import distributions, open_study
+
+    study = open_study(spec, url)
+    dists = distributions(spec.parameters)
+    rng = random.Random(0)
+    trials = []
+    for _ in range(history):
+        params = {k: (d.to_external_repr(rng.uniform(*_bounds(d)))
+                      if not isinstance(d, optuna.distributions.CategoricalDistribution)
+                      else rng.choice(d.choices)) for k, d in dists.items()}
+        params = {k: (round(v) if isinstance(d, optuna.distributions.IntDistribution) else v)
+                  for (k, v), d in zip(params.items(), dists.values(), strict=True)}
+        trials.append(optuna.trial.create_trial(params=params, distributions=dists,
+                                                value=rng.random()))
+    study.add_trials(trials)
+
+
+def _bounds(d: Any) -> tuple[float, float]:
+    return float(d.low), float(d.high)
+
+
 def run_clonesweep(trials: int, slots: int, sampler: str, storage: str,
-                   profile: str | None = None) -> dict[str, Any]:
-    """One end-to-end case in this process. ``storage``: sqlite (the default) or journal."""
+                   profile: str | None = None, history: int = 0) -> dict[str, Any]:
+    """One end-to-end case in this process. ``storage``: journal (the run folder's default)
+    or sqlite (a SQLite file named in ``sweep.storage``). ``history``: finished trials the
+    study holds before the sweep starts (measured trials come on top)."""
     import optuna
     import ray
 
@@ -128,9 +158,13 @@ def run_clonesweep(trials: int, slots: int, sampler: str, storage: str,
     ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False,
              object_store_memory=300 * 2**20, _node_ip_address="127.0.0.1")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        url = f"journal://{tmp}/study.log" if storage == "journal" else None
-        spec = load_sweep(sweep_file(Path(tmp), trials, slots, sampler, url))
+        url = f"sqlite:///{tmp}/study.db" if storage == "sqlite" else None
+        spec = load_sweep(sweep_file(Path(tmp), trials + history, slots, sampler, url))
         spec = replace(spec, sweep=replace(spec.sweep, run_dir=Path(tmp) / "runs"))
+        if history:
+            from clonesweep.orchestrator.study.storage import storage_url
+
+            prefill(spec, storage_url(spec), history)
         profiler = None
         if profile:
             import cProfile
@@ -142,7 +176,7 @@ def run_clonesweep(trials: int, slots: int, sampler: str, storage: str,
             profiler.dump_stats(profile)
     ray.shutdown()
     out = clock.summary(trials)
-    out.update(tool="clonesweep", storage=storage, sampler=sampler, slots=slots,
+    out.update(tool="clonesweep", storage=storage, sampler=sampler, slots=slots, history=history,
                worker_heavy_imports=heavy, driver_keras="keras" in sys.modules,
                worker_rss_mb=round(workers_mb[0], 1) if workers_mb else None)
     return out
@@ -282,6 +316,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("storage", "end-to-end"))
     parser.add_argument("--case", help=argparse.SUPPRESS)  # one case, in a child process
     parser.add_argument("--profile", help="write a cProfile of the driver (one --case) here")
+    parser.add_argument("--history", type=int, default=0,
+                        help="finished trials the study holds before the sweep (TPE's cost "
+                             "grows with them)")
     args = parser.parse_args()
     if args.case:
         tool, _, rest = args.case.partition(":")
@@ -291,7 +328,8 @@ def main() -> None:
             out = run_tune(args.trials, args.slots)
         else:
             storage, _, sampler = rest.partition(":")
-            out = run_clonesweep(args.trials, args.slots, sampler, storage, args.profile)
+            out = run_clonesweep(args.trials, args.slots, sampler, storage, args.profile,
+                                 args.history)
         print(json.dumps(out))
         return
     load = os.getloadavg()[0]
@@ -314,7 +352,7 @@ def main() -> None:
         for tool, rest in cases:
             case = ":".join([tool, *rest])
             rows.append(_child(["--case", case, "--trials", str(args.trials),
-                                "--slots", str(args.slots)]))
+                                "--slots", str(args.slots), "--history", str(args.history)]))
         tune_rate = rows[0]["trials_per_s"]
         last = f"rss_mb_at_{args.trials}"
         print(f"\nend to end: {args.trials} trivial trials, {args.slots} at a time "

@@ -59,7 +59,7 @@ def test_version_and_user_facing_help(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_status_of_a_sweep_that_never_ran_exits_1(sweep_file: Any, tmp_path: Path) -> None:
     assert main(["status", str(sweep_file())]) == 1
-    assert not (tmp_path / "runs" / "tiny" / "study.db").exists()
+    assert not (tmp_path / "runs" / "tiny").exists()  # no storage file created
 
 
 @pytest.mark.integration

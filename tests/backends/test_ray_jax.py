@@ -9,12 +9,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-import optuna
 import pytest
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.ray.backend import RayBackend
-from clonesweep.orchestrator.study.storage import storage_url
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.spec import load_sweep
 
 pytestmark = pytest.mark.integration
@@ -27,7 +26,7 @@ def test_ray_workers_train_on_jax(ray_cluster: str, sweep_file: Any) -> None:
     outcome = run_sweep(spec, base_model_config(spec),
                         RayBackend(resources=spec.sweep.resources, keras_backend="jax"))
     assert outcome.counts.complete == 2, outcome.failures
-    trials = optuna.load_study(study_name=spec.name, storage=storage_url(spec)).get_trials()
+    trials = load_study(spec.name, storage_url(spec)).get_trials()
     for t in trials:
         env = t.user_attrs.get("environment")
         if env is not None:  # recorded by the worker itself

@@ -15,6 +15,7 @@ from clonesweep.orchestrator.ensemble.export import finish
 from clonesweep.orchestrator.ensemble.run import EnsembleRequest, member_seed, run_ensemble
 from clonesweep.orchestrator.ensemble.score import score
 from clonesweep.orchestrator.model import base_model_config
+from clonesweep.orchestrator.study.storage import load_study
 from clonesweep.spec import load_sweep
 from clonesweep.trials import FailReason, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.member import FusedGroup, MemberOutput
@@ -37,7 +38,7 @@ def test_ray_ensemble_scores_and_exports(ray_cluster: str, sweep_file: Any) -> N
     assert report.complete and report.folder == spec.run_folder / "ensemble"
 
     # The study: one trial per member, seeds and hashes recorded, table on the study.
-    study = optuna.load_study(study_name="tiny-ensemble", storage=outcome.storage_url)
+    study = load_study("tiny-ensemble", outcome.storage_url)
     trials = sorted(study.get_trials(), key=lambda t: t.user_attrs["member_index"])
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert [t.user_attrs["member_seed"] for t in trials] == [member_seed(5, i) for i in range(3)]
@@ -127,7 +128,7 @@ def test_failed_members_are_retried_per_the_rules_and_counted(sweep_file: Any) -
     assert outcome.retried == 2
     assert sorted((s.number, s.attempt) for s in backend.submitted) == [
         (0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (3, 0)]
-    study = optuna.load_study(study_name="fake", storage=outcome.storage_url)
+    study = load_study("fake", outcome.storage_url)
     states = {t.user_attrs["member_index"]: (t.state.name, t.user_attrs.get("fail_reason"))
               for t in study.get_trials()}
     assert states == {0: ("COMPLETE", None), 1: ("FAIL", "user_error"),
@@ -149,7 +150,7 @@ def test_a_multi_objective_sweeps_members_are_told_on_one_direction(sweep_file: 
     outcome = run_ensemble(spec, base_model_config(spec), FakeBackend({}),
                            EnsembleRequest(members=3, study="pareto-members"))
     assert len(outcome.held) == 3
-    study = optuna.load_study(study_name="pareto-members", storage=outcome.storage_url)
+    study = load_study("pareto-members", outcome.storage_url)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
     trials = study.get_trials()
     assert [(t.number, t.state.name, t.value) for t in trials] == [

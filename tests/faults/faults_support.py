@@ -73,14 +73,23 @@ class Drivers:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
-def trials(study_db: Path, name: str) -> list[optuna.trial.FrozenTrial]:
-    if not study_db.exists():
-        return []
+def trials(run_folder: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The trials of study ``name`` in a run folder's default storage (the journal, or the
+    SQLite file of an older run folder), read without writing; [] before it exists."""
+    from clonesweep.orchestrator.study.journal import journal_storage
+
+    journal, db = run_folder / "study.log", run_folder / "study.db"
     try:
-        # Read-only: a poller that opened the file read-write while the driver was creating
-        # it would create the schema too, and the two collided (the driver then failed).
-        study = optuna.load_study(study_name=name,
-                                  storage=f"sqlite:///file:{study_db}?mode=ro&uri=true")
+        if journal.exists():
+            # Read only: the reader appends nothing (the driver is the file's writer).
+            study = optuna.load_study(study_name=name, storage=journal_storage(journal))
+        elif db.exists():
+            # Read-only: a poller that opened the file read-write while the driver was
+            # creating it would create the schema too, and the two collided.
+            study = optuna.load_study(study_name=name,
+                                      storage=f"sqlite:///file:{db}?mode=ro&uri=true")
+        else:
+            return []
     except Exception:  # not created yet
         return []
     return study.get_trials(deepcopy=False)

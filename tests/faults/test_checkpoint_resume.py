@@ -24,7 +24,7 @@ from test_worker_killed import Recorder, kill_busy_worker, own_workers
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.ray.backend import RayBackend
-from clonesweep.orchestrator.study.storage import storage_url
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.spec import load_sweep
 from clonesweep.trials import Intermediate
 
@@ -90,7 +90,7 @@ def test_killed_trial_resumes_from_its_last_checkpoint(ray_cluster: str,
     number, done_at_kill = killed[0]
 
     assert recorder.retried == [(number, "worker_died")]
-    trials = optuna.load_study(study_name="ckpt", storage=storage_url(spec)).get_trials()
+    trials = load_study("ckpt", storage_url(spec)).get_trials()
     assert_invariants(trials, budget=2)
     assert outcome.counts.finished == 2 and outcome.counts.retried == 1
     assert all(t.state is optuna.trial.TrialState.COMPLETE for t in trials), \

@@ -31,7 +31,7 @@ def test_driver_killed_then_resumed(sweep_file: Any, tmp_path: Path) -> None:
     # 12 epochs the whole sweep once ended between two polls, and with 40 epochs (~2 s a
     # trial once trials stopped tracing their own graphs) A finished before it was killed.
     path = sweep_file(name="crash", trials=6, parallel=2, epochs=200, limit=1500)
-    db = tmp_path / "runs" / "crash" / "study.db"
+    db = tmp_path / "runs" / "crash"  # the run folder
     drivers = Drivers(tmp_path)
     try:
         a = drivers.start("run", str(path))
@@ -90,13 +90,13 @@ def test_lease_refuses_takes_over_stale_and_takeover(sweep_file: Any, tmp_path: 
     from clonesweep.orchestrator import base_model_config, run_sweep
     from clonesweep.orchestrator.backends.base import InProcessBackend
     from clonesweep.orchestrator.study.lease import HEARTBEAT_S, STALE_AFTER
-    from clonesweep.orchestrator.study.storage import storage_url
+    from clonesweep.orchestrator.study.storage import load_study, storage_url
     from clonesweep.orchestrator.sweep import RunOptions
     from clonesweep.spec import load_sweep
 
     spec = load_sweep(sweep_file(name="lease", trials=1, epochs=1))
     run_sweep(spec, base_model_config(spec), InProcessBackend())
-    study = optuna.load_study(study_name="lease", storage=storage_url(spec))
+    study = load_study("lease", storage_url(spec))
     now = time.time()
     live = {"host": "elsewhere", "pid": 1, "token": "x", "started": now, "heartbeat": now}
     study.set_user_attr("driver_lease", live)
@@ -124,4 +124,4 @@ def test_resume_of_a_sweep_that_never_ran_is_refused(sweep_file: Any, tmp_path: 
     path = sweep_file(name="never", trials=1, epochs=1)
     assert main(["resume", str(path), "--backend", "inprocess"]) == 1
     assert "never" in capsys.readouterr().err
-    assert not (tmp_path / "runs" / "never" / "study.db").exists()
+    assert not any((tmp_path / "runs" / "never" / f).exists() for f in ("study.log", "study.db"))

@@ -19,7 +19,7 @@ S = optuna.trial.TrialState
 def test_sigterm_lets_the_running_trial_finish(sweep_file: Any) -> None:
     from clonesweep.orchestrator import base_model_config, run_sweep
     from clonesweep.orchestrator.backends.base import InProcessBackend
-    from clonesweep.orchestrator.study.storage import storage_url
+    from clonesweep.orchestrator.study.storage import load_study, storage_url
     from clonesweep.orchestrator.sweep import NullProgress, RunOptions
     from clonesweep.spec import load_sweep
 
@@ -34,7 +34,7 @@ def test_sigterm_lets_the_running_trial_finish(sweep_file: Any) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, base_model_config(spec), InProcessBackend(), SignalOnStart(),
                   options=RunOptions(grace=300))
-    got = optuna.load_study(study_name="term", storage=url).get_trials()
+    got = load_study("term", url).get_trials()
     # It stopped asking, and the trial running at the signal finished within the grace.
     assert [t.state for t in got] == [S.COMPLETE]
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
@@ -45,7 +45,7 @@ def test_sigterm_lets_the_running_trial_finish(sweep_file: Any) -> None:
 @pytest.mark.timeout(900)
 def test_second_signal_cancels_then_resume_finishes(sweep_file: Any, tmp_path: Path) -> None:
     path = sweep_file(name="intr", trials=3, parallel=2, epochs=1000, limit=1500)
-    db = tmp_path / "runs" / "intr" / "study.db"
+    db = tmp_path / "runs" / "intr"  # the run folder
     drivers = Drivers(tmp_path)
     try:
         a = drivers.start("run", str(path), "--grace", "600")

@@ -99,7 +99,7 @@ def test_a_lost_node_s_trial_is_retried_on_another_node(
     summary = json.loads(out.strip().splitlines()[-1])  # --json: JSON lines, summary last
     assert summary["complete"] == 4 and summary["retried"] == 1, (summary, err[-3000:])
 
-    got = trials(tmp_path / "runs" / name / "study.db", name)
+    got = trials(tmp_path / "runs" / name, name)
     assert [t.state for t in got] == [S.COMPLETE] * 4, [(t.number, t.state) for t in got]
     assert_invariants(got, budget=4)
     # No params told twice: every trial ran its own params and seed.
@@ -138,7 +138,7 @@ def test_no_room_left_stops_with_a_clear_error_then_resume_finishes(
 
     # The trial that was running was failed and re-queued (same params and seed), as an
     # interrupt does; nothing else was asked.
-    db = tmp_path / "runs" / name / "study.db"
+    db = tmp_path / "runs" / name  # the run folder
     got = trials(db, name)
     failed = [t for t in got if t.state is S.FAIL]
     waiting = [t for t in got if t.state is S.WAITING]

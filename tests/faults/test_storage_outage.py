@@ -21,7 +21,7 @@ from faults_support import assert_invariants
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.base import InProcessBackend
-from clonesweep.orchestrator.study.storage import storage_url
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.orchestrator.sweep import NullProgress
 from clonesweep.spec import load_sweep
 from clonesweep.spec.settings import with_password
@@ -81,7 +81,7 @@ def test_results_are_held_while_storage_is_down(own_postgres: PostgresServer,
     outcome = run_sweep(spec, base_model_config(spec), InProcessBackend(), outage)
     assert outage.thread is not None
     outage.thread.join(timeout=60)
-    got = optuna.load_study(study_name="outage", storage=storage_url(spec)).get_trials()
+    got = load_study("outage", storage_url(spec)).get_trials()
     assert_invariants(got, budget=4)
     assert [t.state for t in got] == [optuna.trial.TrialState.COMPLETE] * 4
     assert outcome.counts.complete == 4 and outcome.failures == {}

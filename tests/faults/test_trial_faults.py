@@ -65,7 +65,7 @@ def test_nan_hang_and_user_error_fail_with_their_reason(tmp_path: Path) -> None:
         done = drivers.run("run", str(path), "--json", timeout=500)
         assert done.returncode == 0, done.stderr[-3000:]
         summary: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])  # JSON lines
-        got = trials(tmp_path / "runs" / "traps" / "study.db", "traps")
+        got = trials(tmp_path / "runs" / "traps", "traps")
         assert_invariants(got, budget=5)
         mode = {t.number: t.params["layers.trap.mode"] for t in got}
         by_mode: dict[str, list[optuna.trial.FrozenTrial]] = {}

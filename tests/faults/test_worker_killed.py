@@ -23,7 +23,7 @@ from faults_support import assert_invariants, wait_for
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.ray.backend import RayBackend
-from clonesweep.orchestrator.study.storage import storage_url
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.orchestrator.sweep import NullProgress
 from clonesweep.spec import load_sweep
 
@@ -106,7 +106,7 @@ def test_worker_killed_mid_trial_is_retried_with_same_params_and_seed(
 
     assert recorder.retried and recorder.retried[0][1] == "worker_died"
     number = recorder.retried[0][0]
-    trials = optuna.load_study(study_name="wkill", storage=storage_url(spec)).get_trials()
+    trials = load_study("wkill", storage_url(spec)).get_trials()
     messages = [(t.number, t.user_attrs.get("message")) for t in trials]
     assert all(t.state is optuna.trial.TrialState.COMPLETE for t in trials), messages
     assert_invariants(trials, budget=3)

@@ -23,6 +23,7 @@ import optuna
 import pytest
 
 from clonesweep.cli.main import main
+from clonesweep.orchestrator.study.journal import journal_storage
 
 CODE = "cs_kinds_e2e"
 CODE_TEXT = '''
@@ -159,7 +160,7 @@ def test_run_reaches_complete_trials(workdir: Path, name: str,
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     study = optuna.load_study(study_name=name,
-                              storage=f"sqlite:///{workdir / 'runs' / name / 'study.db'}")
+                              storage=journal_storage(workdir / "runs" / name / "study.log"))
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 2, [
         (t.state, t.user_attrs.get("fail_reason"), t.user_attrs.get("message"))

@@ -174,7 +174,7 @@ def test_sweep_spreads_over_nodes_with_the_study_in_postgres(
 
     # The study lives in PostgreSQL, not in the run folder; the password leaked nowhere.
     run_folder = path.parent / "runs" / name
-    assert (run_folder / "summary.json").is_file() and not (run_folder / "study.db").exists()
+    assert (run_folder / "summary.json").is_file() and not (run_folder / "study.log").exists()
     assert summary["storage"].startswith("postgresql+psycopg2://sweeper:***@127.0.0.1:")
     assert watch.seen, "no cluster process was watched"
     assert not watch.holders, f"cluster processes hold the password: {watch.holders}"

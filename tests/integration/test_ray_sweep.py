@@ -9,7 +9,7 @@ import pytest
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.ray.backend import RayBackend
-from clonesweep.orchestrator.study.storage import storage_url
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.spec import load_sweep
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def test_six_trial_sweep_on_ray(ray_cluster: str, sweep_file: Any) -> None:
         sweep_extra="\n  pruner: {name: threshold, lower: 0.3, n_warmup_steps: 0}")
     spec = load_sweep(path)
     outcome = run_sweep(spec, base_model_config(spec), RayBackend(resources=spec.sweep.resources))
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     trials = study.get_trials()
     states = [t.state for t in trials]
     assert len(trials) == 6 and all(s.is_finished() for s in states)
@@ -47,7 +47,7 @@ def test_reports_without_a_pruner_do_not_wait_yet_every_epoch_is_recorded(
     assert spec.sweep.pruner.name == "none"
     outcome = run_sweep(spec, base_model_config(spec), RayBackend(resources=spec.sweep.resources))
     assert outcome.counts.complete == 2
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     for t in study.get_trials():
         history = t.user_attrs["history"]["val_accuracy"]
         assert len(history) == 3

@@ -82,7 +82,8 @@ def test_commit_writes_what_an_ask_left_held(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="s", storage=storage)
     trial = study.ask(DIST)
     trial.set_user_attr("seed", 7)
-    assert _optuna_reads(path, "s") == []
+    (asked,) = _optuna_reads(path, "s")  # the creation is written at once, the rest waits
+    assert asked.state is RUNNING and asked.user_attrs == {} and asked.params == {}
     commit(storage)
     (found,) = _optuna_reads(path, "s")
     assert found.state is RUNNING and found.user_attrs == {"seed": 7} and "x" in found.params
@@ -200,3 +201,45 @@ def test_enqueued_trials_are_still_popped(tmp_path: Path) -> None:
         reopened.tell(trial, 1.0)
     _tell(reopened, 3)
     assert len(_optuna_reads(path, "s")) == 4
+
+
+_WRITER = textwrap.dedent("""
+    import sys, optuna
+    from clonesweep.orchestrator.study.journal import journal_storage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=sys.argv[2], storage=journal_storage(sys.argv[1]),
+                                load_if_exists=True)
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for i in range(3):
+        trial = study.ask(dist)
+        trial.set_user_attr("by", "other")
+        study.tell(trial, 100.0 + i)
+""")
+
+
+def test_another_process_writing_between_asks_keeps_ids_apart(tmp_path: Path) -> None:
+    # A driver holds an asked trial; another process creates a study and trials in the same
+    # file (an ensemble, a refused second driver); then a dashboard note (Optuna's own
+    # backend). Every reader must replay the file to the same trials the driver holds.
+    path = tmp_path / "study.log"
+    storage = journal_storage(path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    held = study.ask(DIST)
+    held.set_user_attr("by", "driver")
+    for name in ("other", "s"):  # a new study, then a second writer of the driver's own
+        subprocess.run([sys.executable, "-c", _WRITER, str(path), name], check=True)
+    dash = optuna.load_study(study_name="s",
+                             storage=JournalStorage(JournalFileBackend(str(path))))
+    dash.set_user_attr("note", "from the dashboard")
+    later = study.ask(DIST)
+    study.tell(held, 1.0)
+    study.tell(later, 2.0)
+
+    mine = {t.number: (t.value, t.user_attrs.get("by")) for t in study.get_trials()}
+    for read in (_optuna_reads(path, "s"),
+                 optuna.load_study(study_name="s", storage=journal_storage(path)).get_trials()):
+        assert {t.number: (t.value, t.user_attrs.get("by")) for t in read} == mine
+    assert mine[0] == (1.0, "driver") and sorted(v for v, _ in mine.values()) == \
+        [1.0, 2.0, 100.0, 101.0, 102.0]
+    assert [t.value for t in _optuna_reads(path, "other")] == [100.0, 101.0, 102.0]
+    assert study.user_attrs["note"] == "from the dashboard"

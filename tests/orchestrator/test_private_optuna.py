@@ -155,3 +155,45 @@ def test_a_grid_sampler_s_stop_is_recognised() -> None:
     assert _optuna.stopped_outside_optimize(caught.value)
     assert study.get_trials(deepcopy=False)[0].state is S.COMPLETE  # recorded already
     assert not _optuna.stopped_outside_optimize(RuntimeError("other"))
+
+
+def test_fast_tpe_math_replaces_the_log_cdf_for_the_block_only() -> None:
+    import numpy as np
+    from optuna.samplers._tpe import _truncnorm
+
+    own = _truncnorm._log_ndtr
+    grid = np.concatenate([np.linspace(-60.0, 60.0, 2001), [-1e3, -25.0, 0.0, 7.5, 40.0]])
+    with _optuna.fast_tpe_math():
+        fast = _truncnorm._log_ndtr
+        assert fast is not own, "fast_tpe_math did not take: _truncnorm._log_ndtr moved?"
+        got = fast(grid)
+    assert _truncnorm._log_ndtr is own
+    left = grid <= 0  # where TPE calls it (its truncated-normal masses use the left tail)
+    np.testing.assert_allclose(got[left], own(grid[left]), rtol=1e-12)
+    # Right of 0 Optuna's log(1 - tiny) loses digits that scipy keeps: equal to 1e-15.
+    right = ~left
+    np.testing.assert_allclose(got[right], own(grid[right]), rtol=0, atol=1e-15)
+
+
+def test_tpe_with_fast_math_samples_as_optunas_within_rounding() -> None:
+    from clonesweep.orchestrator.study.storage import TPESampler
+
+    dists = {"u": optuna.distributions.IntDistribution(16, 256, log=True),
+             "r": optuna.distributions.FloatDistribution(0.0, 0.5),
+             "lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+
+    def draws(sampler: optuna.samplers.BaseSampler) -> list[dict[str, float]]:
+        study = optuna.create_study(sampler=sampler)
+        out = []
+        for i in range(40):
+            trial = study.ask(dists)
+            study.tell(trial, float((i * 7919) % 97))
+            out.append(trial.params)
+        return out
+
+    ours = draws(TPESampler(seed=3, n_startup_trials=5, constant_liar=True))
+    theirs = draws(optuna.samplers.TPESampler(seed=3, n_startup_trials=5, constant_liar=True))
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["u"] == b["u"]
+        assert a["r"] == pytest.approx(b["r"], rel=1e-9)
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-9)

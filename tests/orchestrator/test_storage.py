@@ -16,19 +16,23 @@ import optuna
 import pytest
 from sqlalchemy.engine import make_url
 
+from clonesweep.errors import StudyError
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
 from clonesweep.orchestrator.commands.report import best_payload, status_payload
-from clonesweep.orchestrator.study.storage import mask_url, storage_url
+from clonesweep.orchestrator.study.storage import _storage, load_study, mask_url, storage_url
 from clonesweep.spec import load_sweep
 
-STORAGES = ["sqlite", "postgresql"]
+STORAGES = ["default", "sqlite", "postgresql"]
 
 
 @pytest.fixture(params=STORAGES)
 def storage(request: pytest.FixtureRequest) -> str | None:
-    """``None`` for the default (SQLite in the run folder), else the PostgreSQL URL."""
-    if request.param == "sqlite":
+    """``None`` for the default (the run folder's journal), else a SQLite or PostgreSQL
+    URL."""
+    if request.param == "default":
         return None
+    if request.param == "sqlite":
+        return f"sqlite:///{request.getfixturevalue('tmp_path') / 'explicit.db'}"
     return str(request.getfixturevalue("postgres_url"))
 
 
@@ -60,12 +64,12 @@ def test_a_sweep_records_and_continues_its_study(storage: str | None, sweep_file
     spec, outcome = _run(sweep_file(name=name, trials=3, epochs=1), storage)
     url = storage_url(spec)
     if storage is None:
-        assert url.startswith("sqlite:///") and (spec.run_folder / "study.db").is_file()
+        assert url.startswith("journal://") and (spec.run_folder / "study.log").is_file()
     else:
         same = url == storage  # (compared apart: a failing assert would print the password)
-        assert same and not (spec.run_folder / "study.db").exists()
+        assert same and not (spec.run_folder / "study.log").exists()
 
-    study = optuna.load_study(study_name=name, storage=url)
+    study = load_study(name, url)
     trials = study.get_trials()
     assert len(trials) == 3
     assert all(t.state is optuna.trial.TrialState.COMPLETE for t in trials), \
@@ -96,7 +100,7 @@ def test_a_sweep_records_and_continues_its_study(storage: str | None, sweep_file
     for payload in (summary, status, best_payload(spec)):
         shown_masked = payload["storage"] == mask_url(url)
         assert shown_masked, f"{payload['name']}: storage shown as something else than masked"
-    if storage is not None:
+    if storage is not None and storage.startswith("postgresql"):
         password = make_url(storage).password or ""
         masked = mask_url(url) == url.replace(password, "***")
         long_enough = len(password) >= 16
@@ -112,9 +116,9 @@ def test_a_sweep_records_and_continues_its_study(storage: str | None, sweep_file
     # The same sweep again with a larger budget continues the same study.
     _, second = _run(sweep_file(name=name, trials=5, epochs=1), storage)
     assert second.counts.finished == 2
-    study = optuna.load_study(study_name=name, storage=url)
+    study = load_study(name, url)
     assert len(study.get_trials()) == 5
-    names = optuna.get_all_study_names(url)
+    names = optuna.get_all_study_names(_storage(url))
     assert name in names
     assert status_payload(spec)["finished"] == 5
 
@@ -232,3 +236,23 @@ def test_trials_finished_together_are_written_whole(kind: str, tmp_path: Path,
     assert got[1] == (fail, None, {"seed": 2, "fail_reason": "oom"})
     assert got[2:] == [(optuna.trial.TrialState.RUNNING, None, {})] * 2
     assert again.trials[0].datetime_complete is not None
+
+
+def test_the_default_is_the_journal_and_an_older_run_folder_keeps_its_sqlite(
+        sweep_file: Any) -> None:
+    from clonesweep.orchestrator.study.storage import study_exists_at
+
+    spec = load_sweep(sweep_file(name="dflt"))
+    journal = f"journal://{(spec.run_folder / 'study.log').resolve()}"
+    assert storage_url(spec) == journal
+    assert not study_exists_at(journal)
+    with pytest.raises(StudyError, match="no such file"):
+        load_study("dflt", journal)  # a read creates nothing
+    assert not spec.run_folder.exists()
+
+    old = spec.run_folder / "study.db"  # a run folder from before the journal default
+    spec.run_folder.mkdir(parents=True)
+    optuna.create_study(study_name="dflt", storage=f"sqlite:///{old}")
+    assert storage_url(spec) == f"sqlite:///{old.resolve()}"
+    (spec.run_folder / "study.log").touch()  # both: the journal wins
+    assert storage_url(spec) == journal

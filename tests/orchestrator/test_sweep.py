@@ -11,7 +11,7 @@ import pytest
 
 from clonesweep.errors import SpecError, SweepFailed
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.study.storage import mask_url, storage_url
+from clonesweep.orchestrator.study.storage import load_study, mask_url, storage_url
 from clonesweep.spec import load_sweep
 
 PRUNABLE = """
@@ -25,7 +25,7 @@ def sweep(path: Path) -> Any:
 
 def test_sweep_fills_the_study_and_the_run_folder(sweep_file: Any) -> None:
     spec, outcome = sweep(sweep_file(trials=3, epochs=2))
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     trials = study.get_trials()
     assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
     for t in trials:
@@ -40,7 +40,7 @@ def test_sweep_fills_the_study_and_the_run_folder(sweep_file: Any) -> None:
         units = record["config"]["config"]["layers"][1]["config"]["units"]
         assert units == t.params["layers.hidden.units"]
     assert outcome.best is not None and outcome.best.number == study.best_trial.number
-    assert (spec.run_folder / "study.db").exists()
+    assert (spec.run_folder / "study.log").exists()  # the default storage: a journal
     assert (spec.run_folder / "base_config.json").exists()
     summary = json.loads((spec.run_folder / "summary.json").read_text())
     assert summary["complete"] == 3 and summary["best"]["number"] == outcome.best.number
@@ -55,7 +55,7 @@ def test_median_pruner_stops_hopeless_trials(sweep_file: Any) -> None:
                       sweep_extra="\n  pruner: {name: median, n_startup_trials: 1, "
                                   "n_warmup_steps: 0}")
     spec, outcome = sweep(path)
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     pruned = [t for t in study.get_trials() if t.state is optuna.trial.TrialState.PRUNED]
     assert outcome.counts.finished == 5
     hopeless = [t for t in pruned if t.params["optimizer.learning_rate"] == pytest.approx(1e-6)]
@@ -76,7 +76,7 @@ def test_a_second_run_continues_the_same_study_to_a_larger_budget(sweep_file: An
     spec, first = sweep(sweep_file(trials=2, epochs=1))
     _, second = sweep(sweep_file(trials=3, epochs=1))
     assert first.counts.finished == 2 and second.counts.finished == 1
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     assert len(study.get_trials()) == 3
 
 
@@ -97,7 +97,7 @@ def test_broken_data_loader_stops_the_sweep(sweep_file: Any, tmp_path: Path) -> 
     spec = load_sweep(path)
     with pytest.raises(SweepFailed, match="no_such_loader"):
         run_sweep(spec, base_model_config(spec), InProcessBackend())
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     assert len(study.get_trials()) == 3
     assert {t.user_attrs["fail_reason"] for t in study.get_trials()} == {"user_error"}
 
@@ -116,5 +116,5 @@ def test_resuming_with_another_search_space_is_refused(sweep_file: Any) -> None:
     spec = load_sweep(changed)
     with pytest.raises(SpecError, match=r"parameters\.layers\.hidden\.units"):
         run_sweep(spec, base_model_config(spec), InProcessBackend())
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     assert len(study.get_trials()) == 1

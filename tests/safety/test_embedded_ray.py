@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,15 +35,21 @@ def _wait(what: str, check: Callable[[], bool], deadline_s: float) -> None:
         time.sleep(0.1)
 
 
-def _count(db: Path, query: str) -> int:
-    if not db.exists():
-        return 0
+def _reporting(journal: Path) -> tuple[int, int]:
+    """(running trials, trials with an epoch reported) in the run folder's journal, read
+    without writing; (0, 0) before the study exists."""
+    import optuna
+
+    from clonesweep.orchestrator.study.journal import journal_storage
+
+    if not journal.exists():
+        return 0, 0
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            row = conn.execute(query).fetchone()
-    except sqlite3.Error:  # the tables are not created yet
-        return 0
-    return int(row[0])
+        got = optuna.load_study(study_name="loop", storage=journal_storage(journal)).trials
+    except KeyError:  # the study is not created yet
+        return 0, 0
+    running = sum(t.state is optuna.trial.TrialState.RUNNING for t in got)
+    return running, sum(bool(t.intermediate_values) for t in got)
 
 
 @pytest.fixture
@@ -59,7 +64,7 @@ def marked_driver(sweep_file: Any) -> Iterator[tuple[subprocess.Popen[str], str,
                               cwd=path.parent, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
-        yield driver, marker, path.parent / "runs" / "loop" / "study.db"
+        yield driver, marker, path.parent / "runs" / "loop" / "study.log"
     finally:
         for pid in pids_with_env(MARKER, marker):
             with contextlib.suppress(OSError):
@@ -80,9 +85,7 @@ def test_the_sweep_listens_on_loopback_only_and_dies_with_its_driver(
             raise AssertionError(f"the driver exited {driver.returncode}: "
                                  f"{driver.communicate()[1][-3000:]}")
         # both trials running and epochs reported: every worker actor and the broker are up
-        return (_count(db, "select count(*) from trials where state = 'RUNNING'") == 2
-                and _count(db, "select count(distinct trial_id) from "
-                               "trial_intermediate_values") == 2)
+        return _reporting(db) == (2, 2)
 
     _wait("two trials reporting epochs", trials_run, deadline_s=300)
     # Every process's sockets, read until each expected listener has shown up (an agent may

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.study.storage import storage_url
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.spec import SweepSpec, load_sweep
 from tests_support import CONFIGS
 
@@ -51,5 +51,5 @@ def run(path: Path) -> Run:
     """Run the sweep on the in-process backend; return its spec, outcome and study."""
     spec = load_sweep(path)
     outcome = run_sweep(spec, base_model_config(spec), InProcessBackend())
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     return spec, outcome, study

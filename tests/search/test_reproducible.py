@@ -23,7 +23,7 @@ from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.ray.backend import RayBackend
 from clonesweep.orchestrator.commands.inspect import stored_trial, trial_diff
 from clonesweep.orchestrator.commands.repro import reproduce
-from clonesweep.orchestrator.study.storage import storage_url
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec import load_sweep
 
@@ -98,7 +98,7 @@ def test_on_ray_a_conditional_sweep_rebuilds_and_retrains_bitwise(
                  epochs=3, limit=600, sweep=f"sampler: {{name: random, seed: 4}}\n  {PRUNER}")
     spec = load_sweep(path)
     run_sweep(spec, base_model_config(spec), RayBackend(resources=spec.sweep.resources))
-    study = optuna.load_study(study_name=spec.name, storage=storage_url(spec))
+    study = load_study(spec.name, storage_url(spec))
     finished = [t for t in study.get_trials() if t.state in (S.COMPLETE, S.PRUNED)]
     assert len(finished) == 4
     for t in finished:

@@ -6,11 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import optuna
 import pytest
 
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.ray.backend import RayBackend
+from clonesweep.orchestrator.study.storage import load_study, storage_url
 from clonesweep.trials import TrialSpec
 
 
@@ -39,7 +39,7 @@ def test_a_structural_sweep_on_ray(ray_cluster: str, sweep: Callable[..., Path])
     spec = load_sweep(path)
     outcome = run_sweep(spec, base_model_config(spec), RayBackend(resources=spec.sweep.resources))
     assert outcome.counts.complete == 4, outcome.failures
-    study = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{spec.run_folder}/study.db")
+    study = load_study(spec.name, storage_url(spec))
     for t in study.get_trials():
         record = json.loads((spec.run_folder / "trials" / f"{t.number:05d}.json").read_text())
         names = [lay["config"]["name"] for lay in record["config"]["config"]["layers"]]

@@ -41,7 +41,7 @@ def test_warm_start_from_another_studys_best_trials(sweep: Callable[..., Path],
                                                    tmp_path: Path) -> None:
     old_spec, _, old = run(sweep(name="old", parameters=PARAMS, trials=3))
     ranked = sorted(old.get_trials(), key=lambda t: -float(t.value or 0.0))
-    storage = f"sqlite:///{old_spec.run_folder / 'study.db'}"
+    storage = f"journal://{old_spec.run_folder / 'study.log'}"
     # Keys of the old study that this sweep lacks are dropped; values outside the new
     # space are dropped (the new space keeps only 2 of the old units).
     new_params = """

@@ -2,7 +2,8 @@
 
 Layout::
 
-    study.db              the Optuna study (default storage; any URL can replace it)
+    study.log             the Optuna study: a journal file (default storage; any URL can
+                          replace it; a folder from before the journal may hold study.db)
     sweep.yaml            the sweep file as run
     base_config.json      the base model config, as shipped to the workers
     trials/00003.json     per trial: materialized model config, params, seeds, outcome

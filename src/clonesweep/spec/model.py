@@ -288,7 +288,7 @@ class SweepSettings:
         parallel: Trials in flight at once (one worker actor each).
         sampler: Optuna sampler by name (``tpe``, ``random``, ...) and its settings.
         pruner: Optuna pruner by name (``median``, ``hyperband``, ``none``, ...).
-        storage: An Optuna storage URL; None means a SQLite file in the run folder.
+        storage: An Optuna storage URL; None means the journal file ``study.log`` in the run folder.
         run_dir: The folder under which ``<name>/`` is created.
         resources: CPUs and (fractional) GPUs per trial.
         retries: Retries per trial for retryable failures (worker died, OOM).

@@ -215,7 +215,7 @@ def check_storage_url(url: Any, *, file: str | None = None, field: str | None = 
             "expected an Optuna storage URL starting with one of "
             f"{', '.join(STORAGE_SCHEMES)}, or null", file=file, field=field,
             value=_redact(url),
-            hint="omit it for a SQLite file in the run folder; "
+            hint="omit it for the journal file in the run folder; "
                  "e.g. postgresql://user@host/db on a cluster")
     if scheme not in ("sqlite:///", "journal://") and has_password(url):
         raise SpecError(

@@ -12,7 +12,12 @@ from clonesweep.orchestrator.bestmodel import on_disk
 from clonesweep.orchestrator.budget import held
 from clonesweep.orchestrator.search import constraints_of, is_feasible
 from clonesweep.orchestrator.study.resume import counted
-from clonesweep.orchestrator.study.storage import load_study, mask_url, storage_url
+from clonesweep.orchestrator.study.storage import (
+    load_study,
+    mask_url,
+    storage_url,
+    study_exists_at,
+)
 from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import node_host
@@ -22,8 +27,8 @@ __all__ = ["best_payload", "open_study_of", "status_payload"]
 
 def _open(spec: SweepSpec) -> tuple[str, optuna.Study]:
     url = storage_url(spec)
-    if spec.sweep.storage is None and not (spec.run_folder / "study.db").exists():
-        # Don't let SQLite create an empty database just by looking.
+    if spec.sweep.storage is None and not study_exists_at(url):
+        # Don't create an empty storage file just by looking.
         raise StudyError(f"no study for sweep {spec.name!r} in {spec.run_folder}; "
                          "run the sweep first (clonesweep run FILE)")
     return url, load_study(spec.name, url)

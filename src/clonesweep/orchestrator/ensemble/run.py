@@ -44,6 +44,7 @@ from clonesweep.orchestrator.study.storage import (
     mask_url,
     open_study,
     storage_url,
+    study_exists_at,
 )
 from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec.model import SweepSpec
@@ -110,7 +111,7 @@ def resolve_params(spec: SweepSpec, trial: int | str | None) -> tuple[dict[str, 
         return fixed, "the base config" + (" with the sweep file's constant params"
                                            if fixed else "")
     url = storage_url(spec)
-    if spec.sweep.storage is None and not (spec.run_folder / "study.db").exists():
+    if not study_exists_at(url):
         raise SpecError("the sweep has no study yet", file=str(spec.file),
                         field="--from-best" if trial == "best" else "--trial", value=trial,
                         hint="run the sweep first (clonesweep run FILE), or leave out "
@@ -152,9 +153,8 @@ def check_study_unused(spec: SweepSpec, name: str) -> None:
         SpecError: the study ``name`` exists in the sweep's storage and holds trials.
     """
     url = storage_url(spec)
-    for prefix in ("sqlite:///", "journal://"):
-        if url.startswith(prefix) and not Path(url[len(prefix):]).exists():
-            return
+    if not study_exists_at(url):
+        return
     try:
         study = load_study(name, url)
     except StudyError:

@@ -1,4 +1,4 @@
-"""A journal file written with one ``write`` + ``fsync`` per told trial (group commit).
+"""A journal file written in Optuna's format, fsync'd once per told trial (group commit).
 
 Optuna's :class:`~optuna.storages.journal.JournalStorage` turns every storage call into one
 log operation and hands it to a backend. Optuna's own file backend takes a lock file, opens
@@ -13,21 +13,30 @@ memory and writes them together:
   trial is on disk before the driver counts or reports it;
 * so is every study-level operation (the study created, its attributes, such as the driver
   lease) and every trial created from a template (``enqueue_trial``);
+* an operation that creates a trial is written at once (no fsync), so that its place in the
+  file, which is its id for every reader, is the place it took in this process;
 * anything else (a new trial's params and attributes, intermediate values) waits for the next
   of those, or for :meth:`GroupCommitJournal.commit`, which the sweep loop calls before it
-  waits for workers. A crash loses at most the unfinished trials asked since the last commit,
-  which a resume would re-queue anyway.
+  waits for workers. A crash of the machine loses at most the unfinished trials asked since
+  the last fsync, which a resume would re-queue anyway; a killed driver loses only what it
+  held unwritten.
 
 Reads are served from memory: the file is read once when the backend opens; afterwards only
 lines other processes appended (the file grew past what this backend wrote) are read.
 
-Thread safety and writers: one writer per file. clonesweep's driver lease
-(:mod:`clonesweep.orchestrator.study.lease`) guarantees one driver per sweep; this backend takes no
-lock file, so another process must not write the file while a driver runs (readers may).
+Writers: the sweep's driver is its study's only writer (the driver lease,
+:mod:`clonesweep.orchestrator.study.lease`), but other clonesweep processes write the same file
+now and then: a second driver that is refused, an ensemble in a study of its own. Each write
+takes a POSIX lock on the file and first reads what others appended, so that every process
+replays the file to the same study and trial ids. Optuna's own backend (optuna-dashboard) does
+not take that lock; its lines are read back too, and since it creates no trial in a study a
+driver runs, ids stay the same. Not thread-safe: one backend per thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Container, Iterator
@@ -50,6 +59,14 @@ _AT_ONCE = frozenset({int(JournalOperation.CREATE_STUDY), int(JournalOperation.D
                       int(JournalOperation.SET_STUDY_SYSTEM_ATTR)})
 
 
+def _ordered(log: dict[str, Any]) -> bool:
+    """Whether ``log`` is written at once, after what other processes appended: it must be
+    on disk now (:func:`_durable`), or it creates a study or trial, whose id is its place
+    among the file's creations (so every process replays it to the same id)."""
+    op = int(log["op_code"])
+    return op in (JournalOperation.CREATE_STUDY, JournalOperation.CREATE_TRIAL) or _durable(log)
+
+
 def _durable(log: dict[str, Any]) -> bool:
     """Whether ``log`` must be on disk before ``append_logs`` returns."""
     op = int(log["op_code"])
@@ -65,7 +82,7 @@ class GroupCommitJournal(BaseJournalBackend):
 
     Args:
         path: The journal file; created (with its folder) if missing. A last line cut short
-            by a crash is dropped when the file is opened.
+            by a crash is dropped by the first write after the file is opened.
 
     Example:
         >>> storage = optuna.storages.JournalStorage(GroupCommitJournal("runs/s/study.log"))
@@ -83,8 +100,9 @@ class GroupCommitJournal(BaseJournalBackend):
         self._unread: list[dict[str, Any]] = []
         self._unread_from = 0  # the log number of _unread[0]
         self._pending: list[bytes] = []  # encoded lines not yet written
+        self._unsynced = False  # written, not yet fsync'd
         self._offset = 0  # bytes of the file this backend has read or written
-        self._cut_at: int | None = None  # a torn last line starts here
+        self._torn: tuple[int, int] | None = None  # (start, file size) of a torn last line
         # Trials enqueued (WAITING) and not yet popped, over every log seen: lets `ask` skip
         # its scan of all trials for a waiting one (O(trials) per ask) when there is none.
         self.waiting = 0
@@ -97,37 +115,38 @@ class GroupCommitJournal(BaseJournalBackend):
             self.commit()
             yield from _read_file(self.path, log_number_from)
             return
-        if not self._pending:
-            self._read_new_lines()  # another process appended (never while a driver runs)
+        self._read_new_lines()  # what other processes appended (a reader, or a dashboard)
         skip = log_number_from - self._unread_from
         out, self._unread = self._unread[skip:], []
         self._unread_from = log_number_from + len(out)
         yield from out
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._count_waiting(logs)
-        self._unread.extend(logs)
-        self._pending.extend(json.dumps(log, separators=(",", ":")).encode() + b"\n"
-                             for log in logs)
+        lines = [json.dumps(log, separators=(",", ":")).encode() + b"\n" for log in logs]
+        if not any(_ordered(log) for log in logs):
+            self._count_waiting(logs)
+            self._unread.extend(logs)
+            self._pending.extend(lines)
+            return
+        with self._locked():
+            # Whatever another process appended goes before these logs, in memory as in the
+            # file: a trial's or study's id is its place among the creations in the file.
+            self._read_new_lines()
+            self._count_waiting(logs)
+            self._unread.extend(logs)
+            self._pending.extend(lines)
+            self._write()
         if any(_durable(log) for log in logs):
-            self.commit()
+            self._sync()
 
     # -- group commit ----------------------------------------------------------------------
     def commit(self) -> None:
         """Write every held operation with one ``write`` and ``fsync`` (nothing if none)."""
-        if not self._pending:
-            return
-        if self._cut_at is not None:
-            os.ftruncate(self._fd, self._cut_at)
-            self._cut_at = None
-        data = b"".join(self._pending)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
-        self._offset += len(data)
-        self._pending = []
+        if self._pending:
+            with self._locked():
+                self._read_new_lines()
+                self._write()
+        self._sync()
 
     def close(self) -> None:
         """Commit what is held and close the file (idempotent)."""
@@ -145,18 +164,68 @@ class GroupCommitJournal(BaseJournalBackend):
                 os.close(self._fd)
                 self._fd = -1
 
+    # -- writing (under the lock) ------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """A POSIX record lock on the file, held while appending: clonesweep processes on the
+        same journal (a driver, a refused second driver, an ensemble) append in turn, each
+        after reading what the others wrote. It does not meet the ``flock`` that
+        :mod:`~clonesweep.orchestrator.study.storagelock` takes on the same file (Linux keeps
+        the two kinds apart); Optuna's own backend locks with a ``.lock`` file instead."""
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def _write(self) -> None:
+        if self._torn is not None:
+            start, size = self._torn
+            self._torn = None
+            if os.fstat(self._fd).st_size == size:
+                os.ftruncate(self._fd, start)
+        data = b"".join(self._pending)
+        self._pending = []
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        end = os.lseek(self._fd, 0, os.SEEK_CUR)  # O_APPEND: where this write ended
+        if end - len(data) > self._offset:
+            # A writer that does not take the lock (Optuna's own backend: a dashboard's
+            # note) appended between the read and this write; read its lines now.
+            foreign = os.pread(self._fd, end - len(data) - self._offset, self._offset)
+            logs = [json.loads(line) for line in foreign.splitlines()]
+            self._count_waiting(logs)
+            self._unread.extend(logs)
+        self._offset = end
+        self._unsynced = True
+
+    def _sync(self) -> None:
+        if self._unsynced:
+            os.fsync(self._fd)
+            self._unsynced = False
+
     # -- reading ---------------------------------------------------------------------------
     def _read_new_lines(self, opening: bool = False) -> None:
         size = os.fstat(self._fd).st_size
-        if size <= self._offset:
+        if size <= self._offset or (self._torn is not None and size == self._torn[1]):
             return
         data = os.pread(self._fd, size - self._offset, self._offset)
+        if self._torn is not None and not opening:
+            # The file grew past a line seen cut short: a write that was still under way (the
+            # line is whole now), or a crash's torn line with another process's lines after
+            # it (skipped, as Optuna's reader would fail on it).
+            self._torn = None
+            cut = data.find(b"\n") + 1
+            if cut and not _whole(data[:cut]):
+                data, self._offset = data[cut:], self._offset + cut
         end = data.rfind(b"\n") + 1
         if opening and end < len(data):
-            # A line cut short by a crash: the first commit drops it, so that appends start on
+            # A line cut short by a crash: the first write drops it, so that appends start on
             # a fresh line (Optuna's reader refuses a broken line in the middle). Not now: a
             # reader may be looking at a running driver's write.
-            self._cut_at = end
+            self._torn = (self._offset + end, size)
         logs = [json.loads(line) for line in data[:end].splitlines()]
         self._count_waiting(logs)
         self._unread.extend(logs)
@@ -176,6 +245,14 @@ class GroupCommitJournal(BaseJournalBackend):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _whole(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_file(path: Path, log_number_from: int) -> Iterator[dict[str, Any]]:
