@@ -12,7 +12,7 @@ import pytest
 import clonesweep
 from tests_support import write_sweep
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def _example() -> str:

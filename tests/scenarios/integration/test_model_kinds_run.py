@@ -111,7 +111,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / f"{CODE}.py").write_text(CODE_TEXT)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "workers"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "unit" / "workers"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -18,7 +18,7 @@ from clonesweep.trials import TrialSpec
 from clonesweep.workers.runner import TrialRunner, WorkerJob
 from clonesweep.workers.versions import runtime_versions
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 class Recorder:

@@ -24,7 +24,7 @@ from clonesweep.workers import materialize as materialize_module
 from clonesweep.workers import rebuild as rebuild_module
 from clonesweep.workers.rebuild import rebuild
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SRC = REPO / "src" / "clonesweep"
 MLP = json.loads((REPO / "configs" / "digits_mlp.json").read_text())
 

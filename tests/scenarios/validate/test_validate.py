@@ -15,7 +15,7 @@ import pytest
 
 from clonesweep.cli.main import main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs"
 HEAD = "name: t\nmodel: {config: model.json}\n"
 UNITS = "parameters:\n  layers.hidden.units: "
@@ -416,10 +416,11 @@ def test_journal_storage_new_and_resumed(workdir: Path,
 
 
 def _load_file_cases() -> Any:
-    """tests/spec/test_bad_files.py, loaded by path: its 60 bad files go through validate too."""
+    """tests/unit/spec/test_loader_bad_files.py, loaded by path: its bad files go through
+    validate too."""
     import importlib.util
 
-    path = REPO / "tests" / "spec" / "test_bad_files.py"
+    path = REPO / "tests" / "unit" / "spec" / "test_loader_bad_files.py"
     spec = importlib.util.spec_from_file_location("_clonesweep_bad_files", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -231,7 +231,7 @@ def test_docs_list_every_event_field(spec: SweepSpec) -> None:
     view = JsonLinesProgress(out, clock=clock)
     _script(view, spec, clock)
     view.on_end(_outcome(spec))
-    doc = (Path(__file__).parents[2] / "docs" / "json-events.md").read_text()
+    doc = (Path(__file__).parents[3] / "docs" / "json-events.md").read_text()
     sections = {m.group(1): m.start() for m in re.finditer(r"^### `(\w+)`", doc, re.M)}
     assert set(sections) == set(EVENTS)
     for event in (json.loads(line) for line in out.getvalue().splitlines()):

@@ -29,7 +29,7 @@ from clonesweep.spec import (
 )
 from clonesweep.spec.loader import check_storage_url
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 D = Distribution
 
 

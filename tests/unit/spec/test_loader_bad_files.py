@@ -12,7 +12,7 @@ import pytest
 from clonesweep.errors import ConfigPathError, SpecError
 from clonesweep.spec import load_sweep
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 HEAD = "name: t\nmodel: {config: model.json}\n"
 LR = "parameters:\n  optimizer.learning_rate: "
 DROP = "parameters:\n  layers.drop.rate: "

@@ -21,7 +21,7 @@ def test_the_installed_keras_is_one_the_graph_engine_was_checked_against() -> No
     Keras's fit (each trial says so), and this test says what to do."""
     assert _keras.keras_release() in _keras.VERIFIED_KERAS, (
         f"Keras {keras.__version__}: the traced-graph engine is off on this release. Run "
-        "tests/workers/test_graphfit.py and tests/workers/test_bitwise.py on it, then add "
+        "tests/unit/workers/engines/test_graphfit*.py on it, then add "
         f"'{_keras.keras_release()}' to VERIFIED_KERAS in clonesweep/workers/_keras.py")
 
 

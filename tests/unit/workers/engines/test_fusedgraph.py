@@ -2,7 +2,7 @@
 (clonesweep.workers.engines.fusedgraph):
 one trace serves every later group of the structure, whatever its member count, unit count,
 dropout rate or learning rate, and the members end as the stacked Keras model trains them
-(same tolerance as tests/ensemble/test_fused_training.py: the two differ only in the order
+(same tolerance as tests/unit/workers/engines/test_fused.py: the two differ only in the order
 batched kernels add in)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from test_fused_training import load
+from test_fused import load
 
 from clonesweep.orchestrator.ensemble.run import member_seed
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
