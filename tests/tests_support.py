@@ -10,36 +10,50 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
-
-def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: int = 1,
-                epochs: int = 2, parameters: str | None = None, sweep_extra: str = "",
-                training_extra: str = "", limit: int = 400) -> Path:
-    """A small digits-MLP sweep file (and its model config) in ``folder``."""
-    shutil.copy(CONFIGS / "digits_mlp.json", folder / "model.json")
-    parameters = parameters or """
+PARAMETERS = """
   layers.hidden.units: {values: [8, 16]}
   optimizer.learning_rate: {min: 0.001, max: 0.01, log: true}"""
+OPTIMIZER = "{name: adam, learning_rate: 0.003}"
+LOSS = "sparse_categorical_crossentropy"
+
+
+def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: int = 1,
+                epochs: int = 2, parameters: str = PARAMETERS, sweep_extra: str = "",
+                training_extra: str = "", limit: int = 400,
+                objective: str = "{metric: val_accuracy, direction: maximize}",
+                model: str = "config: model.json", sweep: str = "sampler: {name: random, seed: 0}",
+                optimizer: str | None = OPTIMIZER, loss: str | None = LOSS,
+                extra: str = "") -> Path:
+    """The tests' one sweep-file writer: a small digits-MLP sweep (and its model config,
+    ``model.json``) in ``folder``; returns the file's path.
+
+    Every block can be replaced: ``parameters`` (indented lines under ``parameters:``),
+    ``objective`` and ``model`` (YAML values), ``sweep`` (lines of the sweep block, the sampler
+    by default; continue with ``"\\n  "``), ``sweep_extra`` / ``training_extra`` (lines
+    appended to those blocks, each starting ``"\\n  "``), ``extra`` (top-level blocks).
+    ``optimizer`` / ``loss`` set to None leave the key out (the loader's default).
+    A test of a deliberately broken file writes its text itself.
+    """
+    shutil.copy(CONFIGS / "digits_mlp.json", folder / "model.json")
+    compiled = (f"\n  optimizer: {optimizer}" if optimizer is not None else "") + (
+        f"\n  loss: {loss}" if loss is not None else "")
     text = f"""
 name: {name}
-model:
-  config: model.json
+model: {{{model}}}
 data:
   loader: clonesweep.datasets:digits
   kwargs: {{limit: {limit}}}
 training:
   epochs: {epochs}
-  batch_size: 64
-  optimizer: {{name: adam, learning_rate: 0.003}}
-  loss: sparse_categorical_crossentropy
+  batch_size: 64{compiled}
   metrics: [accuracy]{training_extra}
-objective:
-  metric: val_accuracy
-  direction: maximize
+objective: {objective}
 parameters:{parameters}
+{extra}
 sweep:
   trials: {trials}
   parallel: {parallel}
-  sampler: {{name: random, seed: 0}}
+  {sweep}
   run_dir: runs{sweep_extra}
 """
     path = folder / f"{name}.yaml"
