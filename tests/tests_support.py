@@ -15,6 +15,9 @@ PARAMETERS = """
   optimizer.learning_rate: {min: 0.001, max: 0.01, log: true}"""
 OPTIMIZER = "{name: adam, learning_rate: 0.003}"
 LOSS = "sparse_categorical_crossentropy"
+# Two objectives, for the multi-objective cases: objective=PARETO.
+PARETO = ("[{metric: val_accuracy, direction: maximize}, "
+          "{metric: param_count, direction: minimize}]")
 
 
 def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: int = 1,
@@ -23,6 +26,7 @@ def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: 
                 objective: str = "{metric: val_accuracy, direction: maximize}",
                 model: str = "config: model.json", sweep: str = "sampler: {name: random, seed: 0}",
                 optimizer: str | None = OPTIMIZER, loss: str | None = LOSS,
+                loader: str = "clonesweep.datasets:digits", run_dir: str | Path = "runs",
                 extra: str = "") -> Path:
     """The tests' one sweep-file writer: a small digits-MLP sweep (and its model config,
     ``model.json``) in ``folder``; returns the file's path.
@@ -31,7 +35,8 @@ def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: 
     ``objective`` and ``model`` (YAML values), ``sweep`` (lines of the sweep block, the sampler
     by default; continue with ``"\\n  "``), ``sweep_extra`` / ``training_extra`` (lines
     appended to those blocks, each starting ``"\\n  "``), ``extra`` (top-level blocks).
-    ``optimizer`` / ``loss`` set to None leave the key out (the loader's default).
+    ``optimizer`` / ``loss`` set to None leave the key out (the loader's default);
+    ``loader`` is the data loader (``module:function``, called with ``limit``).
     A test of a deliberately broken file writes its text itself.
     """
     shutil.copy(CONFIGS / "digits_mlp.json", folder / "model.json")
@@ -41,7 +46,7 @@ def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: 
 name: {name}
 model: {{{model}}}
 data:
-  loader: clonesweep.datasets:digits
+  loader: {loader}
   kwargs: {{limit: {limit}}}
 training:
   epochs: {epochs}
@@ -54,7 +59,7 @@ sweep:
   trials: {trials}
   parallel: {parallel}
   {sweep}
-  run_dir: runs{sweep_extra}
+  run_dir: {run_dir}{sweep_extra}
 """
     path = folder / f"{name}.yaml"
     path.write_text(text)

@@ -125,8 +125,8 @@ def test_ray_cli_and_a_submitted_sweep_work_in_the_image_environment(
 
     folder = tmp_path / "job"
     folder.mkdir()
-    sweep = write_sweep(folder, name="image", trials=2, parallel=1, epochs=1, limit=200)
-    sweep.write_text(sweep.read_text().replace("run_dir: runs", f"run_dir: {tmp_path / 'runs'}"))
+    sweep = write_sweep(folder, name="image", trials=2, parallel=1, epochs=1, limit=200,
+                        run_dir=tmp_path / "runs")
     done = subprocess.run(
         [str(bin_dir / "ray"), "job", "submit", "--address", cluster.dashboard_url,
          "--working-dir", str(folder), "--", "clonesweep", "run", sweep.name],

@@ -81,11 +81,8 @@ def cluster() -> Iterator[LocalCluster]:
 def _project(folder: Path, run_dir: Path) -> Path:
     """The user's folder the guide submits: sweep.yaml, model.json and mydata.py."""
     folder.mkdir()
-    sweep = write_sweep(folder, name="submitted", trials=4, parallel=2, epochs=1, limit=200)
-    text = sweep.read_text().replace("clonesweep.datasets:digits", "mydata:load")
-    text = text.replace("run_dir: runs", f"run_dir: {run_dir}")
-    (folder / "sweep.yaml").write_text(text)
-    sweep.unlink()
+    write_sweep(folder, name="submitted", trials=4, parallel=2, epochs=1, limit=200,
+                loader="mydata:load", run_dir=run_dir).rename(folder / "sweep.yaml")
     (folder / "mydata.py").write_text(
         '"""The user\'s own loader: installed on no node, it travels with the job."""\n'
         "from clonesweep.datasets import digits\n\n\n"

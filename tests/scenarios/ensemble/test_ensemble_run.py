@@ -19,6 +19,7 @@ from clonesweep.spec import load_sweep
 from clonesweep.trials import FailReason, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.member import FusedGroup, MemberOutput
 from clonesweep.workers.runner import WorkerJob
+from tests_support import PARETO
 
 LOSS = "sparse_categorical_crossentropy"
 
@@ -139,11 +140,7 @@ def test_failed_members_are_retried_per_the_rules_and_counted(sweep_file: Any) -
 def test_a_multi_objective_sweeps_members_are_told_on_one_direction(sweep_file: Any) -> None:
     """A member's value is the objective its worker monitors; its study has that direction
     only (a study with the sweep's three directions would fail every one-value tell)."""
-    path = sweep_file()
-    path.write_text(path.read_text().replace(
-        "objective:\n  metric: val_accuracy\n  direction: maximize\n",
-        "objective:\n  - {metric: val_accuracy, direction: maximize}\n"
-        "  - {metric: param_count, direction: minimize}\n"))
+    path = sweep_file(objective=PARETO)
     spec = load_sweep(path)
     assert spec.is_multi_objective
     outcome = run_ensemble(spec, base_model_config(spec), FakeBackend({}),

@@ -17,46 +17,25 @@ import optuna
 import pytest
 from faults_support import Drivers, assert_invariants, trials
 
+from tests_support import write_sweep
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 S = optuna.trial.TrialState
 
-SWEEP = """
-name: traps
-model:
-  factory: faults_layers:build
-  imports: [faults_layers]
-data:
-  loader: clonesweep.datasets:digits
-  kwargs: {limit: 400}
-training:
-  epochs: 1
-  batch_size: 64
-  optimizer: {name: adam, learning_rate: 0.003}
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-objective: {metric: val_accuracy, direction: maximize}
-parameters:
-  layers.trap.mode: {values: [ok, nan, raise, hang, oom]}
-enqueue:
+ENQUEUE = """enqueue:
   - {layers.trap.mode: hang}
   - {layers.trap.mode: nan}
   - {layers.trap.mode: raise}
   - {layers.trap.mode: oom}
-  - {layers.trap.mode: ok}
-sweep:
-  trials: 5
-  parallel: 2
-  retries: 1
-  trial_timeout: 2
-  sampler: {name: random, seed: 0}
-  run_dir: runs
-"""
+  - {layers.trap.mode: ok}"""
 
 
 def test_nan_hang_and_user_error_fail_with_their_reason(tmp_path: Path) -> None:
-    path = tmp_path / "traps.yaml"
-    path.write_text(SWEEP)
+    path = write_sweep(tmp_path, name="traps", trials=5, parallel=2, epochs=1,
+                       model="factory: faults_layers:build, imports: [faults_layers]",
+                       parameters="\n  layers.trap.mode: {values: [ok, nan, raise, hang, oom]}",
+                       extra=ENQUEUE, sweep_extra="\n  retries: 1\n  trial_timeout: 2")
     drivers = Drivers(tmp_path)
     # Kept: a PYTHONPATH already set (a worktree's src/) still wins over the installed copy.
     drivers.env["PYTHONPATH"] = os.pathsep.join(

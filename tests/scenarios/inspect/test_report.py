@@ -26,7 +26,7 @@ from clonesweep.orchestrator.commands.report_html.ensembles import find_ensemble
 from clonesweep.orchestrator.ensemble.export import finish
 from clonesweep.orchestrator.ensemble.run import EnsembleRequest, run_ensemble
 from clonesweep.spec import load_sweep
-from tests_support import write_sweep
+from tests_support import PARETO, write_sweep
 
 PLOTLY_BANNER = "* plotly.js v"  # the first line of the embedded library
 
@@ -125,9 +125,8 @@ def test_every_ensemble_shows_its_members_spread(swept: Any) -> None:
 
 def test_an_all_failed_sweep_says_why_on_top_without_plots(sweep_file: Any,
                                                             tmp_path: Path) -> None:
-    path = sweep_file(name="broken", trials=4, epochs=1, limit=200)
-    path.write_text(path.read_text().replace("clonesweep.datasets:digits",
-                                             "clonesweep.datasets:no_such_loader"))
+    path = sweep_file(name="broken", trials=4, epochs=1, limit=200,
+                      loader="clonesweep.datasets:no_such_loader")
     spec = load_sweep(path)
     with pytest.raises(SweepFailed):
         run_sweep(spec, base_model_config(spec), InProcessBackend())
@@ -143,11 +142,7 @@ def test_an_all_failed_sweep_says_why_on_top_without_plots(sweep_file: Any,
 
 
 def test_a_multi_objective_sweep_shows_its_pareto_front(sweep_file: Any) -> None:
-    path = sweep_file(name="pareto", trials=3, epochs=1, limit=200)
-    path.write_text(path.read_text().replace(
-        "objective:\n  metric: val_accuracy\n  direction: maximize\n",
-        "objective:\n  - {metric: val_accuracy, direction: maximize}\n"
-        "  - {metric: param_count, direction: minimize}\n"))
+    path = sweep_file(name="pareto", trials=3, epochs=1, limit=200, objective=PARETO)
     spec = load_sweep(path)
     run_sweep(spec, base_model_config(spec), InProcessBackend())
     study = open_study_of(spec)

@@ -23,8 +23,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 def test_bad_input_exits_2_and_creates_nothing(tmp_path: Path, sweep_file: Any,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    path = sweep_file()
-    path.write_text(path.read_text().replace("epochs: 2", "epochs: 0"))
+    path = sweep_file(epochs=0)
     assert main(["run", str(path), "--backend", "inprocess"]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "training.epochs" in err and "0" in err

@@ -91,9 +91,7 @@ def test_bad_sampler_setting_creates_nothing(sweep_file: Any, tmp_path: Path) ->
 
 
 def test_broken_data_loader_stops_the_sweep(sweep_file: Any, tmp_path: Path) -> None:
-    path = sweep_file(trials=6)
-    path.write_text(path.read_text().replace("clonesweep.datasets:digits",
-                                             "clonesweep.datasets:no_such_loader"))
+    path = sweep_file(trials=6, loader="clonesweep.datasets:no_such_loader")
     spec = load_sweep(path)
     with pytest.raises(SweepFailed, match="no_such_loader"):
         run_sweep(spec, base_model_config(spec), InProcessBackend())
