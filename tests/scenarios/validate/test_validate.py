@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 import pytest
 
+import bad_sweep_files
 from clonesweep.cli.main import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -415,33 +416,12 @@ def test_journal_storage_new_and_resumed(workdir: Path,
     assert snapshot(workdir) == before
 
 
-def _load_file_cases() -> Any:
-    """tests/unit/spec/test_loader_bad_files.py, loaded by path: its bad files go through
-    validate too."""
-    import importlib.util
-
-    path = REPO / "tests" / "unit" / "spec" / "test_loader_bad_files.py"
-    spec = importlib.util.spec_from_file_location("_clonesweep_bad_files", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BAD_FILES = _load_file_cases()
-
-
-@pytest.mark.parametrize(("text", "field", "value"), [c[1:] for c in BAD_FILES.CASES],
-                         ids=[c[0] for c in BAD_FILES.CASES])
+@pytest.mark.parametrize(("text", "field", "value"), [c[1:] for c in bad_sweep_files.CASES],
+                         ids=[c[0] for c in bad_sweep_files.CASES])
 def test_every_bad_file_is_refused_by_validate(
         tmp_path: Path, text: str, field: str | None, value: str,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    workdir = tmp_path  # what test_bad_files.py's workdir fixture writes
-    shutil.copy(CONFIGS / "digits_mlp.json", workdir / "model.json")
-    (workdir / "lambda.json").write_text(json.dumps(BAD_FILES.LAMBDA_MODEL))
-    (workdir / "bare.json").write_text(json.dumps(_model(CONFIGS / "digits_mlp.json")["config"]))
-    (workdir / "broken.json").write_text("{'single': 'quotes'}")
-    (workdir / "broken.keras").write_text("not a zip")
+    workdir = bad_sweep_files.write_model_files(tmp_path)
     monkeypatch.chdir(workdir)
     sweep = workdir / "sweep.yaml"
     sweep.write_text(text)
