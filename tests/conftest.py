@@ -14,7 +14,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from pgserver import PostgresServer, PostgresUnavailable, find_bindir
+from cluster_support import own_postgres
+from pgserver import PostgresServer
 from tests_support import write_sweep
 
 
@@ -39,10 +40,6 @@ def sweep_file(tmp_path: Path) -> Any:
     return make
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL cluster for the session (see tests/pgserver.py).
@@ -50,17 +47,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     Without PostgreSQL's server binaries the tests that use it are skipped, except under CI
     (``CI`` set), where that is an error: .ci/run installs Debian's ``postgresql``.
     """
-    bindir = find_bindir()
-    try:
-        if bindir is None:
-            raise PostgresUnavailable("no PostgreSQL server binaries (initdb) found: tried "
-                                      "`pg_config --bindir`, /usr/lib/postgresql/*/bin, PATH")
-        server = PostgresServer(bindir)
-    except PostgresUnavailable as exc:
-        if _in_ci():
-            pytest.fail(f"CI is set but PostgreSQL is unusable: {exc}", pytrace=False)
-        pytest.skip(str(exc))
-    with server:
+    with own_postgres() as server:
         yield server
 
 

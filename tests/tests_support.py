@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -64,6 +65,20 @@ sweep:
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+def in_ci() -> bool:
+    """Whether ``CI`` is set: there .ci/run has installed everything the tests use."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str) -> NoReturn:
+    """Skip the test for want of ``what`` here; under CI (:func:`in_ci`) fail it instead."""
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"CI is set but {what}", pytrace=False)
+    pytest.skip(what)
 
 
 def pids_with_env(variable: str, value: str) -> list[int]:

@@ -22,18 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from cluster_support import LocalCluster
-from pgserver import PostgresServer, PostgresUnavailable, find_bindir
-from tests_support import REPO, write_sweep
+from cluster_support import LocalCluster, own_postgres
+from pgserver import PostgresServer
+from tests_support import REPO, missing, write_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 GUIDE = REPO / "deploy" / "README.md"
 MARK = "<!-- tested by tests/deploy/test_job_submit.py -->"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def guide_block() -> str:
@@ -47,16 +43,7 @@ def guide_block() -> str:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        if _in_ci():
-            pytest.fail("CI is set but PostgreSQL's server binaries are missing", pytrace=False)
-        pytest.skip("no PostgreSQL server binaries (initdb) here")
-    try:
-        server = PostgresServer(bindir)
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with own_postgres() as server:
         yield server
 
 
@@ -65,17 +52,13 @@ def cluster() -> Iterator[LocalCluster]:
     try:
         import ray.dashboard.optional_deps  # noqa: F401  (Ray's own "can the dashboard run")
     except ImportError as exc:
-        if _in_ci():
-            pytest.fail(f"the test extra lacks ray[default]: {exc}", pytrace=False)
-        pytest.skip(f"Ray's minimal install here (no job server): {exc}")
-    c = LocalCluster()
-    # `ray` and `clonesweep` of this interpreter first on PATH, for the guide's commands.
-    c.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{c.env.get('PATH', '')}"
-    try:
+        missing(f"Ray's minimal install here, no job server (the test extra has "
+                f"ray[default]): {exc}")
+    with LocalCluster() as c:
+        # `ray` and `clonesweep` of this interpreter first on PATH, for the guide's commands.
+        c.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{c.env.get('PATH', '')}"
         c.start([["--num-cpus=2"]], dashboard=True)
         yield c
-    finally:
-        c.stop()
 
 
 def _project(folder: Path, run_dir: Path) -> Path:

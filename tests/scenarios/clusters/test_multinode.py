@@ -28,8 +28,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from clonesweep.trials import node_host
-from cluster_support import LocalCluster, marked_pids
-from pgserver import PostgresServer, PostgresUnavailable, find_bindir
+from cluster_support import LocalCluster, marked_pids, own_postgres
+from pgserver import PostgresServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -38,16 +38,7 @@ PASSWORD_ENV = "CLONESWEEP_STORAGE_PASSWORD"
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail("CI is set but PostgreSQL's server binaries are missing", pytrace=False)
-        pytest.skip("no PostgreSQL server binaries (initdb) here")
-    try:
-        server = PostgresServer(bindir)
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with own_postgres() as server:
         yield server
 
 
@@ -55,12 +46,9 @@ def pg() -> Iterator[PostgresServer]:
 def cluster() -> Iterator[LocalCluster]:
     if shutil.which("runuser") is None and os.geteuid() == 0:
         pytest.skip("no runuser")
-    c = LocalCluster()
-    try:
+    with LocalCluster() as c:
         c.start([["--num-cpus=1"], ["--num-cpus=1", "--num-gpus=1"]])
         yield c
-    finally:
-        c.stop()
 
 
 class _Watch:

@@ -35,11 +35,8 @@ S = optuna.trial.TrialState
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
-    c = LocalCluster()
-    try:
+    with LocalCluster() as c:
         yield c
-    finally:
-        c.stop()
 
 
 def _driver(cluster: LocalCluster, path: Path, command: str = "run") -> subprocess.Popen[str]:

@@ -19,24 +19,22 @@ import optuna
 import pytest
 from faults_support import assert_invariants
 
+import cluster_support
 from clonesweep.orchestrator import base_model_config, run_sweep
 from clonesweep.orchestrator.backends.base import InProcessBackend
 from clonesweep.orchestrator.study.storage import storage_url
 from clonesweep.orchestrator.sweep import NullProgress
 from clonesweep.spec import load_sweep
 from clonesweep.spec.settings import with_password
-from pgserver import PostgresServer, PostgresUnavailable, find_bindir
+from pgserver import PostgresServer, PostgresUnavailable
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries")
+    server = cluster_support.own_postgres()
     try:
-        server = PostgresServer(bindir)
         server.start()
     except PostgresUnavailable as exc:
         pytest.skip(str(exc))
