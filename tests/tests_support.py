@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -65,6 +66,24 @@ sweep:
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+def database_text(url: Any) -> str:
+    """Every row of every table of the database at ``url`` (a SQLAlchemy URL, password
+    included) as one text: what a leak check searches for a secret. Fails on an empty
+    database (a search of nothing proves nothing)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = sqlalchemy.inspect(conn).get_table_names()
+            rows = [list(row) for table in tables
+                    for row in conn.execute(sqlalchemy.text(f'select * from "{table}"'))]
+    finally:
+        engine.dispose()
+    assert rows, f"no rows in {tables}"
+    return json.dumps(rows, default=str)
 
 
 def in_ci() -> bool:

@@ -23,6 +23,7 @@ from clonesweep.spec.settings import PASSWORD_ENV
 from clonesweep.workers import materialize as materialize_module
 from clonesweep.workers import rebuild as rebuild_module
 from clonesweep.workers.rebuild import rebuild
+from tests_support import database_text
 
 REPO = Path(__file__).resolve().parents[3]
 SRC = REPO / "src" / "clonesweep"
@@ -148,23 +149,6 @@ def _user_only(url: str) -> str:
     return f"{u.drivername}://{u.username}@{u.host}:{u.port}/{u.database}"
 
 
-def _database(url: str) -> str:
-    """Every row of every table in the study database (study and trial attributes, params,
-    values, ...) as one text."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            tables = sqlalchemy.inspect(conn).get_table_names()
-            rows = [list(row) for table in tables
-                    for row in conn.execute(sqlalchemy.text(f'select * from "{table}"'))]
-    finally:
-        engine.dispose()
-    assert rows
-    return json.dumps(rows, default=str)
-
-
 def test_the_password_is_nowhere_after_a_sweep(
         postgres_url: str, sweep_file: Any, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
@@ -196,7 +180,7 @@ def test_the_password_is_nowhere_after_a_sweep(
     assert password not in text, "the password was printed or logged"
     study = optuna.load_study(study_name=name, storage=postgres_url)
     assert len(study.get_trials()) == 2
-    assert password not in _database(postgres_url), "the password is in the study database"
+    assert password not in database_text(postgres_url), "the password is in the study database"
     files = [p for p in (path.parent / "runs" / name).rglob("*") if p.is_file()]
     assert files and not [p.name for p in files if password.encode() in p.read_bytes()]
     assert jobs and not [j for j in jobs if password.encode() in pickle.dumps(j)]
