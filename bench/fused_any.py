@@ -22,33 +22,15 @@ import time
 from functools import partial
 from typing import Any
 
-MODELS = ("mlp", "cnn", "transformer")
+# Light: the module imports Keras only when it builds a model (after the backend is chosen).
+from clonesweep.examples.shapes import INPUT_SHAPES, KINDS, digits_shape
 
 
 def _model_config(kind: str) -> dict[str, Any]:
     import keras
 
-    layers = keras.layers
-    if kind == "mlp":
-        inputs = keras.Input((64,))
-        h = layers.Dense(128, activation="relu", name="hidden")(inputs)
-        h = layers.Dropout(0.2, name="drop")(h)
-    elif kind == "cnn":
-        inputs = keras.Input((8, 8, 1))
-        h = layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
-        h = layers.BatchNormalization(name="bn")(h)
-        h = layers.Activation("relu")(h)
-        h = layers.Flatten()(h)
-        h = layers.Dropout(0.2, name="drop")(h)
-    else:
-        inputs = keras.Input((8, 8))
-        t = layers.Dense(32, name="embed")(inputs)
-        a = layers.MultiHeadAttention(4, 8, dropout=0.1, name="mha")(t, t)
-        h = layers.LayerNormalization(name="ln")(layers.Add()([t, a]))
-        h = layers.Dropout(0.1, name="drop")(h)
-        h = layers.GlobalAveragePooling1D()(h)
-    outputs = layers.Dense(10, activation="softmax", name="out")(h)
-    config: dict[str, Any] = keras.saving.serialize_keras_object(keras.Model(inputs, outputs))
+    model = digits_shape(kind, hidden=128, filters=16, embed=32, heads=4)
+    config: dict[str, Any] = keras.saving.serialize_keras_object(model)
     return config
 
 
@@ -64,7 +46,7 @@ def _case(kind: str, how: str, members: int, epochs: int, limit: int | None,
     from clonesweep.workers.seeding import DATA_ORDER
 
     x_tr, y_tr, x_va, y_va = digits(limit=limit)
-    shape = {"mlp": (64,), "cnn": (8, 8, 1), "transformer": (8, 8)}[kind]
+    shape = INPUT_SHAPES[kind]
     data = (x_tr.reshape(-1, *shape), y_tr, x_va.reshape(-1, *shape), y_va)
     plan = FusedPlan(epochs=epochs, batch_size=64, validation_batch_size=256,
                      loss="sparse_categorical_crossentropy", metrics=("accuracy",),
@@ -98,7 +80,7 @@ def _record(logs: dict[str, float], _epoch: int, got: dict[str, float]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--members", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--limit", type=int, default=None, help="use the first N digits")

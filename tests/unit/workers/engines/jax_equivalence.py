@@ -1,5 +1,5 @@
-"""Fused JAX members against the same members fitted alone: run as
-``KERAS_BACKEND=jax python tests/workers/jax_equivalence.py MODEL MODE...`` (Keras's backend
+"""Fused JAX members against the same members fitted alone: run as ``KERAS_BACKEND=jax python
+tests/unit/workers/engines/jax_equivalence.py MODEL MODE...`` (Keras's backend
 is fixed per process, and the rest of the suite runs TensorFlow). Prints one JSON line of measured
 differences; ``test_jaxfused.py`` asserts on it.
 
@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from clonesweep.datasets import digits
+from clonesweep.examples.shapes import INPUT_SHAPES, digits_shape
 from clonesweep.workers.engines.base import TrainData
 from clonesweep.workers.engines.jaxfused import FusedMember, FusedPlan, Mode, train_fused_jax
 from clonesweep.workers.engines.jaxstate import DROPOUT, member_optimizer
@@ -42,33 +43,13 @@ PLAN = FusedPlan(epochs=2, batch_size=32, validation_batch_size=32,
 
 
 def model_config(kind: str) -> dict[str, Any]:
-    layers = keras.layers
-    if kind == "mlp":
-        inputs = keras.Input((64,))
-        h = layers.Dense(32, activation="relu", name="hidden")(inputs)
-        h = layers.Dropout(0.2, name="drop")(h)
-    elif kind == "cnn":
-        inputs = keras.Input((8, 8, 1))
-        h = layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
-        h = layers.BatchNormalization(name="bn")(h)
-        h = layers.Activation("relu")(h)
-        h = layers.Flatten()(h)
-        h = layers.Dropout(0.2, name="drop")(h)
-    else:  # a small Transformer block over 8 tokens of 8 features
-        inputs = keras.Input((8, 8))
-        t = layers.Dense(16, name="embed")(inputs)
-        a = layers.MultiHeadAttention(2, 8, dropout=0.1, name="mha")(t, t)
-        h = layers.LayerNormalization(name="ln")(layers.Add()([t, a]))
-        h = layers.Dropout(0.1, name="drop")(h)
-        h = layers.GlobalAveragePooling1D()(h)
-    outputs = layers.Dense(10, activation="softmax", name="out")(h)
-    config: dict[str, Any] = keras.saving.serialize_keras_object(keras.Model(inputs, outputs))
+    config: dict[str, Any] = keras.saving.serialize_keras_object(digits_shape(kind))
     return config
 
 
 def data(kind: str) -> tuple[Any, ...]:
     x_tr, y_tr, x_va, y_va = digits(limit=250)
-    shape = {"mlp": (64,), "cnn": (8, 8, 1), "transformer": (8, 8)}[kind]
+    shape = INPUT_SHAPES[kind]
     return (x_tr.reshape(-1, *shape), y_tr, x_va.reshape(-1, *shape), y_va)
 
 
