@@ -1,4 +1,4 @@
-"""Reading deploy/'s files, shared by the tests of tests/deploy."""
+"""Reading deploy/'s files, shared by the tests of tests/scenarios/clusters."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def ray_containers() -> list[tuple[str, str, dict[str, Any]]]:
 
 def probe_commands() -> dict[str, str]:
     """The shell command of the manifests' probes, by pod kind (one per kind: every probe of
-    that kind runs the same). tests/deploy/test_image_install.py runs them for real."""
+    that kind runs the same). tests/scenarios/clusters/test_image_install.py runs them for real."""
     commands: dict[str, set[str]] = {"head": set(), "worker": set()}
     for _, kind, box in ray_containers():
         for probe in ("readinessProbe", "livenessProbe"):

@@ -29,7 +29,7 @@ from tests_support import REPO, missing, write_sweep
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 GUIDE = REPO / "deploy" / "README.md"
-MARK = "<!-- tested by tests/deploy/test_job_submit.py -->"
+MARK = "<!-- tested by tests/scenarios/clusters/test_job_submit.py -->"
 
 
 def guide_block() -> str:

@@ -6,7 +6,7 @@ the test SIGKILLs the worker actor running it (one of this process's own descend
 driver retries the trial (``worker_died``, attempt 1) with the same params and seed; the
 retry must load the checkpoint, report only the epochs after it, and finish with the whole
 history. The equality of a resumed trial with an uninterrupted one is checked without Ray in
-tests/workers/test_checkpoints.py.
+tests/unit/workers/test_checkpoint.py.
 """
 
 from __future__ import annotations

@@ -126,8 +126,8 @@ def test_report_page_renders_its_plots_in_chromium(finished: Any, tmp_path: Path
          "--virtual-time-budget=20000", "--dump-dom", out.as_uri()],
         capture_output=True, text=True, timeout=180).stdout
     sections = dom.split('<section class="plot">')[1:]
-    # Learning curves, Optuna's 6 plots, the ensembles' spread (tests/inspect/test_report.py
-    # checks the page part by part on the in-process backend).
+    # Learning curves, Optuna's 6 plots, the ensembles' spread (test_report.py checks the page
+    # part by part on the in-process backend).
     assert len(sections) == 8, dom[:500]
     for section in sections:
         # plotly draws each figure into an <svg class="main-svg"> once its script has run;

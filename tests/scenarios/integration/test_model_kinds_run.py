@@ -90,7 +90,7 @@ def bert_classifier() -> Any:
 
 
 def subclassed() -> Any:
-    from custom_layers import TinyClassifier  # one module object (tests/workers on sys.path)
+    from custom_layers import TinyClassifier  # one module object (tests/unit/workers on sys.path)
     return TinyClassifier(input_dim=64, classes=10)
 
 

@@ -1,7 +1,7 @@
 """The worker path on Keras's other backends: JAX (and PyTorch where it is installed).
 
 TensorFlow, the default, is what the rest of the suite runs on. Each backend runs in its own
-process (Keras picks its backend at import) through tests/backends/worker_path.py.
+process (Keras picks its backend at import) through tests/scenarios/integration/worker_path.py.
 """
 
 from __future__ import annotations

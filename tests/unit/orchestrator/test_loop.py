@@ -1,6 +1,7 @@
 """The one loop's logic on the scripted backend (no Keras, no Ray): retries, budget, abort,
 pruning, interrupts and resume, for sweeps and ensembles. Real SQLite studies, milliseconds
-per sweep; the real-Keras scenarios stay in tests/faults and tests/integration."""
+per sweep; the real-Keras scenarios stay in tests/scenarios/faults and
+tests/scenarios/integration."""
 
 from __future__ import annotations
 

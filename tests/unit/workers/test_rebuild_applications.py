@@ -7,8 +7,8 @@ variants) and is marked ``slow``: 38 slow models in 47 minutes on 2 cores shared
 other test runs (load average 20-30); ResNet50 took 13 s, the largest (ConvNeXtXLarge,
 EfficientNetB5, DenseNet201) about 4 minutes each; 13 minutes on a quieter machine. CI runs
 slow tests too, so the full corpus also waits for an opt-in:
-``CLONESWEEP_FULL_CORPUS=1 pytest -m slow tests/workers/test_applications.py``. The default
-run keeps a fast subset:
+``CLONESWEEP_FULL_CORPUS=1 pytest -m slow tests/unit/workers/test_rebuild_applications.py``.
+The default run keeps a fast subset:
 MobileNetV3Small (operation nodes: hard sigmoid written as ``x + 3.0``, ``relu6(x) / 6``)
 and MobileNetV2.
 """

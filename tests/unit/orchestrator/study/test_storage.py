@@ -132,7 +132,7 @@ def test_the_postgres_server_wants_the_password(postgres_url: str) -> None:
 
 
 def test_a_password_in_the_sweep_file_is_refused(postgres_url: str, sweep_file: Any) -> None:
-    """A URL with its password is refused at load (tests/safety/test_secrets.py has every
+    """A URL with its password is refused at load (tests/scenarios/safety/test_secrets.py has every
     form); the message shows it masked."""
     from clonesweep.errors import SpecError
 

@@ -1,6 +1,6 @@
 """Fused JAX members against the same members trained alone with Keras's fit on JAX.
 
-Each case runs tests/workers/jax_equivalence.py in its own process with KERAS_BACKEND=jax
+Each case runs jax_equivalence.py (beside this file) in its own process with KERAS_BACKEND=jax
 (Keras fixes its backend per process; the rest of the suite runs TensorFlow). Four members
 per model: lr 1e-3, two at lr 0.06 (the control pair: same settings, other seeds), and lr
 1e-3 with weight decay 0.05 (a packed trial), all with dropout; 2 epochs of 200 digits with

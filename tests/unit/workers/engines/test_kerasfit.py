@@ -72,7 +72,7 @@ def test_one_fit_gives_the_per_epoch_loops_history_bitwise(runner: TrialRunner) 
 
 def test_a_trial_calls_fit_once_and_splits_train_from_eval_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keras's own fit: the shared traced graph (tests/workers/test_graphfit.py) is off.
+    # Keras's own fit: the shared traced graph (tests/unit/workers/engines/test_graphfit.py) is off.
     tr = dataclasses.replace(job().training, reuse_graphs=False)
     runner = TrialRunner(job(training=tr))
     calls: list[dict[str, Any]] = []

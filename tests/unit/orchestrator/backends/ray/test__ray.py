@@ -5,7 +5,7 @@ Ray of its own in a subprocess for the ``ray.init`` settings and the monitor, wh
 driver that starts Ray has. A release that moves one of them fails here, naming it.
 ``never_ran`` (the text of ActorUnavailableError) is not provoked here: whether a call to a
 killed actor is refused as restarting or as a reset connection is a race; the worker-kill
-fault tests (tests/faults) run through it.
+fault tests (tests/scenarios/faults) run through it.
 """
 
 from __future__ import annotations

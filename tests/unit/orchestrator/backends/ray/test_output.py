@@ -2,7 +2,8 @@
 
 Ray prints them from its own background threads (named ``ray_...``) straight to
 ``sys.stdout``, with colour codes; these tests print the same way from threads named like
-Ray's. tests/faults/test_node_loss.py checks a real lost node's messages stay off the output.
+Ray's. tests/scenarios/faults/test_node_loss.py checks a real lost node's messages stay off
+the output.
 """
 
 from __future__ import annotations
