@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_support import LocalCluster, own_postgres
+from cluster_support import LocalCluster
 from pgserver import PostgresServer
 from tests_support import REPO, missing, write_sweep
 
@@ -39,12 +39,6 @@ def guide_block() -> str:
     found = re.match(r"\s*```bash\n(.*?)```", after, re.S)
     assert found, "the marker must stand right before a ```bash block"
     return found.group(1)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with own_postgres() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

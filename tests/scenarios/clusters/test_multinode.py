@@ -28,18 +28,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from clonesweep.trials import node_host
-from cluster_support import LocalCluster, marked_pids, own_postgres
+from cluster_support import LocalCluster, marked_pids
 from pgserver import PostgresServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 PASSWORD_ENV = "CLONESWEEP_STORAGE_PASSWORD"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with own_postgres() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

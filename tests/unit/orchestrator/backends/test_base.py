@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from clonesweep.orchestrator.backends.base import Backend, InProcessBackend
-from clonesweep.orchestrator.model import base_model_config
-from clonesweep.orchestrator.sweep import worker_job
+from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.spec import load_sweep
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
 
@@ -20,33 +16,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["inprocess", "ray"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path, sweep_file: Any) -> Iterator[Backend]:
-    yield from _started(request, sweep_file, await_pruning=True)
+def backend(request: pytest.FixtureRequest, sweep_file: Any,
+            start_backend: Callable[..., Backend]) -> Backend:
+    return start_backend(request.param, load_sweep(sweep_file(epochs=2)), await_pruning=True)
 
 
 @pytest.fixture(params=["inprocess", "ray"])
-def nowait_backend(request: pytest.FixtureRequest, sweep_file: Any) -> Iterator[Backend]:
-    yield from _started(request, sweep_file, await_pruning=False)
-
-
-def _started(request: pytest.FixtureRequest, sweep_file: Any,
-             await_pruning: bool) -> Iterator[Backend]:
-    spec = load_sweep(sweep_file(epochs=2))
-    b: Backend
-    if request.param == "ray":
-        request.getfixturevalue("ray_cluster")
-        from clonesweep.orchestrator.backends.ray.backend import RayBackend
-
-        b = RayBackend(resources=spec.sweep.resources)
-    else:
-        b = InProcessBackend()
-    job = dataclasses.replace(worker_job(spec, base_model_config(spec)),
-                              await_pruning=await_pruning)
-    b.start(job, 2)
-    try:
-        yield b
-    finally:
-        b.shutdown()
+def nowait_backend(request: pytest.FixtureRequest, sweep_file: Any,
+                   start_backend: Callable[..., Backend]) -> Backend:
+    return start_backend(request.param, load_sweep(sweep_file(epochs=2)), await_pruning=False)
 
 
 def drive(backend: Backend, specs: list[TrialSpec], prune_at: int | None = None,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
-from clonesweep.orchestrator.backends.base import InProcessBackend
-from clonesweep.orchestrator.model import base_model_config
-from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec import load_sweep
 from clonesweep.trials import Intermediate, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.member import FusedGroup
@@ -21,23 +17,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["inprocess", "ray"])
-def backend(request: pytest.FixtureRequest, sweep_file: Any) -> Iterator[Any]:
+def backend(request: pytest.FixtureRequest, sweep_file: Any,
+            start_backend: Callable[..., Any]) -> Any:
     spec = load_sweep(sweep_file(epochs=1, limit=200))
-    b: Any
-    if request.param == "ray":
-        request.getfixturevalue("ray_cluster")
-        from clonesweep.orchestrator.backends.ray.backend import RayBackend
-
-        b = RayBackend(resources=spec.sweep.resources)
-    else:
-        b = InProcessBackend()
-    job = dataclasses.replace(worker_job(spec, base_model_config(spec)), keep_best=False,
-                              keep_members=True)
-    b.start(job, 2)
-    try:
-        yield b
-    finally:
-        b.shutdown()
+    return start_backend(request.param, spec, keep_best=False, keep_members=True)
 
 
 def results(backend: Any, count: int, deadline_s: float = 300) -> dict[int, TrialResult]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from test_fused import load
+from test_graphfit import flatten_config
 
 from clonesweep.orchestrator.ensemble.run import member_seed
 from clonesweep.spec.model import DataSpec, ObjectiveSpec, TrainingSpec
@@ -114,18 +115,7 @@ def test_all_members_metrics_at_once_equal_member_by_member() -> None:
 def test_image_inputs_through_flatten_and_a_biasless_output() -> None:
     """8x8x1 digits images: Flatten -> Dense(tanh) -> Activation -> Dropout -> Dense without
     bias; the stacked engine agrees with the stacked Keras model."""
-    import json
-
-    import keras
-
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(12, activation="tanh", name="hidden"),
-        keras.layers.Activation("relu", name="act"),
-        keras.layers.Dropout(0.25, name="drop"),
-        keras.layers.Dense(10, activation="softmax", use_bias=False, name="out"),
-    ], name="flat_mlp")
-    config = json.dumps(keras.saving.serialize_keras_object(model))
+    config = flatten_config()
 
     def image_runner(reuse: bool) -> TrialRunner:
         training = TrainingSpec(epochs=2, batch_size=32, reuse_graphs=reuse,
