@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import clonesweep
-from tests_support import write_sweep
+from tests_support import REPO, write_sweep
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+DOC = REPO / "docs" / "api.md"
 
 
 def _example() -> str:

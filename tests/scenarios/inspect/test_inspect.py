@@ -22,7 +22,7 @@ from clonesweep.orchestrator.backends.ray.backend import RayBackend
 from clonesweep.orchestrator.commands.inspect import config_diff, trial_diff
 from clonesweep.orchestrator.commands.report import open_study_of
 from clonesweep.spec import load_sweep
-from tests_support import write_sweep
+from tests_support import REPO, write_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_diff_between_two_trials_and_from_the_cli(finished: Any,
 
 
 def test_config_diff_reports_added_layers() -> None:
-    base = json.loads((Path(__file__).parents[3] / "configs" / "digits_mlp.json").read_text())
+    base = json.loads((REPO / "configs" / "digits_mlp.json").read_text())
     other = json.loads(json.dumps(base))
     other["config"]["layers"].append({"class_name": "Dense", "config": {"name": "extra"}})
     assert [(c.path, c.after) for c in config_diff(base, other)] == [("layers.extra", "Dense")]

@@ -23,9 +23,8 @@ from clonesweep.spec.settings import PASSWORD_ENV
 from clonesweep.workers import materialize as materialize_module
 from clonesweep.workers import rebuild as rebuild_module
 from clonesweep.workers.rebuild import rebuild
-from tests_support import database_text
+from tests_support import REPO, database_text
 
-REPO = Path(__file__).resolve().parents[3]
 SRC = REPO / "src" / "clonesweep"
 MLP = json.loads((REPO / "configs" / "digits_mlp.json").read_text())
 

@@ -15,8 +15,8 @@ import pytest
 
 import bad_sweep_files
 from clonesweep.cli.main import main
+from tests_support import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs"
 HEAD = "name: t\nmodel: {config: model.json}\n"
 UNITS = "parameters:\n  layers.hidden.units: "

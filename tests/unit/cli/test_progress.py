@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from clonesweep.orchestrator.sweep import BestTrial, Counts, SweepOutcome
 from clonesweep.spec import load_sweep
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import FailReason, Timings, TrialResult, TrialSpec, TrialState
+from tests_support import REPO
 
 LONG = {"layers.hidden.units": 256, "layers[Dropout].rate": 0.123456,
         "optimizer.learning_rate": 0.000123, "layers.hidden.kernel_regularizer.config.l2": 1e-5,
@@ -231,7 +231,7 @@ def test_docs_list_every_event_field(spec: SweepSpec) -> None:
     view = JsonLinesProgress(out, clock=clock)
     _script(view, spec, clock)
     view.on_end(_outcome(spec))
-    doc = (Path(__file__).parents[3] / "docs" / "json-events.md").read_text()
+    doc = (REPO / "docs" / "json-events.md").read_text()
     sections = {m.group(1): m.start() for m in re.finditer(r"^### `(\w+)`", doc, re.M)}
     assert set(sections) == set(EVENTS)
     for event in (json.loads(line) for line in out.getvalue().splitlines()):

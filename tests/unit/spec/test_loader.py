@@ -28,8 +28,8 @@ from clonesweep.spec import (
     load_sweep,
 )
 from clonesweep.spec.loader import check_storage_url
+from tests_support import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 D = Distribution
 
 
