@@ -23,9 +23,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests_support import pids_with_env
+from pgserver import PostgresServer, PostgresUnavailable, find_bindir
+from tests_support import missing, pids_with_env
 
-__all__ = ["MARKER", "NODE_ENV", "LocalCluster", "marked_pids"]
+__all__ = ["MARKER", "NODE_ENV", "LocalCluster", "marked_pids", "own_postgres"]
 
 MARKER = "CLONESWEEP_TEST_CLUSTER"
 #: Set on each node's processes (and so on the workers its raylet starts): the node's name.
@@ -37,6 +38,20 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def own_postgres() -> PostgresServer:
+    """A PostgreSQL server of the caller's own (tests/pgserver.py), not started yet; without
+    PostgreSQL's server binaries the test is skipped (failed under CI, see
+    :func:`tests_support.missing`)."""
+    bindir = find_bindir()
+    try:
+        if bindir is None:
+            raise PostgresUnavailable("no PostgreSQL server binaries (initdb) found: tried "
+                                      "`pg_config --bindir`, /usr/lib/postgresql/*/bin, PATH")
+        return PostgresServer(bindir)
+    except PostgresUnavailable as exc:
+        missing(f"PostgreSQL is unusable: {exc}")
 
 
 def marked_pids(marker: str) -> list[int]:
@@ -220,6 +235,12 @@ class LocalCluster:
         for path in sorted(paths):
             out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}")
         return "\n".join(out)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM every process of the cluster (found by its marker), SIGKILL what stays."""

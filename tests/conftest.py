@@ -1,4 +1,5 @@
-"""Shared fixtures: one real local Ray cluster per test session, tiny sweep files."""
+"""Shared fixtures: one real local Ray cluster and one PostgreSQL server per test session,
+tiny sweep files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+from cluster_support import own_postgres
+from pgserver import PostgresServer
 from tests_support import write_sweep
 
 
@@ -35,3 +38,20 @@ def sweep_file(tmp_path: Path) -> Any:
     def make(**kwargs: Any) -> Path:
         return write_sweep(tmp_path, **kwargs)
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the session (see tests/pgserver.py).
+
+    Without PostgreSQL's server binaries the tests that use it are skipped, except under CI
+    (``CI`` set), where that is an error: .ci/run installs Debian's ``postgresql``.
+    """
+    with own_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """``postgresql+psycopg2://sweeper:<pw>@127.0.0.1:<port>/studies`` on that server."""
+    return postgres_server.url

@@ -3,48 +3,101 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
-
-def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: int = 1,
-                epochs: int = 2, parameters: str | None = None, sweep_extra: str = "",
-                training_extra: str = "", limit: int = 400) -> Path:
-    """A small digits-MLP sweep file (and its model config) in ``folder``."""
-    shutil.copy(CONFIGS / "digits_mlp.json", folder / "model.json")
-    parameters = parameters or """
+PARAMETERS = """
   layers.hidden.units: {values: [8, 16]}
   optimizer.learning_rate: {min: 0.001, max: 0.01, log: true}"""
+OPTIMIZER = "{name: adam, learning_rate: 0.003}"
+LOSS = "sparse_categorical_crossentropy"
+# Two objectives, for the multi-objective cases: objective=PARETO.
+PARETO = ("[{metric: val_accuracy, direction: maximize}, "
+          "{metric: param_count, direction: minimize}]")
+
+
+def write_sweep(folder: Path, *, name: str = "tiny", trials: int = 2, parallel: int = 1,
+                epochs: int = 2, parameters: str = PARAMETERS, sweep_extra: str = "",
+                training_extra: str = "", limit: int = 400,
+                objective: str = "{metric: val_accuracy, direction: maximize}",
+                model: str = "config: model.json", sweep: str = "sampler: {name: random, seed: 0}",
+                optimizer: str | None = OPTIMIZER, loss: str | None = LOSS,
+                loader: str = "clonesweep.datasets:digits", run_dir: str | Path = "runs",
+                extra: str = "") -> Path:
+    """The tests' one sweep-file writer: a small digits-MLP sweep (and its model config,
+    ``model.json``) in ``folder``; returns the file's path.
+
+    Every block can be replaced: ``parameters`` (indented lines under ``parameters:``),
+    ``objective`` and ``model`` (YAML values), ``sweep`` (lines of the sweep block, the sampler
+    by default; continue with ``"\\n  "``), ``sweep_extra`` / ``training_extra`` (lines
+    appended to those blocks, each starting ``"\\n  "``), ``extra`` (top-level blocks).
+    ``optimizer`` / ``loss`` set to None leave the key out (the loader's default);
+    ``loader`` is the data loader (``module:function``, called with ``limit``).
+    A test of a deliberately broken file writes its text itself.
+    """
+    shutil.copy(CONFIGS / "digits_mlp.json", folder / "model.json")
+    compiled = (f"\n  optimizer: {optimizer}" if optimizer is not None else "") + (
+        f"\n  loss: {loss}" if loss is not None else "")
     text = f"""
 name: {name}
-model:
-  config: model.json
+model: {{{model}}}
 data:
-  loader: clonesweep.datasets:digits
+  loader: {loader}
   kwargs: {{limit: {limit}}}
 training:
   epochs: {epochs}
-  batch_size: 64
-  optimizer: {{name: adam, learning_rate: 0.003}}
-  loss: sparse_categorical_crossentropy
+  batch_size: 64{compiled}
   metrics: [accuracy]{training_extra}
-objective:
-  metric: val_accuracy
-  direction: maximize
+objective: {objective}
 parameters:{parameters}
+{extra}
 sweep:
   trials: {trials}
   parallel: {parallel}
-  sampler: {{name: random, seed: 0}}
-  run_dir: runs{sweep_extra}
+  {sweep}
+  run_dir: {run_dir}{sweep_extra}
 """
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+def database_text(url: Any) -> str:
+    """Every row of every table of the database at ``url`` (a SQLAlchemy URL, password
+    included) as one text: what a leak check searches for a secret. Fails on an empty
+    database (a search of nothing proves nothing)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = sqlalchemy.inspect(conn).get_table_names()
+            rows = [list(row) for table in tables
+                    for row in conn.execute(sqlalchemy.text(f'select * from "{table}"'))]
+    finally:
+        engine.dispose()
+    assert rows, f"no rows in {tables}"
+    return json.dumps(rows, default=str)
+
+
+def in_ci() -> bool:
+    """Whether ``CI`` is set: there .ci/run has installed everything the tests use."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str) -> NoReturn:
+    """Skip the test for want of ``what`` here; under CI (:func:`in_ci`) fail it instead."""
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"CI is set but {what}", pytrace=False)
+    pytest.skip(what)
 
 
 def pids_with_env(variable: str, value: str) -> list[int]:

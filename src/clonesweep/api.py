@@ -5,7 +5,7 @@ ensemble`` do, and take what a notebook holds: the sweep as a file path or a dic
 keys as the YAML file), an in-memory Keras model instead of ``model:`` and in-memory arrays
 instead of ``data:``. They return result objects that read the study: ``.best``,
 ``.best_model()``, ``.dataframe()``, ``.history(trial)``, ``.study``. docs/api.md has the
-guide; the example there runs in tests/test_api.py.
+guide; the example there runs in tests/unit/test_api.py.
 
 How in-memory things travel: the model is serialized once (``serialize_keras_object``, as a
 config file would be) and written to a temporary folder the sweep reads it from; the run

@@ -1,7 +1,7 @@
 """Every use of Optuna's private internals, and every match of its error text, in one module.
 
 Each function names the private thing it uses, the public way, and why that way is not
-enough here. ``tests/orchestrator/test_private_optuna.py`` exercises every one against the
+enough here. ``tests/unit/orchestrator/test__optuna.py`` exercises every one against the
 installed Optuna, so a release that moves one fails there, by name, rather than deep inside a
 sweep. Where the private path is an optimisation only (:func:`sql_writer`), a missing
 internal makes the function return None and the caller takes Optuna's public path; the test

@@ -3,7 +3,7 @@
 
 Callbacks are named, never imported from a path: a class of ``keras.callbacks`` listed in
 :data:`BUILTIN_CALLBACKS` (with the keyword arguments its constructor takes; the table is
-compared with the installed Keras by ``tests/spec/test_fitsettings.py``), or a user's own
+compared with the installed Keras by ``tests/unit/spec/test_fitsettings.py``), or a user's own
 class registered with ``keras.saving.register_keras_serializable(package=...)`` and named
 by its registered name ``package>ClassName`` (its module listed under ``model.imports``; its
 arguments are checked by the worker, which fails the trial as ``invalid_config``). Keras's

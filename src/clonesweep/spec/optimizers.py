@@ -4,7 +4,7 @@
 checked against this table at load time, so a typo such as ``optimizer.learnig_rate`` is
 refused before any worker starts. The table lists every name ``keras.optimizers.get``
 accepts (Keras lower-cases the name) with the keys of its ``get_config()``;
-``tests/spec/test_optimizers.py`` compares it with the installed Keras so it cannot drift.
+``tests/unit/spec/test_optimizers.py`` compares it with the installed Keras so it cannot drift.
 An optimizer missing from the table (a custom, registered one) is not checked.
 """
 

@@ -3,7 +3,7 @@
 The traced engines (:mod:`clonesweep.workers.engines.graphfit`, ``fusedgraph``) reproduce
 Keras's own arithmetic op for op; for that they read a few things Keras does not publish.
 Each use below says what the public way is and why it is not enough, and
-``tests/workers/test_private_keras.py`` calls each one on real objects, so that a Keras or
+``tests/unit/workers/test__keras.py`` calls each one on real objects, so that a Keras or
 TensorFlow release that moves one fails there, by name, instead of failing trials. A release
 the graph engine was not checked against (:data:`VERIFIED_KERAS`) is not used by it at all:
 its trials train on Keras's fit and say so (``engine_fallback: graph: unverified_version``).
@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 #: Keras releases (major.minor) whose ops the graph engine was checked against, bitwise
-#: where tests/workers/test_graphfit.py says so. On another release the graph engine hands
-#: every trial to Keras's fit, saying so on the trial, until it is checked.
+#: where tests/unit/workers/engines/test_graphfit.py says so. On another release the graph
+#: engine hands every trial to Keras's fit, saying so on the trial, until it is checked.
 VERIFIED_KERAS = ("3.15",)
 
 

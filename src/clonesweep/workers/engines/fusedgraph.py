@@ -16,7 +16,7 @@ one ``stateless_uniform`` per member) and scales by ``1 / (1 - rate)`` rounded t
 the loss is the sum over members of each member's batch-mean loss, so member ``k``'s
 gradient is its own; Adam and SGD update every stacked variable elementwise, as Keras
 updates each member's. Batched kernels may add in another order than the separate ones:
-results agree to float32 rounding, not bitwise (tests/ensemble/test_fused_graph.py).
+results agree to float32 rounding, not bitwise (tests/unit/workers/engines/test_fusedgraph.py).
 
 Imports Keras and TensorFlow: import this module only on a worker.
 """

@@ -112,9 +112,9 @@ def reuse_blocker(model: keras.Model, data: TrainData, loss: str, metrics: Seque
     if model.dtype_policy.name != "float32":
         return f"the dtype policy is {model.dtype_policy.name}"
     out_shape = tuple(model.outputs[0].shape)
-    # Checked bitwise against fit for this loss and these metrics only (tests/workers/
-    # test_bitwise.py); Keras reshapes 1-D targets differently for others (mse squeezes the
-    # output instead).
+    # Checked bitwise against fit for this loss and these metrics only (tests/unit/workers/
+    # engines/test_graphfit_bitwise.py); Keras reshapes 1-D targets differently for others
+    # (mse squeezes the output instead).
     one_d = (one_d_targets and data.y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1
              and loss in ONE_D_LOSSES and set(metrics) <= set(ONE_D_METRICS))
     if data.y.ndim != len(out_shape) and loss not in _SPARSE_LOSSES and not one_d:

@@ -64,8 +64,8 @@ class Mode(str, Enum):
     ``VMAP``: one ``jax.vmap``-ed call per batch, the fast one. ``MAP``: one call per batch,
     the members one after another inside it (``jax.lax.map``). ``SERIAL``: one call per
     member and batch of the unbatched step, compiled once for all members: bitwise
-    ``fit``'s arithmetic for every layer kind, convolutions included (tests/workers/
-    test_jaxfused.py states what each mode matches).
+    ``fit``'s arithmetic for every layer kind, convolutions included (tests/unit/workers/
+    engines/test_jaxfused.py states what each mode matches).
     """
 
     VMAP = "vmap"

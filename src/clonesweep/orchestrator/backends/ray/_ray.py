@@ -1,8 +1,8 @@
 """Every use of Ray's private internals, and every match of its error text, in one module.
 
 Each function names the private thing it uses, the public way, and why that way is not
-enough here. ``tests/backends/test_private_ray.py`` exercises them against the installed Ray
-on a real local cluster, so a release that moves one fails there, by name. The
+enough here. ``tests/unit/orchestrator/backends/ray/test__ray.py`` exercises them against
+the installed Ray on a real local cluster, so a release that moves one fails there, by name. The
 import-boundary test (``tests/test_boundaries.py``) lets no other module import ``ray._*`` or
 read a private attribute of a Ray object.
 """
@@ -30,8 +30,9 @@ def loopback_node() -> dict[str, Any]:
     Public way: ``ray start --node-ip-address`` for a cluster started from the shell; none
     for the Ray that ``ray.init`` starts in-process. Beware: Ray 2.60 replaces a loopback
     value with the machine's own address (``services.resolve_ip_for_localhost``), so on that
-    Ray this keyword keeps nothing local (``tests/backends/test_private_ray.py`` records what
-    the installed Ray does), and Ray binds its servers on all interfaces whatever it says
+    Ray this keyword keeps nothing local
+    (``tests/unit/orchestrator/backends/ray/test__ray.py`` records what the installed Ray
+    does), and Ray binds its servers on all interfaces whatever it says
     (FACTS.md). Keeping a local Ray off the network needs more than this keyword.
     """
     return {"_node_ip_address": "127.0.0.1"}
@@ -82,7 +83,8 @@ def actor_init_failed(exc: BaseException) -> bool:
     Public way: ``RayActorError.actor_init_failed``, taken first. Ray sets it when it builds
     the error from the init's exception; the text is read as well because the error of a
     call to an actor whose init failed may be rebuilt from the stored death cause, with the
-    message only (``tests/backends/test_private_ray.py`` shows which one this Ray gives).
+    message only (``tests/unit/orchestrator/backends/ray/test__ray.py`` shows which one this
+    Ray gives).
     """
     return bool(getattr(exc, "actor_init_failed", False)) or _CREATION_TASK in str(exc)
 
@@ -132,7 +134,7 @@ def loopback_only() -> Iterator[None]:
     when it imported ``ray``, possibly before this block (tests, notebooks), so the constant
     it set is switched too (private: ``ray._private.ray_constants``; the public way is the
     variable set before ``import ray``). Best effort: on a Ray without the constant the
-    socket test (tests/safety/test_embedded_ray.py) says what listens where.
+    socket test (tests/scenarios/safety/test_embedded_ray.py) says what listens where.
     """
     ray_constants: Any = None
     with contextlib.suppress(ImportError):  # a Ray that moved it: the variable alone

@@ -10,7 +10,7 @@ thread of Ray's writes (their names start with ``ray_``: ``ray_listen_error_mess
 ``ray_print_logs`` in Ray 2.60) goes to the log file without colour codes, everything else
 goes where it went before. Records of Ray's Python loggers (``ray.*``) go to the same file.
 If Ray renames its threads, its messages reach the terminal again, as before, and
-tests/faults/test_node_loss.py fails.
+tests/scenarios/faults/test_node_loss.py fails.
 
 The file is opened on Ray's first message, so a sweep that Ray says nothing about leaves no
 file; lines that come before the run folder exists wait in memory and are written once it
