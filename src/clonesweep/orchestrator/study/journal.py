@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,16 @@ class GroupCommitJournal(BaseJournalBackend):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._file = _File(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644))
+        # What is held is written and the file closed when this backend is collected or, at
+        # the latest, when the interpreter exits (before its modules are torn down; a
+        # __del__ run then could find `os` gone).
+        self._closer = weakref.finalize(self, self._file.close)
         if new:
             self._sync_folder()
         # Logs not yet handed to the JournalStorage (it reads each log once, in order).
         self._unread: list[dict[str, Any]] = []
         self._unread_from = 0  # the log number of _unread[0]
-        self._pending: list[bytes] = []  # encoded lines not yet written
-        self._offset = 0  # bytes of the file this backend has read or written
-        self._cut_at: int | None = None  # a torn last line starts here
         # Trials enqueued (WAITING) and not yet popped, over every log seen: lets `ask` skip
         # its scan of all trials for a waiting one (O(trials) per ask) when there is none.
         self.waiting = 0
@@ -97,7 +99,7 @@ class GroupCommitJournal(BaseJournalBackend):
             self.commit()
             yield from _read_file(self.path, log_number_from)
             return
-        if not self._pending:
+        if not self._file.pending:
             self._read_new_lines()  # another process appended (never while a driver runs)
         skip = log_number_from - self._unread_from
         out, self._unread = self._unread[skip:], []
@@ -107,7 +109,7 @@ class GroupCommitJournal(BaseJournalBackend):
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         self._count_waiting(logs)
         self._unread.extend(logs)
-        self._pending.extend(json.dumps(log, separators=(",", ":")).encode() + b"\n"
+        self._file.pending.extend(json.dumps(log, separators=(",", ":")).encode() + b"\n"
                              for log in logs)
         if any(_durable(log) for log in logs):
             self.commit()
@@ -115,52 +117,29 @@ class GroupCommitJournal(BaseJournalBackend):
     # -- group commit ----------------------------------------------------------------------
     def commit(self) -> None:
         """Write every held operation with one ``write`` and ``fsync`` (nothing if none)."""
-        if not self._pending:
-            return
-        if self._cut_at is not None:
-            os.ftruncate(self._fd, self._cut_at)
-            self._cut_at = None
-        data = b"".join(self._pending)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
-        self._offset += len(data)
-        self._pending = []
+        self._file.commit()
 
     def close(self) -> None:
         """Commit what is held and close the file (idempotent)."""
-        if self._fd < 0:
-            return
-        self.commit()
-        os.close(self._fd)
-        self._fd = -1
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", -1) >= 0:
-            try:
-                self.commit()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
+        self._closer()
 
     # -- reading ---------------------------------------------------------------------------
     def _read_new_lines(self, opening: bool = False) -> None:
-        size = os.fstat(self._fd).st_size
-        if size <= self._offset:
+        file = self._file
+        size = os.fstat(file.fd).st_size
+        if size <= file.offset:
             return
-        data = os.pread(self._fd, size - self._offset, self._offset)
+        data = os.pread(file.fd, size - file.offset, file.offset)
         end = data.rfind(b"\n") + 1
         if opening and end < len(data):
             # A line cut short by a crash: the first commit drops it, so that appends start on
             # a fresh line (Optuna's reader refuses a broken line in the middle). Not now: a
             # reader may be looking at a running driver's write.
-            self._cut_at = end
+            file.cut_at = end
         logs = [json.loads(line) for line in data[:end].splitlines()]
         self._count_waiting(logs)
         self._unread.extend(logs)
-        self._offset += end
+        file.offset += end
 
     def _count_waiting(self, logs: list[dict[str, Any]]) -> None:
         for log in logs:
@@ -176,6 +155,41 @@ class GroupCommitJournal(BaseJournalBackend):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class _File:
+    """The journal's open file and the lines held for it; the backend's finalizer closes it
+    (it must not refer to the backend, or the backend would never be collected)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending: list[bytes] = []  # encoded lines not yet written
+        self.offset = 0  # bytes of the file the backend has read or written
+        self.cut_at: int | None = None  # a torn last line starts here
+
+    def commit(self) -> None:
+        if not self.pending:
+            return
+        if self.cut_at is not None:
+            os.ftruncate(self.fd, self.cut_at)
+            self.cut_at = None
+        data = b"".join(self.pending)
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        os.fsync(self.fd)
+        self.offset += len(data)
+        self.pending = []
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            self.commit()
+        finally:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _read_file(path: Path, log_number_from: int) -> Iterator[dict[str, Any]]:
