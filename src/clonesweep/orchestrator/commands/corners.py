@@ -25,6 +25,7 @@ from typing import Any
 
 from clonesweep.errors import CloneSweepError, SpecError
 from clonesweep.spec.model import Distribution, ParamSpec, SweepSpec
+from clonesweep.spec.params import walk
 from clonesweep.spec.searchspace import check_parameters, config_params
 
 __all__ = ["Corner", "build_corners", "corners"]
@@ -71,21 +72,14 @@ def _targets(p: ParamSpec) -> list[Any]:
 def _walk(parameters: tuple[ParamSpec, ...], high: bool,
           forced: dict[str, Any]) -> dict[str, Any]:
     """The params of one corner, sampled define-by-run like :class:`TrialMaker` does."""
-    chosen: dict[str, Any] = {}
-    applied: dict[str, Any] = {}
-    for p in parameters:
-        if not p.active(chosen):
-            if p.has_otherwise:
-                applied[p.path] = p.otherwise
-            continue
+    def value_of(p: ParamSpec) -> Any:
         if p.path in forced:
-            value = forced[p.path]
-        elif p.values:
-            value = p.values[-1] if high else p.values[0]
-        else:
-            value = p.high if high else p.low
-        chosen[p.path] = applied[p.path] = value
-    return applied
+            return forced[p.path]
+        if p.values:
+            return p.values[-1] if high else p.values[0]
+        return p.high if high else p.low
+
+    return walk(parameters, value_of)
 
 
 def _force(by_key: dict[str, ParamSpec], key: str, value: Any, forced: dict[str, Any]) -> None:
