@@ -18,7 +18,6 @@ counts its parameters; a corner that does not build is a :class:`SpecError` nami
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,6 @@ __all__ = ["Corner", "build_corners", "corners"]
 
 #: A ``model.<argument>`` int range up to this many values is enumerated (each structure).
 _MAX_ENUMERATED = 32
-_NESTED = "Exception encountered: "
 _DEFAULT_HINT = ("narrow the key's range or drop that value; clonesweep validate rebuilds "
                  "the model at every corner of the search space")
 
@@ -231,13 +229,8 @@ def _split_hint(exc: Exception) -> tuple[str, str | None]:
 
 
 def _condensed(message: str) -> str:
-    """Keras nests the config of every enclosing object in a deserialization error: keep our
-    head and its innermost cause, without Keras's advice to turn safe mode off."""
-    if _NESTED not in message:
-        return message
-    head = re.sub(r"\s*\w+Error:\s*$", "", message.split("<class", 1)[0]).rstrip(" :")
-    cause = message.rsplit(_NESTED, 1)[1].strip()
-    sentences = re.split(r"(?<=\.)\s+", cause)
-    cause = " ".join(s for s in sentences
-                     if "safe_mode=False" not in s and "unsafe_deserialization" not in s)
-    return f"{head}: {cause}"
+    """Keras's nested deserialization error, condensed in its fence (Keras is loaded: the
+    message comes from a rebuild on this process)."""
+    from clonesweep.workers._keras import condensed_deserialization_error
+
+    return condensed_deserialization_error(message)
