@@ -50,7 +50,7 @@ BACKEND_LIBRARY_MODULES = {
     "tensorflow": (
         "workers/backend_setup.py",  # thread pools, GPU memory growth, imports it lean
         "workers/engines/kerasfit.py",  # tf.data feeds for Keras's fit
-        "workers/engines/graphfit.py",  # the traced-graph engine is a tf.function
+        "workers/engines/graphengine.py",  # the traced-graph engine's tf.functions
         "workers/engines/fusedgraph.py",  # the fused members' traced graph
         "workers/engines/graphops.py",  # the ops the traced graphs share
         "workers/_keras.py",  # planned: the Keras/TensorFlow fence module
