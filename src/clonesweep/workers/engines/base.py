@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from clonesweep.spec.model import TrainingSpec
 from clonesweep.trials import EngineFallback
 from clonesweep.workers.arrays import length
 from clonesweep.workers.engines.feeds import FeedCache
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["Engine", "EpochHook", "EpochOrder", "FitClock", "FitPlan", "TrainData",
            "TrialTraining", "epoch_orders"]
@@ -179,14 +182,14 @@ class TrialTraining:
             function here that copies it in (run before a checkpoint reads the model).
     """
 
-    model: Any
+    model: keras.Model
     data: TrainData
     plan: FitPlan
     training: TrainingSpec
     hook: EpochHook
     clock: FitClock
     feeds: FeedCache
-    callbacks: tuple[Any, ...] = ()
+    callbacks: tuple[keras.callbacks.Callback, ...] = ()
     before_save: list[Callable[[], None]] = field(default_factory=list)
 
 
