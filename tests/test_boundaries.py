@@ -50,7 +50,7 @@ BACKEND_LIBRARY_MODULES = {
     "tensorflow": (
         "workers/backend_setup.py",  # thread pools, GPU memory growth, imports it lean
         "workers/engines/kerasfit.py",  # tf.data feeds for Keras's fit
-        "workers/engines/graphfit.py",  # the traced-graph engine is a tf.function
+        "workers/engines/graphengine.py",  # the traced-graph engine's tf.functions
         "workers/engines/fusedgraph.py",  # the fused members' traced graph
         "workers/engines/graphops.py",  # the ops the traced graphs share
         "workers/_keras.py",  # planned: the Keras/TensorFlow fence module
@@ -167,25 +167,10 @@ RULES = (
 # the fence modules today, each owned by work in progress elsewhere: (file, attribute).
 PRIVATE_PENDING = {
     ("cli/main.py", "_option_string_actions"): "argparse's registered flags (cli area)",
-    ("errors.py", "_MISSING"): "the package's own sentinel on SpecError",
-    ("spec/_fields.py", "_MISSING"): "the package's own sentinel on SpecError",
 }
 
 # A dependency's error text matched outside the fence modules today: (file, the text).
-TEXT_PENDING = {
-    ("workers/rebuild.py", "safe_mode"): "Keras's safe-mode refusal (rebuild area)",
-    ("workers/rebuild.py", "safe mode"): "Keras's safe-mode refusal (rebuild area)",
-    ("workers/oom.py", "device:CPU"): "TensorFlow/XLA out-of-memory text: to workers/_keras.py",
-    ("workers/oom.py", "allocator cpu"): "TensorFlow/XLA out-of-memory text: to workers/_keras.py",
-    ("workers/oom.py", "on CPU"): "TensorFlow/XLA out-of-memory text: to workers/_keras.py",
-    ("workers/oom.py", "RESOURCE_EXHAUSTED"): "XLA out-of-memory text: to workers/_keras.py",
-    ("orchestrator/commands/corners.py", "Exception encountered: "):
-        "Keras's deserialization error text, condensed for validate's message (engines area)",
-    ("orchestrator/commands/corners.py", "safe_mode=False"):
-        "Keras's deserialization error text, condensed for validate's message (engines area)",
-    ("orchestrator/commands/corners.py", "unsafe_deserialization"):
-        "Keras's deserialization error text, condensed for validate's message (engines area)",
-}
+TEXT_PENDING: dict[tuple[str, str], str] = {}
 
 
 # -- reading the source ----------------------------------------------------------------------

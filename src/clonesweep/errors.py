@@ -49,7 +49,8 @@ class SpecError(CloneSweepError):
         hint: How to fix it.
     """
 
-    _MISSING = object()
+    #: The ``value`` of an error about a missing field (None is a value a file can hold).
+    NO_VALUE: Any = object()
 
     def __init__(
         self,
@@ -57,7 +58,7 @@ class SpecError(CloneSweepError):
         *,
         file: str | None = None,
         field: str | None = None,
-        value: Any = _MISSING,
+        value: Any = NO_VALUE,
         hint: str | None = None,
     ) -> None:
         self.message = message
@@ -69,7 +70,7 @@ class SpecError(CloneSweepError):
 
     @property
     def has_value(self) -> bool:
-        return self.value is not SpecError._MISSING
+        return self.value is not SpecError.NO_VALUE
 
     def _render(self) -> str:
         where = []

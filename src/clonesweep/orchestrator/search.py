@@ -31,6 +31,7 @@ from clonesweep.spec.model import (
     ParamSpec,
     SweepSpec,
 )
+from clonesweep.spec.params import walk
 from clonesweep.spec.searchspace import check_parameters, config_params
 from clonesweep.trials import FailReason, TrialResult, TrialSpec
 from clonesweep.workers.keeper import metric_value
@@ -76,16 +77,8 @@ class TrialMaker:
 
     def params(self, trial: optuna.trial.Trial) -> dict[str, Any]:
         """Every active key's value: sampled ones through Optuna, in parents-first order."""
-        chosen: dict[str, Any] = {}  # active keys only: what conditions read
-        applied: dict[str, Any] = {}
-        for p in self.spec.parameters:
-            if not p.active(chosen):
-                if p.has_otherwise:
-                    applied[p.path] = p.otherwise
-                continue
-            value = p.values[0] if p.is_fixed else suggest(trial, p.path, self.dists[p.path])
-            chosen[p.path] = applied[p.path] = value
-        return applied
+        return walk(self.spec.parameters, lambda p: p.values[0] if p.is_fixed
+                    else suggest(trial, p.path, self.dists[p.path]))
 
     def make(self, number: int, params: dict[str, Any], seed: int) -> TrialSpec:
         """The TrialSpec of trial ``number`` for ``params`` and its root ``seed``.

@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 
 from clonesweep.spec.model import ParamSpec
+from clonesweep.spec.params import SKIP, walk
 from clonesweep.spec.searchspace import config_params
 
 __all__ = ["APPLIED_ATTR", "TrialRecord", "applied_values", "read", "read_in", "store"]
@@ -80,21 +81,13 @@ def store(trial: optuna.trial.Trial, applied: Mapping[str, Any]) -> None:
 def applied_values(parameters: tuple[ParamSpec, ...], sampled: Mapping[str, Any]) -> dict[str, Any]:
     """Replay the sweep's conditions over a trial's ``sampled`` params (parents first, the
     order of ``parameters``): the values the driver applied."""
-    chosen: dict[str, Any] = {}
-    applied: dict[str, Any] = {}
-    for p in parameters:
-        if not p.active(chosen):
-            if p.has_otherwise:
-                applied[p.path] = p.otherwise
-            continue
+    def value_of(p: ParamSpec) -> Any:
         if p.is_fixed:
-            value = p.values[0]
-        elif p.path in sampled:
-            value = sampled[p.path]
-        else:
-            continue  # not sampled: the trial failed before it was (or the space changed)
-        chosen[p.path] = applied[p.path] = value
-    return applied
+            return p.values[0]
+        # Not sampled: the trial failed before it was (or the space changed).
+        return sampled.get(p.path, SKIP)
+
+    return walk(parameters, value_of)
 
 
 def read(trial: _Trial, parameters: tuple[ParamSpec, ...] | None = None,

@@ -30,7 +30,7 @@ __all__ = [
     "resolve_path",
 ]
 
-MISSING: Any = SpecError._MISSING
+MISSING: Any = SpecError.NO_VALUE
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 MODULE_RE = re.compile(rf"^{_DOTTED}$")
 CALLABLE_RE = re.compile(rf"^{_DOTTED}:{_DOTTED}$")

@@ -1,5 +1,8 @@
 """The typed, frozen form of a sweep file. Built only by :func:`clonesweep.spec.load_sweep`.
 
+The search space's own types (:class:`ParamSpec`, its conditions and distributions) are in
+:mod:`clonesweep.spec.params`, with the walk a trial's values take through them.
+
 Nothing here imports Keras, Ray or Optuna: a spec is plain data that travels to workers.
 """
 
@@ -10,6 +13,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# The search-space types live in spec/params.py; named here too, beside the sweep's other
+# types, because a SweepSpec holds them.
+from clonesweep.spec.params import Condition, Distribution, ParamSpec, same_value
 
 __all__ = [
     "SPECIAL_METRICS",
@@ -171,98 +178,6 @@ class EnqueueFrom:
     study: str
     storage: str | None = None
     top: int = 3
-
-
-class Distribution(str, enum.Enum):
-    """W&B-style distribution names accepted under ``parameters.<path>.distribution``."""
-
-    CONSTANT = "constant"
-    CATEGORICAL = "categorical"
-    UNIFORM = "uniform"
-    INT_UNIFORM = "int_uniform"
-    Q_UNIFORM = "q_uniform"
-    LOG_UNIFORM_VALUES = "log_uniform_values"
-    INT_LOG_UNIFORM_VALUES = "int_log_uniform_values"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``when: {<key>: <value or [values]>}``: the param is sampled only if ``key`` took one
-    of ``values`` in this trial (and was itself active)."""
-
-    key: str
-    values: tuple[Any, ...]
-
-    def holds(self, params: dict[str, Any]) -> bool:
-        if self.key not in params:
-            return False
-        return any(same_value(params[self.key], v) for v in self.values)
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equality as YAML means it: ``true`` is not ``1``, but ``2`` is ``2.0``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One search-space entry.
-
-    Attributes:
-        path: The search-space key (``layers.hidden.units``, ``layers[Dense].units``,
-            ``optimizer.learning_rate``, ``train.batch_size``).
-        distribution: What to sample from.
-        values: The choices (CATEGORICAL) or the single value (CONSTANT).
-        low, high: Bounds (inclusive) for numeric distributions.
-        log: Sample on a log scale.
-        step: Grid step for Q_UNIFORM / INT_* distributions (None: continuous / 1).
-        when: Conditions that must all hold for the param to be sampled (empty: always).
-        otherwise: The value applied when a condition fails (only if ``has_otherwise``;
-            without it the base model's value stays).
-        has_otherwise: Whether ``otherwise`` was given (``null`` is a valid value).
-    """
-
-    path: str
-    distribution: Distribution
-    values: tuple[Any, ...] = ()
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    when: tuple[Condition, ...] = ()
-    otherwise: Any = None
-    has_otherwise: bool = False
-
-    @property
-    def is_fixed(self) -> bool:
-        return self.distribution is Distribution.CONSTANT
-
-    @property
-    def is_conditional(self) -> bool:
-        return bool(self.when)
-
-    def contains(self, value: Any) -> bool:
-        """Whether ``value`` is one this entry can produce."""
-        if self.distribution in (Distribution.CONSTANT, Distribution.CATEGORICAL):
-            return any(same_value(value, v) for v in self.values)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.distribution.value.startswith("int_") and not isinstance(value, int):
-            return False
-        return self.low is not None and self.high is not None and \
-            bool(self.low <= value <= self.high)
-
-    def describe(self) -> str:
-        """The entry's space, for messages."""
-        if self.distribution in (Distribution.CONSTANT, Distribution.CATEGORICAL):
-            return f"values {list(self.values)!r}"
-        return f"{self.distribution.value} in [{self.low!r}, {self.high!r}]"
-
-    def active(self, params: dict[str, Any]) -> bool:
-        """Whether every condition holds for the values chosen so far in a trial."""
-        return all(c.holds(params) for c in self.when)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ Imports Keras: import this module only on a worker, after the backend is configu
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,11 +28,15 @@ __all__ = [
     "adam_slots",
     "cast_seed",
     "compiled_loss_and_metrics",
+    "condensed_deserialization_error",
     "constant_learning_rate",
     "dropout_seed_state",
     "has_compile_utils",
     "keras_release",
+    "memory_exhausted",
+    "safe_mode_refused",
     "sgd_slots",
+    "unknown_classes",
     "without_grappler",
 ]
 
@@ -75,7 +80,7 @@ def has_compile_utils() -> bool:
     return all(hasattr(compile_utils, f) for f in ("get_loss", "get_metric"))
 
 
-def constant_learning_rate(optimizer: keras.optimizers.Optimizer) -> Any:
+def constant_learning_rate(optimizer: keras.optimizers.Optimizer) -> keras.Variable | None:
     """The optimizer's learning-rate variable, or None for a schedule or a callable.
 
     Public: ``optimizer.learning_rate`` returns that variable itself when the rate is a
@@ -102,7 +107,7 @@ def sgd_slots(optimizer: keras.optimizers.Optimizer) -> list[list[Any]]:
     return [list(optimizer.momentums)] if optimizer.momentum else []
 
 
-def dropout_seed_state(layer: keras.layers.Layer) -> Any:
+def dropout_seed_state(layer: keras.layers.Layer) -> keras.Variable:
     """The variable holding a Dropout layer's random state (int64, shape (2,)).
 
     Undocumented: ``Dropout.seed_generator`` and ``SeedGenerator.state`` are public names
@@ -149,3 +154,62 @@ def without_grappler() -> Iterator[None]:
         yield
     finally:
         tf.config.optimizer.set_experimental_options({key: before})
+
+
+# -- error text: what Keras and its backends say, where no exception type says it ----------
+# Keras raises TypeError/ValueError for a refused or unknown class alike, and the backends'
+# out-of-memory errors carry the device in their text only. Each match below is exercised on
+# a real error (or the documented message format) in tests/workers/test_private_keras.py.
+
+_UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
+_NESTED = "Exception encountered: "
+
+
+def safe_mode_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is Keras's safe-mode refusal (a Lambda layer, a lambda in a config).
+
+    Public way: none; ``deserialize_keras_object(safe_mode=True)`` raises a plain ValueError
+    whose text names ``safe_mode``.
+    """
+    text = str(exc)
+    return "safe_mode" in text or "safe mode" in text
+
+
+def unknown_classes(exc: BaseException) -> list[str]:
+    """The class or function names Keras could not locate in ``exc``'s text (sorted, once
+    each): an unregistered custom layer. Public way: none (a TypeError naming them)."""
+    return sorted(set(_UNKNOWN_CLASS.findall(str(exc))))
+
+
+def condensed_deserialization_error(message: str) -> str:
+    """A deserialization error without the config of every enclosing object that Keras
+    nests in it: the message's head and its innermost cause, without Keras's advice to turn
+    safe mode off (validate names the key and value instead)."""
+    if _NESTED not in message:
+        return message
+    head = re.sub(r"\s*\w+Error:\s*$", "", message.split("<class", 1)[0]).rstrip(" :")
+    cause = message.rsplit(_NESTED, 1)[1].strip()
+    sentences = re.split(r"(?<=\.)\s+", cause)
+    cause = " ".join(s for s in sentences
+                     if "safe_mode=False" not in s and "unsafe_deserialization" not in s)
+    return f"{head}: {cause}"
+
+
+def memory_exhausted(exc: BaseException) -> str | None:
+    """``"host"``, ``"device"`` (an accelerator), or None when ``exc`` is not out of memory.
+
+    TensorFlow raises ``ResourceExhaustedError``, XLA (JAX) an error whose text starts
+    ``RESOURCE_EXHAUSTED`` (often naming no device), PyTorch ``OutOfMemoryError`` ("CUDA out
+    of memory"); only a text naming the CPU (``device:CPU``, ``allocator cpu``, ``on CPU``)
+    makes one of them the host's. Matched by class name: the backends' own classes are not
+    importable on every backend. Python's MemoryError is the host's.
+    """
+    if isinstance(exc, MemoryError):
+        return "host"
+    name = type(exc).__name__
+    if name not in ("ResourceExhaustedError", "OutOfMemoryError") \
+            and "RESOURCE_EXHAUSTED" not in str(exc):
+        return None
+    text = f"{name}: {exc}"
+    on_cpu = "device:CPU" in text or "allocator cpu" in text or "on CPU" in text
+    return "host" if on_cpu else "device"

@@ -10,19 +10,22 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["average_models", "load_member"]
 
 
-def _input_specs(model: Any) -> list[tuple[str, tuple[Any, ...], str]]:
+def _input_specs(model: keras.Model) -> list[tuple[str, tuple[int | None, ...], str]]:
     if not getattr(model, "inputs", None):
         raise ValueError(f"member '{model.name}' has no symbolic inputs (a subclassed model "
                          "built by a call), so no averaged model wraps it")
     return [(t.name, tuple(t.shape[1:]), str(t.dtype)) for t in model.inputs]
 
 
-def load_member(path: Path | str) -> Any:
+def load_member(path: Path | str) -> keras.Model:
     """Load a member ``.keras`` file in safe mode, without its optimizer."""
     import keras
 

@@ -17,19 +17,8 @@ rebuilt anywhere. What :func:`materialize` does, in order:
 6. drops each layer entry's ``build_config``: it freezes the input shape a layer saw in the
    base model, which a param upstream (``units``) may change; layers build when called.
 
-Seeds per weight, not per layer config: MultiHeadAttention and GroupedQueryAttention copy
-their one kernel initializer config into the query, key and value sub-layers at build time,
-and keras-hub's transformer layers clone theirs per sub-layer (Bidirectional is fine: its
-config holds the backward layer's own config, seeded apart). One seed in such a config
-makes the copies' weights bitwise equal. These layers are *delegated*: their seed slots are
-left ``null``, so each initializer copy Keras makes draws its own seed from Python's
-``random`` module, which :mod:`clonesweep.workers.rebuild` seeds with
-``derive_seed(seed, layer_path, PYTHON_RANDOM)`` right before it builds the layer (recorded
-as ``"<layer>/python_random"``). That is what plain Keras does with unseeded initializers,
-made deterministic per layer path. A user's custom layer keeps explicit seeds in its config
-(the config then records them); one that copies an initializer config into several weights
-gets equal copies, unless its config lists no initializer: its unseeded initializers then
-draw from the seeded Python ``random`` like any delegated layer's.
+Where the seeds go (every seed slot, or Python's ``random`` for layers that copy one
+initializer config into several weights) is :mod:`clonesweep.workers.seedslots`.
 
 A config that is a model's constructor arguments (a subclassed model, a keras-hub backbone:
 no layer list) takes ``model.<argument>`` params at its own keys and is built whole, under
@@ -43,7 +32,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,29 +41,20 @@ from clonesweep.spec.configpaths import (
     ParsedKey,
     PathKind,
     index_layers,
-    is_input_entry,
     is_layer_graph,
-    is_model_entry,
     parse_key,
     resolve,
     resolve_argument,
 )
 from clonesweep.workers.seeding import DATA_ORDER, PYTHON_RANDOM, derive_seed
+from clonesweep.workers.seedslots import (
+    dicts,
+    normalize_initializers,
+    seed_layers,
+)
 
-__all__ = ["COPYING_LAYERS", "DELEGATED_PACKAGES", "MODEL_SEED", "RANDOM_INITIALIZERS",
-           "Materialized", "canonical_hash", "materialize"]
+__all__ = ["MODEL_SEED", "Materialized", "canonical_hash", "materialize"]
 
-# Keras initializers that draw random numbers and take a ``seed``.
-RANDOM_INITIALIZERS = frozenset({
-    "RandomNormal", "RandomUniform", "TruncatedNormal", "VarianceScaling", "GlorotNormal",
-    "GlorotUniform", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal",
-    "OrthogonalInitializer",
-})
-#: Keras layers that copy one initializer (or layer) config into several weights.
-#: (Bidirectional needs none: its config holds the backward layer's own config and seeds.)
-COPYING_LAYERS = frozenset({"MultiHeadAttention", "GroupedQueryAttention", "GroupQueryAttention"})
-#: Libraries whose layers copy initializer configs into sub-layers (by module).
-DELEGATED_PACKAGES = frozenset({"keras_hub", "keras_nlp", "keras_cv"})
 #: Where a constructor-argument model's Python-random seed is recorded in ``seeds``.
 MODEL_SEED = f"model/{PYTHON_RANDOM}"
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}$")
@@ -128,9 +108,9 @@ def materialize(base_config: dict[str, Any], params: Mapping[str, Any], seed: in
         for target in targets:
             _assign(index[target.layer_path]["config"], target.keys, value)
     index = index_layers(config)
-    _normalize_initializers(index)
+    normalize_initializers(index)
     _refuse_lambda(config)
-    seeds = _seed_layers(index, seed)
+    seeds = seed_layers(index, seed)
     seeds[DATA_ORDER] = derive_seed(seed, DATA_ORDER)
     for entry in index.values():
         entry.pop("build_config", None)
@@ -233,23 +213,8 @@ def _assign(config: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
         node[last] = copy.deepcopy(value)
 
 
-def _normalize_initializers(index: dict[str, dict[str, Any]]) -> None:
-    for _, entry in _seedable(index):
-        for node in _dicts(entry.get("config")):
-            for key, value in node.items():
-                if key.endswith("_initializer") and isinstance(value, str):
-                    name = "".join(part.capitalize() for part in value.split("_"))
-                    if name in RANDOM_INITIALIZERS or value in RANDOM_INITIALIZERS:
-                        node[key] = {"module": "keras.initializers",
-                                     "class_name": value if value[:1].isupper() else name,
-                                     "config": {"seed": None}, "registered_name": None}
-            inner = node.get("config")
-            if node.get("class_name") in RANDOM_INITIALIZERS and isinstance(inner, dict):
-                inner.setdefault("seed", None)
-
-
 def _refuse_lambda(config: dict[str, Any]) -> None:
-    for node in _dicts(config):
+    for node in dicts(config):
         if node.get("class_name") == "Lambda":
             inner = node.get("config")
             name = inner.get("name") if isinstance(inner, dict) else None
@@ -258,66 +223,3 @@ def _refuse_lambda(config: dict[str, Any]) -> None:
                 "code that safe mode refuses to load; replace it with a custom layer class "
                 "registered with keras.saving.register_keras_serializable"
             )
-
-
-def _seed_layers(index: dict[str, dict[str, Any]], seed: int) -> dict[str, int]:
-    seeds: dict[str, int] = {}
-    delegated = _delegated(index)
-    for path, entry in _seedable(index):
-        if path in delegated:
-            for holder, chain in _seed_slots(entry.get("config"), ()):
-                holder[chain[-1]] = None
-            seeds[f"{path}/{PYTHON_RANDOM}"] = derive_seed(seed, path, PYTHON_RANDOM)
-            continue
-        for holder, chain in _seed_slots(entry.get("config"), ()):
-            value = derive_seed(seed, path, ".".join(chain))
-            holder[chain[-1]] = value
-            # "hidden/kernel_initializer" for an initializer's seed, else the full chain.
-            is_init = len(chain) > 2 and chain[-2] == "config" and chain[-3].endswith("initializer")
-            label = chain[:-2] if is_init else chain
-            seeds[f"{path}/{'.'.join(label)}"] = value
-    return seeds
-
-
-def _delegated(index: dict[str, dict[str, Any]]) -> set[str]:
-    """Layers whose weights take their seeds from Python's ``random`` at build time: Keras
-    layers that copy one config seed into several weights, and layers of the libraries
-    whose layers do (keras-hub's transformer layers clone their initializers per sub-layer).
-    A user's custom layer keeps explicit seeds: the config then records them."""
-    out = set()
-    for path, entry in _seedable(index):
-        package = str(entry.get("module") or "").split(".")[0]
-        if entry.get("class_name") in COPYING_LAYERS or package in DELEGATED_PACKAGES:
-            out.add(path)
-    return out
-
-
-def _seedable(index: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    # Nested-model entries are skipped: their layers are indexed and seeded on their own.
-    for path, entry in index.items():
-        if not (is_model_entry(entry) or is_input_entry(entry)):
-            yield path, entry
-
-
-def _seed_slots(
-    node: Any, chain: tuple[str, ...]
-) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "seed" and (value is None or type(value) is int):
-                yield node, (*chain, key)
-            else:
-                yield from _seed_slots(value, (*chain, str(key)))
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _seed_slots(item, (*chain, str(i)))
-
-
-def _dicts(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in list(node.values()):
-            yield from _dicts(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _dicts(item)

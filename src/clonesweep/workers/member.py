@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clonesweep.trials import EngineFallback, TrialResult, TrialSpec
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["FusedGroup", "GroupRun", "MemberOutput", "model_bytes", "predict"]
 
@@ -93,7 +96,7 @@ class GroupRun:
     unfused: EngineFallback | None = None
 
 
-def predict(model: Any, x: Any, batch_size: int) -> np.ndarray:
+def predict(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:
     """Inference-mode predictions in chunks, called eagerly: no predict graph to trace."""
     import keras
 
@@ -129,7 +132,7 @@ def predict_stream(model: Any, ds: Any, batch_size: int) -> tuple[np.ndarray, np
     return np.concatenate(preds, axis=0), np.concatenate(targets, axis=0)
 
 
-def model_bytes(model: Any, name: str = "member") -> bytes:
+def model_bytes(model: keras.Model, name: str = "member") -> bytes:
     """The model as a ``.keras`` archive, through a temporary file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{name}.keras")

@@ -1,10 +1,9 @@
 """Out-of-memory errors, told apart from the others: host memory, accelerator memory, or not.
 
-Matching error text lives here, in one place: device allocators report running out as
-TensorFlow's ``ResourceExhaustedError``, XLA's ``RESOURCE_EXHAUSTED`` (JAX; its text often
-names no device) or PyTorch's ``OutOfMemoryError`` ("CUDA out of memory"); only a text
-naming the CPU makes one of those a host OOM. Python's MemoryError is always the host.
-No Keras import here.
+The backends' error text is read in the Keras fence (:func:`clonesweep.workers._keras.
+memory_exhausted`); this module turns its answer into a :class:`FailReason`. Python's
+MemoryError is always the host's and needs no Keras; any other error is read through the
+fence, imported then (Keras is loaded by the time a trial fails).
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ def oom_reason(exc: BaseException) -> FailReason | None:
     """``OOM`` (host memory), ``GPU_OOM`` (accelerator memory), or None (not memory)."""
     if isinstance(exc, MemoryError):
         return FailReason.OOM
-    name = type(exc).__name__
-    if name not in ("ResourceExhaustedError", "OutOfMemoryError") \
-            and "RESOURCE_EXHAUSTED" not in str(exc):
+    from clonesweep.workers._keras import memory_exhausted
+
+    where = memory_exhausted(exc)
+    if where is None:
         return None
-    text = f"{name}: {exc}"
-    on_cpu = "device:CPU" in text or "allocator cpu" in text or "on CPU" in text
-    return FailReason.OOM if on_cpu else FailReason.GPU_OOM
+    return FailReason.OOM if where == "host" else FailReason.GPU_OOM

@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +36,12 @@ import keras
 
 from clonesweep.errors import RebuildError, SpecError, UnsafeConfigError
 from clonesweep.spec.configpaths import is_layer_graph, model_kind
+from clonesweep.workers._keras import safe_mode_refused, unknown_classes
 from clonesweep.workers.materialize import MODEL_SEED, Materialized, materialize
 from clonesweep.workers.seeding import PYTHON_RANDOM, derive_seed
 
 __all__ = ["Variant", "build_variant", "forget_bases", "graph_config", "rebuild"]
 
-_UNKNOWN = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 _REGISTER_HINT = (
     "decorate the class with @keras.saving.register_keras_serializable(package=...) and "
     "list its module under model.imports in the sweep file so every worker imports it"
@@ -85,7 +84,7 @@ def rebuild(base_config: dict[str, Any], params: Mapping[str, Any], *, seed: int
     return Variant(model=model, materialized=materialized)
 
 
-def _from_arguments(materialized: Materialized) -> Any:
+def _from_arguments(materialized: Materialized) -> keras.Model:
     """A constructor-argument model, built through its class's ``from_config`` (safe mode)."""
     config = materialized.config
     random.seed(materialized.seeds[MODEL_SEED])
@@ -208,7 +207,7 @@ def _base_model(base_config: dict[str, Any]) -> tuple[Any, dict[int, str]]:
     return _BASES[key]
 
 
-def _layer_paths(model: Any, prefix: str) -> dict[int, str]:
+def _layer_paths(model: keras.Model, prefix: str) -> dict[int, str]:
     """``id(layer) -> qualified path`` for every layer and operation node, recursing into
     nested models (a Functional's ``operations`` holds both; a Sequential has layers only)."""
     paths: dict[int, str] = {}
@@ -223,8 +222,8 @@ def _layer_paths(model: Any, prefix: str) -> dict[int, str]:
 
 def _make_clone_function(
     paths: Mapping[int, str], layer_configs: Mapping[str, dict[str, Any]], seed: int
-) -> Callable[[Any], Any]:
-    def clone_function(layer: Any) -> Any:
+) -> Callable[[keras.layers.Layer], keras.layers.Layer]:
+    def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
         # clone_model hands over the ORIGINAL layers of the base model.
         path = paths.get(id(layer))
         if path is None or path not in layer_configs:
@@ -240,7 +239,7 @@ def _make_clone_function(
     return clone_function
 
 
-def _deserialize(envelope: dict[str, Any], what: str) -> Any:
+def _deserialize(envelope: dict[str, Any], what: str) -> keras.layers.Layer:
     try:
         return keras.saving.deserialize_keras_object(envelope, safe_mode=True)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -249,9 +248,9 @@ def _deserialize(envelope: dict[str, Any], what: str) -> Any:
 
 def _rebuild_error(exc: Exception, what: str) -> RebuildError:
     text = str(exc)
-    if "safe_mode" in text or "safe mode" in text:
+    if safe_mode_refused(exc):
         return UnsafeConfigError(f"safe mode refused to rebuild {what}: {text}")
-    missing = sorted(set(_UNKNOWN.findall(text)))
+    missing = unknown_classes(exc)
     if missing:
         return RebuildError(
             f"could not rebuild {what}: Keras does not know the class "

@@ -18,7 +18,7 @@ checkpoint folder, a retried trial resumes after its last checkpoint
 :mod:`~clonesweep.workers.engines.fused`, handed a :class:`~clonesweep.workers.job.
 WorkerState`, never the runner.
 
-About 420 lines, past the usual 300: one class holds a worker's state (data, feeds, kept
+About 430 lines, past the usual 300: one class holds a worker's state (data, feeds, kept
 models) and a trial's life in it (build, train with the engine fallback, keep), and splitting
 it would pass that state around again.
 """
@@ -28,11 +28,10 @@ from __future__ import annotations
 import gc
 import importlib
 import json
-import os
 import socket
-import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -64,10 +63,19 @@ from clonesweep.workers.seeding import DATA_ORDER
 from clonesweep.workers.streams import StreamData, batched, first_batch, stream_of
 
 if TYPE_CHECKING:
+    import keras
+
     from clonesweep.workers.member import FusedGroup, MemberOutput
     from clonesweep.workers.rebuild import Variant
 
-__all__ = ["TrialRunner", "WorkerJob", "import_object"]
+__all__ = ["OnTrained", "TrialRunner", "WorkerJob", "import_object"]
+
+#: ``on_trained(number, value, model)``: called once for each trial that completed training,
+#: with its number, its objective value and its trained model, before evaluation-time work
+#: (latency, keeping the best model). The model is valid only during the call: the next
+#: trial's ``clear_session`` frees it; copy what you need (``model.get_weights()``).
+#: Called on the runner's thread; an exception it raises propagates out of ``run``.
+OnTrained = Callable[[int, float, "keras.Model"], None]
 
 
 def import_object(ref: str) -> Any:
@@ -90,10 +98,20 @@ def _short_traceback(exc: BaseException, limit: int = 6) -> str:
 
 
 class TrialRunner:
-    """Runs trials one after another in this process. Not thread-safe: one trial at a time."""
+    """Runs trials one after another in this process. Not thread-safe: one trial at a time.
 
-    def __init__(self, job: WorkerJob, *, worker: str = "local", node: str | None = None) -> None:
+    Args:
+        job: What every trial of this worker shares (sent once).
+        worker: This worker's name, recorded on each result.
+        node: This worker's node (default: the host name).
+        on_trained: Called with each completed trial's trained model (:data:`OnTrained`),
+            e.g. to compare an engine's final variables with Keras's fit's in a test.
+    """
+
+    def __init__(self, job: WorkerJob, *, worker: str = "local", node: str | None = None,
+                 on_trained: OnTrained | None = None) -> None:
         self.job = job
+        self._on_trained = on_trained
         self.worker = worker
         self.node = node or socket.gethostname()
         configure_backend(job.cpus, job.gpu_memory_fraction)
@@ -191,7 +209,8 @@ class TrialRunner:
         except _Stop as stop:
             result = stop.apply(result)
         else:
-            self._trained(spec.number, epochs.value, variant.model)
+            if self._on_trained is not None:
+                self._on_trained(spec.number, epochs.value, variant.model)
             self._keep_member(spec.number, variant.model)
             result = replace(result, state=TrialState.COMPLETE, value=epochs.value)
         if self.job.measure_latency and result.state is not TrialState.FAIL:
@@ -203,7 +222,10 @@ class TrialRunner:
                          engine_fallback=epochs.fallback)
         if self.job.keep_best and result.state is TrialState.COMPLETE:
             # After the latency: objectives and constraints may read it.
-            self._keeper.offer(spec.number, result, lambda: _saved(variant.model, spec.number))
+            from clonesweep.workers.member import model_bytes
+
+            self._keeper.offer(spec.number, result,
+                               lambda: model_bytes(variant.model, f"trial-{spec.number}"))
         return self._ended(spec, result)
 
     def _epochs(self, spec: TrialSpec, variant: Variant, reporter: Reporter) -> TrialEpochs:
@@ -262,7 +284,7 @@ class TrialRunner:
             self._structures[spec.structure] = config
         return config
 
-    def _latency_ms(self, model: Any, calls: int = 5) -> float | None:
+    def _latency_ms(self, model: keras.Model, calls: int = 5) -> float | None:
         """Median ms of ``calls`` predict_on_batch calls on the first 32 validation inputs
         (after one warm-up call, which traces the function)."""
         data = self._load_data()
@@ -357,16 +379,8 @@ class TrialRunner:
         return _Stop(TrialState.FAIL, FailReason.USER_ERROR,
                      f"{type(exc).__name__}: {exc}\n{_short_traceback(exc)}")
 
-    # -- completed trials ------------------------------------------------------------------
-    def _trained(self, number: int, value: float, model: Any) -> None:
-        """Called with each completed trial's trained model, before evaluation-time work.
-
-        Does nothing here: the models the driver may ask for are kept by the keeper once
-        the trial's result is whole (objectives and constraints may read its latency). A
-        subclass may read the model (the engines' bitwise tests compare its variables)."""
-
     # -- ensemble members (see clonesweep.workers.member and .engines.fused) ---------------
-    def _keep_member(self, number: int, model: Any) -> None:
+    def _keep_member(self, number: int, model: keras.Model) -> None:
         if not self.job.keep_members:
             return
         from clonesweep.workers.member import MemberOutput, model_bytes, predict, predict_stream
@@ -435,15 +449,6 @@ class TrialRunner:
     def best_model(self, number: int) -> bytes | None:
         """The ``.keras`` bytes of trial ``number`` if this worker kept it, else None."""
         return self._keeper.get(number)
-
-
-def _saved(model: Any, number: int) -> bytes:
-    """``model`` as ``.keras`` archive bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, f"trial-{number}.keras")
-        model.save(path)
-        with open(path, "rb") as fh:
-            return fh.read()
 
 
 class _NoPruning:

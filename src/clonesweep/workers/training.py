@@ -39,7 +39,8 @@ def compile_trial(variant: Variant, training: TrainingSpec) -> None:
                   steps_per_execution=steps, jit_compile=tr.jit_compile)
 
 
-def metrics_for(model: Any, metrics: tuple[str, ...]) -> Any:
+def metrics_for(model: keras.Model,
+                metrics: tuple[str, ...]) -> list[str] | dict[str, list[str]]:
     """The metrics as ``compile`` takes them for this model: the list itself for one
     output, the same list for each output (by output name) for several."""
     names = list(getattr(model, "output_names", None) or [])

@@ -108,3 +108,65 @@ def test_without_grappler_switches_it_off_inside_only(before: bool) -> None:
         assert tf.config.optimizer.get_experimental_options().get(key, False) is before
     finally:
         tf.config.optimizer.set_experimental_options({key: False})
+
+
+# -- error text the fence reads: produced for real, so a reworded release fails here -------
+def _raised(call: object) -> BaseException:
+    try:
+        call()  # type: ignore[operator]
+    except Exception as exc:
+        return exc
+    raise AssertionError("expected an error")
+
+
+def _lambda_refusal() -> BaseException:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda x: x * 2)])
+    envelope = keras.saving.serialize_keras_object(model.layers[-1])
+    return _raised(lambda: keras.saving.deserialize_keras_object(envelope, safe_mode=True))
+
+
+def test_a_lambda_refused_in_safe_mode_is_read_as_a_refusal() -> None:
+    exc = _lambda_refusal()
+    assert _keras.safe_mode_refused(exc), f"Keras reworded its safe-mode refusal: {exc}"
+    assert _keras.unknown_classes(exc) == []
+
+
+def test_an_unregistered_class_is_named_and_is_not_a_refusal() -> None:
+    envelope = {"module": "nowhere", "class_name": "NoSuchLayer", "config": {},
+                "registered_name": "NoSuchLayer"}
+    exc = _raised(lambda: keras.saving.deserialize_keras_object(envelope, safe_mode=True))
+    assert _keras.unknown_classes(exc) == ["NoSuchLayer"], f"Keras reworded it: {exc}"
+    assert not _keras.safe_mode_refused(exc)
+
+
+def test_a_nested_deserialization_error_condenses_to_its_innermost_cause() -> None:
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
+    config = keras.saving.serialize_keras_object(model)
+    dense = next(c for c in config["config"]["layers"] if c["class_name"] == "Dense")
+    dense["config"]["activation"] = "no_such_activation"
+    exc = _raised(lambda: keras.saving.deserialize_keras_object(config, safe_mode=True))
+    message = f"could not rebuild layer 'd': {type(exc).__name__}: {exc}"
+    assert _keras.condensed_deserialization_error(message) == (
+        "could not rebuild layer 'd': Could not interpret activation function identifier: "
+        "no_such_activation"), f"Keras reworded its nested error: {exc}"
+    # Keras's advice to turn safe mode off is dropped; the refusal itself is kept.
+    nested = f"head: <class 'X'> failed.\n\nException encountered: {_lambda_refusal()}"
+    condensed = _keras.condensed_deserialization_error(nested)
+    assert condensed.startswith("head: Requested the deserialization of a `Lambda` layer")
+    assert "safe_mode=False" not in condensed and "unsafe_deserialization" not in condensed
+    assert _keras.condensed_deserialization_error("plain") == "plain"
+
+
+def test_tensorflows_out_of_memory_names_its_device() -> None:
+    # A real one: the CPU allocator refuses 128 TiB at once, allocating nothing.
+    exc = _raised(lambda: tf.zeros([2**45], tf.float32))
+    assert type(exc).__name__ == "ResourceExhaustedError"
+    assert _keras.memory_exhausted(exc) == "host", f"TensorFlow reworded its OOM: {exc}"
+    # On a GPU (none here): the documented format, on TensorFlow's own error class.
+    gpu = tf.errors.ResourceExhaustedError(
+        None, None, "OOM when allocating tensor with shape[4096,4096] and type float on "
+        "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc")
+    assert _keras.memory_exhausted(gpu) == "device"
+    assert _keras.memory_exhausted(MemoryError()) == "host"
+    assert _keras.memory_exhausted(ValueError("shapes differ")) is None

@@ -40,12 +40,13 @@ class Reporter:
 
 
 class WeightsRunner(TrialRunner):
-    """Keeps each completed trial's final weights (through the trained-model hook)."""
+    """Keeps each completed trial's final weights (through ``on_trained``)."""
 
-    weights: dict[int, list[np.ndarray]]
+    def __init__(self, job: WorkerJob) -> None:
+        self.weights: dict[int, list[np.ndarray]] = {}
+        super().__init__(job, on_trained=self._keep)
 
-    def _trained(self, number: int, value: float, model: Any) -> None:
-        self.weights = getattr(self, "weights", {})
+    def _keep(self, number: int, value: float, model: Any) -> None:
         self.weights[number] = [np.array(w) for w in model.get_weights()]
 
 

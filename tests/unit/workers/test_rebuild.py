@@ -15,9 +15,10 @@ from custom_layers import ScaledDense  # one module object (see test_model_kinds
 
 from clonesweep.errors import ConfigPathError, RebuildError, SpecError, UnsafeConfigError
 from clonesweep.spec.configpaths import index_layers, is_input_entry, is_model_entry, resolve
-from clonesweep.workers.materialize import RANDOM_INITIALIZERS, materialize
+from clonesweep.workers.materialize import materialize
 from clonesweep.workers.rebuild import build_variant, rebuild
 from clonesweep.workers.seeding import DATA_ORDER
+from clonesweep.workers.seedslots import RANDOM_INITIALIZERS
 
 L = keras.layers
 

@@ -18,20 +18,19 @@ counts its parameters; a corner that does not build is a :class:`SpecError` nami
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clonesweep.errors import CloneSweepError, SpecError
 from clonesweep.spec.model import Distribution, ParamSpec, SweepSpec
+from clonesweep.spec.params import walk
 from clonesweep.spec.searchspace import check_parameters, config_params
 
 __all__ = ["Corner", "build_corners", "corners"]
 
 #: A ``model.<argument>`` int range up to this many values is enumerated (each structure).
 _MAX_ENUMERATED = 32
-_NESTED = "Exception encountered: "
 _DEFAULT_HINT = ("narrow the key's range or drop that value; clonesweep validate rebuilds "
                  "the model at every corner of the search space")
 
@@ -71,21 +70,14 @@ def _targets(p: ParamSpec) -> list[Any]:
 def _walk(parameters: tuple[ParamSpec, ...], high: bool,
           forced: dict[str, Any]) -> dict[str, Any]:
     """The params of one corner, sampled define-by-run like :class:`TrialMaker` does."""
-    chosen: dict[str, Any] = {}
-    applied: dict[str, Any] = {}
-    for p in parameters:
-        if not p.active(chosen):
-            if p.has_otherwise:
-                applied[p.path] = p.otherwise
-            continue
+    def value_of(p: ParamSpec) -> Any:
         if p.path in forced:
-            value = forced[p.path]
-        elif p.values:
-            value = p.values[-1] if high else p.values[0]
-        else:
-            value = p.high if high else p.low
-        chosen[p.path] = applied[p.path] = value
-    return applied
+            return forced[p.path]
+        if p.values:
+            return p.values[-1] if high else p.values[0]
+        return p.high if high else p.low
+
+    return walk(parameters, value_of)
 
 
 def _force(by_key: dict[str, ParamSpec], key: str, value: Any, forced: dict[str, Any]) -> None:
@@ -237,13 +229,8 @@ def _split_hint(exc: Exception) -> tuple[str, str | None]:
 
 
 def _condensed(message: str) -> str:
-    """Keras nests the config of every enclosing object in a deserialization error: keep our
-    head and its innermost cause, without Keras's advice to turn safe mode off."""
-    if _NESTED not in message:
-        return message
-    head = re.sub(r"\s*\w+Error:\s*$", "", message.split("<class", 1)[0]).rstrip(" :")
-    cause = message.rsplit(_NESTED, 1)[1].strip()
-    sentences = re.split(r"(?<=\.)\s+", cause)
-    cause = " ".join(s for s in sentences
-                     if "safe_mode=False" not in s and "unsafe_deserialization" not in s)
-    return f"{head}: {cause}"
+    """Keras's nested deserialization error, condensed in its fence (Keras is loaded: the
+    message comes from a rebuild on this process)."""
+    from clonesweep.workers._keras import condensed_deserialization_error
+
+    return condensed_deserialization_error(message)

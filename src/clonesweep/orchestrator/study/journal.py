@@ -35,10 +35,13 @@ driver runs, ids stay the same. Not thread-safe: one backend per thread.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
 import os
+import sys
+import weakref
 from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,9 @@ class GroupCommitJournal(BaseJournalBackend):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        # What is held is written and the file closed at the latest when the interpreter
+        # exits, before its modules are torn down (a __del__ run then could find `os` gone).
+        atexit.register(_close_at_exit, weakref.ref(self))
         if new:
             self._sync_folder()
         # Logs not yet handed to the JournalStorage (it reads each log once, in order).
@@ -157,7 +163,7 @@ class GroupCommitJournal(BaseJournalBackend):
         self._fd = -1
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", -1) >= 0:
+        if getattr(self, "_fd", -1) >= 0 and not sys.is_finalizing():
             try:
                 self.commit()
             finally:
@@ -288,3 +294,10 @@ def commit(storage: Any) -> None:
     backend = journal_backend(storage)
     if isinstance(backend, GroupCommitJournal):
         backend.commit()
+
+
+def _close_at_exit(ref: weakref.ref[GroupCommitJournal]) -> None:
+    """At interpreter exit: commit and close a journal backend still alive."""
+    backend = ref()
+    if backend is not None:
+        backend.close()

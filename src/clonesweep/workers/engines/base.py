@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from clonesweep.trials import EngineFallback
 from clonesweep.workers.arrays import length
 from clonesweep.workers.engines.feeds import FeedCache
 from clonesweep.workers.streams import StreamData
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["Engine", "EpochHook", "EpochOrder", "FitClock", "FitPlan", "TrainData",
            "TrialTraining", "arrays_only", "epoch_orders"]
@@ -193,14 +196,14 @@ class TrialTraining:
             function here that copies it in (run before a checkpoint reads the model).
     """
 
-    model: Any
+    model: keras.Model
     data: TrainData | StreamData
     plan: FitPlan
     training: TrainingSpec
     hook: EpochHook
     clock: FitClock
     feeds: FeedCache
-    callbacks: tuple[Any, ...] = ()
+    callbacks: tuple[keras.callbacks.Callback, ...] = ()
     before_save: list[Callable[[], None]] = field(default_factory=list)
 
 

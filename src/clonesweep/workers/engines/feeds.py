@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from clonesweep.workers.engines.fusedgraph import StackedEngine
-    from clonesweep.workers.engines.graphfit import GraphEngine, Structure
+    from clonesweep.workers.engines.graphcover import Structure
+    from clonesweep.workers.engines.graphengine import GraphEngine
 
 __all__ = ["FeedCache"]
 

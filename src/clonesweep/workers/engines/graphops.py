@@ -79,7 +79,10 @@ def hyper_inputs(kind: tuple[Any, ...], dropout_rates: Sequence[float],
     dropped = list(dropout_rates) or [0.0]
     rates = tf.constant(np.array([dropped, [1 / (1 - r) for r in dropped]], np.float32))
     opt = optimizer
-    lr = _keras.constant_learning_rate(opt).value
+    variable = _keras.constant_learning_rate(opt)
+    if variable is None:  # graphcover declines a schedule: this is the engine's own error
+        raise ValueError("the traced graph takes a constant learning rate, not a schedule")
+    lr = variable.value
     if kind[0] == "Adam":
         values = [lr, _f32(opt.beta_1), _f32(opt.beta_2), _f32(1 - opt.beta_1),
                   _f32(1 - opt.beta_2), _f32(opt.epsilon)]

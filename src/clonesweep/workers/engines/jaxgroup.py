@@ -13,7 +13,7 @@ error of its own come back as :attr:`GroupRun.unfused`, and the runner trains th
 one by one on Keras's fit, each saying why (:class:`~clonesweep.trials.EngineFallback`).
 
 How each full batch runs (:class:`~clonesweep.workers.engines.jaxfused.Mode`) is chosen
-from the layer kinds, as measured in tests/workers/test_jaxfused.py: a model with a
+from the layer kinds, as measured in tests/unit/workers/engines/test_jaxfused.py: a model with a
 convolution runs vmapped (no compiled program reproduces a convolution's gradients but the
 unbatched one, which is K times slower: a tolerance is stated in docs/ensembles.md); a
 model with attention runs vmapped (bitwise the member trained alone); any other model
@@ -41,9 +41,11 @@ from clonesweep.trials import (
     TrialResult,
     TrialState,
 )
+from clonesweep.workers.engines.base import arrays_only
 from clonesweep.workers.job import WorkerState
 from clonesweep.workers.member import FusedGroup, GroupRun, MemberOutput, model_bytes, predict
 from clonesweep.workers.oom import oom_reason
+from clonesweep.workers.streams import StreamData
 
 __all__ = ["ENGINE", "group_declines", "mode_for", "run_group"]
 
@@ -83,6 +85,8 @@ def group_declines(state: WorkerState, backend: str) -> EngineFallback | None:
         why = "training.callbacks are set (each member needs its own fit)"
     elif tr.class_weight is not None:
         why = "training.class_weight is set"
+    elif isinstance(state.data, StreamData):
+        why = f"the data are {state.data.kind.value} datasets (the engine takes arrays)"
     elif state.data.weighted:
         why = "the data loader returns sample weights"
     elif any(isinstance(a, dict) for a in (state.data.x, state.data.x_val)):
@@ -136,7 +140,7 @@ def _train(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
 
     keras.utils.clear_session()
     t0 = time.perf_counter()
-    data, tr = state.data, state.job.training
+    data, tr = arrays_only(state.data, ENGINE), state.job.training
     params = dict(group.members[0].params)
     mats = [materialize(state.base_config, m.params, m.seed) for m in group.members]
     plan = FusedPlan(
@@ -172,8 +176,9 @@ def _output(state: WorkerState, spec: Any, mat: Any, model: Any,
         config_json=json.dumps(mat.config, sort_keys=True),
         param_count=int(model.count_params()), timings=timings, node=state.node,
         worker=state.worker, attempt=spec.attempt, engine=ENGINE)
-    pred = predict(model, state.data.x_val, job.training.validation_batch_size)
-    return MemberOutput(pred, np.asarray(state.data.y_val),
+    data = arrays_only(state.data, ENGINE)
+    pred = predict(model, data.x_val, job.training.validation_batch_size)
+    return MemberOutput(pred, np.asarray(data.y_val),
                         model_bytes(model, f"member-{spec.number}") if ok else b"",
                         result=result, fused=True)
 

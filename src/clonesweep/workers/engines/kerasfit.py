@@ -54,18 +54,18 @@ class EpochEnd(keras.callbacks.Callback):
         self._hook, self._clock, self._order = hook, clock, order
         self._test_started: float | None = None
 
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self._order.epoch = epoch
 
-    def on_test_begin(self, logs: Any = None) -> None:
+    def on_test_begin(self, logs: dict[str, float] | None = None) -> None:
         self._test_started = time.perf_counter()
 
-    def on_test_end(self, logs: Any = None) -> None:
+    def on_test_end(self, logs: dict[str, float] | None = None) -> None:
         if self._test_started is not None:
             self._clock.eval_s += time.perf_counter() - self._test_started
             self._test_started = None
 
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         t0 = time.perf_counter()
         try:
             stop = self._hook(epoch, {k: float(v) for k, v in (logs or {}).items()})

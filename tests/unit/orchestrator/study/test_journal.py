@@ -131,6 +131,27 @@ def test_every_told_trial_survives_a_sigkill(tmp_path: Path) -> None:
     assert 999.0 in {t.value for t in _optuna_reads(path, "s")}
 
 
+_EXIT_HOLDING = textwrap.dedent("""
+    import sys
+    from clonesweep.orchestrator.study.journal import journal_storage
+    import optuna  # after: torn down first at exit, as a command's imports often are
+    storage = journal_storage(sys.argv[1])  # alive until the interpreter exits
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.ask().suggest_float("x", 0.0, 1.0)  # held, not written: no trial finished
+""")
+
+
+def test_what_is_held_is_written_when_the_interpreter_exits(tmp_path: Path) -> None:
+    """The backend is closed before the interpreter tears its modules down: no "Exception
+    ignored in __del__" on stderr, and the asked trial's param reaches the file."""
+    path = tmp_path / "study.log"
+    done = subprocess.run([sys.executable, "-c", _EXIT_HOLDING, str(path)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "Exception ignored" not in done.stderr, done.stderr
+    (trial,) = _optuna_reads(path, "s")
+    assert trial.state is RUNNING and set(trial.params) == {"x"}
+
+
 def test_a_line_cut_short_by_a_crash_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "study.log"
     study = optuna.create_study(study_name="s", storage=journal_storage(path))

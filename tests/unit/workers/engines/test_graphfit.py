@@ -26,12 +26,13 @@ class Quiet:
 
 
 class StateRunner(TrialRunner):
-    """Keeps each completed trial's final model and optimizer variables."""
+    """Keeps each completed trial's final model and optimizer variables (``on_trained``)."""
 
-    state: dict[int, list[np.ndarray]]
+    def __init__(self, job: WorkerJob) -> None:
+        self.state: dict[int, list[np.ndarray]] = {}
+        super().__init__(job, on_trained=self._keep)
 
-    def _trained(self, number: int, value: float, model: Any) -> None:
-        self.state = getattr(self, "state", {})
+    def _keep(self, number: int, value: float, model: Any) -> None:
         self.state[number] = [np.array(v.numpy()) for v in
                               [*model.variables, *model.optimizer.variables]]
 

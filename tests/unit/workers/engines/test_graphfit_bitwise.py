@@ -22,14 +22,9 @@ class Quiet:
         return False
 
 
-class Keeping(TrialRunner):
-    """Keeps the last trial's model and optimizer variables."""
-
-    kept: list[np.ndarray]
-
-    def _trained(self, number: int, value: float, model: Any) -> None:
-        self.kept = [np.array(v.numpy()) for v in
-                     [*model.variables, *model.optimizer.variables]]
+def _variables(model: Any) -> list[np.ndarray]:
+    """A trained model's and its optimizer's variables, copied (``on_trained``)."""
+    return [np.array(v.numpy()) for v in [*model.variables, *model.optimizer.variables]]
 
 
 def _arrays(kind: str) -> tuple[np.ndarray, ...]:
@@ -71,12 +66,15 @@ def _run(kind: str, reuse: bool, lr: float, optimizer: str,
     training = TrainingSpec(epochs=3, batch_size=16, validation_batch_size=20, loss=loss,
                             metrics=metrics, optimizer=optimizer,
                             optimizer_config={"learning_rate": lr}, reuse_graphs=reuse)
-    runner = Keeping(WorkerJob(json.dumps(keras.saving.serialize_keras_object(model)), (),
-                               DataSpec(f"{__name__}:{kind}", {}), training,
-                               ObjectiveSpec("val_loss", Direction.MINIMIZE), keep_best=True))
+    kept: dict[int, list[np.ndarray]] = {}
+    runner = TrialRunner(WorkerJob(json.dumps(keras.saving.serialize_keras_object(model)), (),
+                                   DataSpec(f"{__name__}:{kind}", {}), training,
+                                   ObjectiveSpec("val_loss", Direction.MINIMIZE), keep_best=True),
+                         on_trained=lambda number, _, trained: kept.update(
+                             {number: _variables(trained)}))
     result = runner.run(TrialSpec(0, {}, seed=3), Quiet())
     assert result.state is TrialState.COMPLETE, result.message
-    return result, runner.kept
+    return result, kept[0]
 
 
 @pytest.mark.parametrize("lr", [1e-3, 0.06])

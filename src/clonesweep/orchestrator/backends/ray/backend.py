@@ -7,37 +7,39 @@ Per-epoch values reach the driver through the broker, a small async actor: a wor
 ``report`` call waits there until the driver, the only writer to the study, has decided
 whether to prune. The driver long-polls the broker with ``drain`` so a report wakes the
 sweep loop at once.
+
+Starting Ray, the job and the actors is :mod:`clonesweep.orchestrator.backends.ray.startup`;
+this module is a trial's way through a slot (dispatch, poll, failures, timeouts). About 330
+lines, past the usual 300: a running trial's state (``_Running``, the slot it holds, what was
+shipped to that slot) is changed by dispatch, finish, the failure mapping and the node-loss
+and timeout checks together, and they are read together when one changes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator.backends.ray._ray import (
     actor_init_failed,
-    loopback_node,
-    loopback_only,
     never_ran,
-    preload_modules,
     start_failure,
     stop_monitor,
 )
-from clonesweep.orchestrator.backends.ray.actors import _Broker, _WorkerActor
-from clonesweep.orchestrator.backends.ray.reaper import Reaper, children_of
-from clonesweep.orchestrator.backends.ray.slots import (
-    SlotPool,
-    first_line,
-    fit_slots,
-    on_driver_node,
+from clonesweep.orchestrator.backends.ray.actors import _WorkerActor
+from clonesweep.orchestrator.backends.ray.reaper import Reaper
+from clonesweep.orchestrator.backends.ray.slots import SlotPool, first_line, fit_slots
+from clonesweep.orchestrator.backends.ray.startup import (
+    data_by_reference,
+    stamped,
+    start_actors,
+    start_broker,
+    start_ray,
 )
 from clonesweep.spec.model import ResourcesSpec
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
@@ -51,22 +53,6 @@ log = logging.getLogger(__name__)
 # epoch) before the driver kills it: covers a hang inside an epoch.
 _KILL_GRACE_S = 30.0
 _DRAIN_WAIT_S = 1.0
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set ``values`` in this process's environment for the block (the Ray processes it
-    starts inherit them), then put back what was there."""
-    before = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @dataclass
@@ -130,104 +116,23 @@ class RayBackend:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, job: WorkerJob, slots: int) -> None:
-        import ray
-
         # A job may ask for its own backend (fused ensembles on JAX): Keras fixes its
         # backend per process, so the workers are started with it.
         self._keras_backend = job.keras_backend or self._default_backend
-        env = {"KERAS_BACKEND": self._keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        inherit = False  # the workers inherit env from the Ray this driver starts
-        if not ray.is_initialized():
-            try:
-                # A Ray this driver starts for itself listens on loopback only.
-                local = self._address is None and not os.environ.get("RAY_ADDRESS")
-                extra: dict[str, Any] = {}
-                if local:
-                    extra = {**loopback_node(), **self._local_start(slots)}
-                    inherit = True
-                before = children_of(os.getpid()) if local else set()
-                with _environment(env if inherit else {}), \
-                        loopback_only() if local else contextlib.nullcontext():
-                    ray.init(address=self._address, include_dashboard=False,
-                             log_to_driver=False, logging_level=logging.WARNING,
-                             configure_logging=False, **extra)
-                if local:  # what ray.init started ends with this driver, even on SIGKILL
-                    self._reaper.start(children_of(os.getpid()) - before)
-            except Exception as exc:
-                where = self._address or os.environ.get("RAY_ADDRESS") or "a local Ray"
-                raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
-            self._owns_ray = True
+        started = start_ray(self._address, self._keras_backend, self._resources, slots,
+                            self._reaper)
+        self._owns_ray = started.owns_ray
         try:
             slots = fit_slots(self._resources, slots)
         except SweepFailed:
             self.shutdown()
             raise
-        job = self._stamped(job)
-        job = self._data_by_reference(job)  # ux
-        # max_task_retries=0: Ray itself never re-runs a trial, not even one its memory
-        # monitor killed (task_oom_retries covers plain tasks, not actor methods): that
-        # trial comes back as OutOfMemoryError -> `oom`, and the driver retries it at most
-        # sweep.retries times. max_restarts=-1: the actor itself always comes back.
-        # On a Ray this driver started, the workers already have env (and, on TensorFlow,
-        # Keras imported; see _local_start): no runtime_env, so the actors take the
-        # processes Ray prestarted instead of waiting for new ones (~1 s on 2 cores).
-        actor_cls: Any = ray.remote(self.worker_class).options(
-            num_cpus=self._resources.cpu, num_gpus=self._resources.gpu,
-            max_restarts=-1, max_task_retries=0,
-            **({} if inherit else {"runtime_env": {"env_vars": env}}))
-        self._actors = [actor_cls.remote(job, f"worker-{i}") for i in range(slots)]
+        job = stamped(job, self._keras_backend, self._resources)
+        job, self._data_ref = data_by_reference(job)  # the ref is held while workers run
+        self._actors = start_actors(self.worker_class, job, slots, self._resources, started)
         self._pool = SlotPool(self._actors, self._resources, self._resource_wait)
-        broker_env = {"runtime_env": {"env_vars": {"CLONESWEEP_NO_PRELOAD": "1"}}} if inherit \
-            else {}
-        self._broker = ray.remote(_Broker).options(
-            num_cpus=0, max_concurrency=10_000, scheduling_strategy=on_driver_node(),
-            **broker_env).remote()
+        self._broker = start_broker(started)
         self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
-
-    def _local_start(self, slots: int) -> dict[str, Any]:
-        """``ray.init`` settings for the local Ray this driver starts for itself.
-
-        On TensorFlow with CPU trials: as many CPUs as the slots need (at most the
-        machine's), so Ray prestarts one worker process per slot and no more, and each
-        prestarted process imports Keras as it starts (:mod:`clonesweep.workers.preload`),
-        overlapping the ~4 s TensorFlow import with Ray's own start-up and the study's.
-        """
-        if self._keras_backend != "tensorflow" or self._resources.cpu <= 0:
-            return {}
-        cpus = min(os.cpu_count() or 1, max(1, math.ceil(slots * self._resources.cpu)))
-        return {"num_cpus": cpus, **preload_modules(["clonesweep.workers.preload"])}
-
-    def _stamped(self, job: WorkerJob) -> WorkerJob:
-        """The job with the driver's versions (workers check theirs against them) and, for a
-        GPU share below one, that share as the worker's GPU memory cap; set values stay."""
-        from clonesweep.workers.versions import runtime_versions
-
-        changes: dict[str, Any] = {}
-        if not job.versions:
-            changes["versions"] = runtime_versions(self._keras_backend)
-        if job.gpu_memory_fraction is None and 0 < self._resources.gpu < 1:
-            changes["gpu_memory_fraction"] = self._resources.gpu
-        return dataclasses.replace(job, **changes) if changes else job
-
-    # --- ux: in-memory data travels through the object store, once ---
-    def _data_by_reference(self, job: WorkerJob) -> WorkerJob:
-        """Arrays go to the object store once: those given in memory (the Python API's
-        ``data=``) and those a sweep file's loader returns (called here, on the driver,
-        once). The workers' loader reads that one copy (numpy arrays without a copy, mapped
-        from the node's shared object store) instead of each worker calling the loader and
-        holding its own. A loader returning datasets is left to each worker."""
-        from clonesweep.spec.model import DataSpec
-        from clonesweep.workers.given import shared_arrays
-
-        arrays = shared_arrays(job.data)
-        if arrays is None:
-            return job
-        import ray
-
-        self._data_ref = ray.put(arrays)  # held while the workers run
-        loader = "clonesweep.orchestrator.backends.ray.actors:stored_arrays"
-        return dataclasses.replace(job, data=DataSpec(loader, {"ref": self._data_ref}))
-    # --- end ux ---
 
     def shutdown(self) -> None:
         import ray
