@@ -11,23 +11,23 @@ The arithmetic is Keras's own, op for op, so a trial's numbers are bitwise those
 trial fitted by Keras. Where this is tested with ``==`` (histories, trained weights and
 optimizer state; tests/unit/workers/engines/test_graphfit_bitwise.py and test_graphfit.py):
 softmax, sigmoid and linear outputs, at learning rates 1e-3 and 0.06, Adam and SGD (with and
-without Nesterov momentum), Dropout, Flatten and Activation layers, a biasless output, a one-unit layer, on
-Keras 3.15 with TensorFlow 2.21 on CPU. Elsewhere (other losses, GPUs, other TensorFlow
-builds) the same ops run, but no test holds them to ``==``; a new Keras release is not used
-at all until it is checked (:data:`VERIFIED_KERAS`). The ops: per Dense, ``matmul``, then
-the bias as Keras's ``ops.add`` adds it on TensorFlow (a ``bias_add``, except for a
-one-unit layer, whose bias does not squeeze to a vector: a plain ``add``, whose gradient
-sums in another order) and the layer's own Keras activation function; per active Dropout,
-the uniform draw TensorFlow's ``stateless_dropout`` makes from the next seed of a Keras
-``SeedGenerator`` (cast as Keras casts it; each trial's generator state copied from its own
-Dropout layer), kept where it is at least the rate and scaled by ``1 / (1 - rate)`` rounded
-once to float32, as TensorFlow does for the Python rate Keras passes; the loss and metric
-objects Keras's ``compile`` resolves from the same names, a ``Mean`` loss tracker weighted
-by the batch size; Adam and SGD updates written as Keras's ``update_step`` writes them,
-every constant rounded to float32 as Keras rounds it. The Keras internals this takes are
-in :mod:`clonesweep.workers._keras`. Initial weights come from the trial's own Keras model,
-rebuilt with its seeds as before; the trained weights, optimizer state and generator states
-go back into that model (and its compiled optimizer) at the end and before every
+without Nesterov momentum), Dropout, Flatten and Activation layers, a biasless output, a
+one-unit layer, on Keras 3.15 with TensorFlow 2.21 on CPU. Elsewhere (other losses, GPUs,
+other TensorFlow builds) the same ops run, but no test holds them to ``==``; a new Keras
+release is not used at all until it is checked (:data:`VERIFIED_KERAS`). The ops: per Dense,
+``matmul``, then the bias as Keras's ``ops.add`` adds it on TensorFlow (a ``bias_add``,
+except for a one-unit layer, whose bias does not squeeze to a vector: a plain ``add``, whose
+gradient sums in another order) and the layer's own Keras activation function; per active
+Dropout, the uniform draw TensorFlow's ``stateless_dropout`` makes from the next seed of a
+Keras ``SeedGenerator`` (cast as Keras casts it; each trial's generator state copied from
+its own Dropout layer), kept where it is at least the rate and scaled by ``1 / (1 - rate)``
+rounded once to float32, as TensorFlow does for the Python rate Keras passes; the loss and
+metric objects Keras's ``compile`` resolves from the same names, a ``Mean`` loss tracker
+weighted by the batch size; Adam and SGD updates written as Keras's ``update_step`` writes
+them, every constant rounded to float32 as Keras rounds it. The Keras internals this takes
+are in :mod:`clonesweep.workers._keras`. Initial weights come from the trial's own Keras
+model, rebuilt with its seeds as before; the trained weights, optimizer state and generator
+states go back into that model (and its compiled optimizer) at the end and before every
 checkpoint, so saving, checkpoints and ensembles see an ordinary Keras model.
 
 Imports Keras and TensorFlow: import this module only on a worker.
