@@ -159,7 +159,7 @@ def without_grappler() -> Iterator[None]:
 # -- error text: what Keras and its backends say, where no exception type says it ----------
 # Keras raises TypeError/ValueError for a refused or unknown class alike, and the backends'
 # out-of-memory errors carry the device in their text only. Each match below is exercised on
-# a real error (or the documented message format) in tests/workers/test_private_keras.py.
+# a real error (or the documented message format) in tests/unit/workers/test__keras.py.
 
 _UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 _NESTED = "Exception encountered: "

@@ -1,6 +1,6 @@
 """What the fused JAX group engine declines, read from the worker's state alone (no Keras,
 no JAX): each refusal is a typed EngineFallback naming the setting; the group then trains
-one member at a time on Keras's fit (tests/ensemble/test_fused_jax.py runs both ways)."""
+one member at a time on Keras's fit (tests/scenarios/ensemble/test_fused_jax.py runs both ways)."""
 
 from __future__ import annotations
 
