@@ -1,7 +1,8 @@
 """``clonesweep ensemble --fused`` for models the TensorFlow stacked engine does not cover:
 the members train fused on JAX workers (workers/engines/jaxgroup.py), are recorded as such,
 and export ``.keras`` members that load and predict on TensorFlow (this process's backend).
-The engine's equivalence with members trained alone is tests/unit/workers/engines/test_jaxfused.py's.
+The engine's equivalence with members trained alone is tested in
+tests/unit/workers/engines/test_jaxfused.py.
 """
 
 from __future__ import annotations
