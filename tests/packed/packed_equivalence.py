@@ -14,6 +14,7 @@ A's params with B's seed, trained alone, against packed A.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,8 +30,10 @@ from clonesweep.trials import PackedGroup, TrialSpec
 from clonesweep.workers.runner import TrialRunner
 
 LR, WD, DROP = "optimizer.learning_rate", "optimizer.weight_decay", "layers.drop.rate"
+#: B's weight decay (``PACKED_B_WD`` overrides it: a probe of where B's difference comes from).
+B_WD = float(os.environ.get("PACKED_B_WD", "0.01"))
 TRIALS = (TrialSpec(0, {LR: 1e-3, WD: 0.0, DROP: 0.2}, 11),
-          TrialSpec(1, {LR: 0.06, WD: 0.01, DROP: 0.4}, 12),
+          TrialSpec(1, {LR: 0.06, WD: B_WD, DROP: 0.4}, 12),
           TrialSpec(2, {LR: 1e-3, WD: 0.05, DROP: 0.1}, 13))
 
 
