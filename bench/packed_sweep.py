@@ -27,11 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "packed"))
 
-from packed_models import model_config, sweep_yaml  # noqa: E402
+from packed_models import model_config, sweep_yaml  # type: ignore[import-not-found]  # noqa: E402
 
 PARAMETERS = """
   optimizer.learning_rate: {min: 0.0005, max: 0.02, log: true}
@@ -39,7 +40,7 @@ PARAMETERS = """
   layers.drop.rate: {min: 0.0, max: 0.5}"""
 
 
-def run(kind: str, arm: str, args: argparse.Namespace) -> dict[str, object]:
+def run(kind: str, arm: str, args: argparse.Namespace) -> dict[str, Any]:
     packed = arm == "packed"
     pack = (f"{{enabled: true, max_trials: {args.pack}, mode: {args.mode}}}" if packed
             else "{enabled: false}")
@@ -81,10 +82,13 @@ def main() -> None:
     parser.add_argument("--packed-parallel", type=int, default=1)
     parser.add_argument("--pack", type=int, default=16, help="training.pack.max_trials")
     parser.add_argument("--mode", default="vmap")
+    parser.add_argument("--first", choices=("unpacked", "packed"), default="unpacked",
+                        help="the arm round 0 runs first (later rounds alternate)")
     args = parser.parse_args()
     for r in range(args.rounds):
         for kind in args.models:
-            arms = ("unpacked", "packed") if r % 2 == 0 else ("packed", "unpacked")
+            arms = ("unpacked", "packed") if (r % 2 == 0) == (args.first == "unpacked") \
+                else ("packed", "unpacked")
             walls = {}
             for arm in arms:
                 line = run(kind, arm, args)
