@@ -57,3 +57,6 @@ def test_gpu_check_smoke_mode_runs_without_tensorflow_or_ray(tmp_path: Path) -> 
         assert ensemble["all_complete"] and ensemble["speedup"] > 0
         assert ensemble["members"] == 2 and "fused" in ensemble["fused_message"]
     assert "trials/min" in done.stdout and "speedup" in done.stdout
+    trials = summary["packed_trials"]  # sweep trials packed in one vmapped program
+    assert trials["all_complete"] and trials["engines"] == ["packed"], trials
+    assert trials["trials"] == 2 and trials["fallback"] is None, trials
