@@ -14,6 +14,10 @@ device:
    Prints both times, the speedup and how far the members' validation accuracies differ.
 3. **Fused ensembles of any model** (:func:`run_fused_any`): the same for the Conv+BatchNorm
    CNN and the small Transformer, which only the JAX engine fuses.
+4. **Packed trials.** ``--packed-trials`` sweep trials of the CNN that differ in learning
+   rate, Dropout rate and weight decay, trained one by one, then as one packed group
+   (:mod:`clonesweep.workers.engines.packed`: one vmapped program). Prints both times, the
+   speedup and how far the trials' validation accuracies differ.
 
 The data are synthetic 8x8 images (class templates plus noise), made here: no download and
 no scikit-learn. The last line printed is a JSON summary; the exit code is 0 when every
@@ -158,6 +162,63 @@ def ensemble_worker(settings: dict[str, Any]) -> dict[str, Any]:
             **_device()}
 
 
+def packed_trials_worker(settings: dict[str, Any]) -> dict[str, Any]:
+    """Sweep trials of one CNN structure (learning rate, Dropout rate and weight decay
+    differ) trained one by one, then as one packed group (one vmapped program on JAX)."""
+    from clonesweep.trials import TrialSpec
+    from clonesweep.workers.runner import TrialRunner
+
+    try:
+        from clonesweep.trials import PackedGroup
+    except ImportError as exc:
+        return {"skipped": f"packed trials are not in this checkout ({exc})"}
+    runner = TrialRunner(_job("digits_cnn.json", "gpu_check:synthetic_images",
+                              settings["sizes"], settings["epochs"], None), worker="packed")
+    keys = ("optimizer.learning_rate", "layers.drop.rate", "optimizer.weight_decay")
+    rng = np.random.default_rng(0)
+    trials = tuple(TrialSpec(i, {keys[0]: float(10 ** rng.uniform(-3.3, -2)),
+                                 keys[1]: float(rng.uniform(0.0, 0.5)),
+                                 keys[2]: float(rng.uniform(0.0, 0.01))}, 500 + i)
+                   for i in range(settings["trials"]))
+    # Warm-ups: the data, the backend, and one packed group of two (each group compiles its
+    # own program: the timed packed group pays its compile, as in a sweep).
+    runner.run(TrialSpec(10_000, dict(trials[0].params), 1), _NoPruning())
+    warm = tuple(TrialSpec(10_001 + i, dict(t.params), 2 + i) for i, t in enumerate(trials[:2]))
+    runner.run_packed(PackedGroup(warm, keys, settings["mode"]), [_NoPruning()] * len(warm))
+    t0 = time.perf_counter()
+    alone = [runner.run(t, _NoPruning()) for t in trials]
+    alone_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    packed = runner.run_packed(PackedGroup(trials, keys, settings["mode"]),
+                               [_NoPruning()] * len(trials))
+    packed_s = time.perf_counter() - t0
+    diffs = [abs(a.value - b.value) for a, b in zip(alone, packed, strict=True)
+             if a.value is not None and b.value is not None]
+    return {"trials": len(trials), "alone_s": round(alone_s, 3),
+            "packed_s": round(packed_s, 3), "speedup": round(alone_s / packed_s, 2),
+            "engines": sorted({r.engine for r in packed}),
+            "fallback": next((str(r.engine_fallback) for r in packed if r.engine_fallback),
+                             None),
+            "max_val_accuracy_diff": max(diffs) if diffs else None,
+            "all_complete": all(r.state.value == "complete" for r in [*alone, *packed]),
+            **_device()}
+
+
+def run_packed_trials(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
+    settings = {"sizes": args.sizes, "epochs": args.epochs, "trials": args.packed_trials,
+                "mode": "vmap"}
+    with ctx.Pool(1) as pool:
+        out: dict[str, Any] = pool.apply(packed_trials_worker, (settings,))
+    if "skipped" in out:
+        print(f"packed trials: skipped: {out['skipped']}")
+        return out
+    print(f"packed trials: {out['trials']} CNN trials (lr, dropout, weight decay differ): "
+          f"alone {out['alone_s']} s, packed {out['packed_s']} s -> speedup "
+          f"{out['speedup']}x on {out['engines']} (max val_accuracy difference "
+          f"{out['max_val_accuracy_diff']}); peak {_mib(out['peak_bytes'])}")
+    return out
+
+
 # -- driver ----------------------------------------------------------------------------------
 def _params(n: int, seed: int) -> list[dict[str, Any]]:
     """Sampled like a sweep would (Optuna, if it is installed; else a fixed grid)."""
@@ -263,12 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-ensemble", action="store_true")
     p.add_argument("--skip-fused-any", action="store_true",
                    help="skip the fused CNN+BatchNorm and Transformer ensembles")
+    p.add_argument("--packed-trials", type=int,
+                   help="trials in the packed-trials case (default 16; --cpu 2)")
+    p.add_argument("--skip-packed-trials", action="store_true")
     args = p.parse_args(argv)
     small = args.cpu
     args.trials = args.trials or (2 if small else 12)
     args.packed = args.packed or (2 if small else 4)
     args.epochs = args.epochs or (1 if small else 5)
     args.members = args.members or (2 if small else 8)
+    args.packed_trials = args.packed_trials or (2 if small else 16)
     args.sizes = {"n_train": 256, "n_val": 128} if small else {"n_train": 4096, "n_val": 1024}
 
     os.environ["KERAS_BACKEND"] = "jax"
@@ -284,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["ensemble"] = run_ensemble(args, ctx)
     if not args.skip_fused_any:
         summary["fused_any"] = run_fused_any(args, ctx)
+    if not args.skip_packed_trials:
+        summary["packed_trials"] = run_packed_trials(args, ctx)
     summary["total_s"] = round(time.perf_counter() - started, 1)
     packed = summary["packed"]
     ok = packed["complete"] == packed["trials"]
@@ -291,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = ok and ("skipped" in ens or ens.get("all_complete", True))
     ok = ok and all("skipped" in c or c.get("all_complete")
                     for c in summary.get("fused_any", {}).values())
+    pt = summary.get("packed_trials", {})
+    ok = ok and ("skipped" in pt or pt.get("all_complete", True))
     if not small and packed["platform"] != "gpu":
         print(f"JAX ran on {packed['platform']}, not a GPU: is jax[cuda] installed and a GPU "
               "visible (nvidia-smi)?", file=sys.stderr)

@@ -311,10 +311,12 @@ def _backend(spec: SweepSpec, name: str, address: str | None) -> Any:
         raise SpecError("unknown backend", field="backend", value=name, file="<call>",
                         hint="'ray' or 'inprocess'")
     from clonesweep.orchestrator.backends.ray.backend import RayBackend
+    from clonesweep.orchestrator.packing import worker_keras_backend
 
     return RayBackend(address=address, resources=spec.sweep.resources,
                       trial_timeout=spec.sweep.trial_timeout,
-                      resource_wait=spec.sweep.resource_wait)
+                      resource_wait=spec.sweep.resource_wait,
+                      keras_backend=worker_keras_backend(spec))
 
 
 def _progress_view(spec: SweepSpec, progress: bool) -> Any:

@@ -19,6 +19,7 @@ __all__ = [
     "FailReason",
     "FallbackReason",
     "Intermediate",
+    "PackedGroup",
     "Reporter",
     "Timings",
     "TrialResult",
@@ -157,6 +158,32 @@ class TrialSpec:
 
 
 @dataclass(frozen=True)
+class PackedGroup:
+    """Trials of one structure trained as one vmapped program on one worker (packed trials).
+
+    The driver forms it (:mod:`clonesweep.orchestrator.packing`); the worker returns one
+    :class:`TrialResult` per trial and reports each trial's epochs under its own number.
+
+    Attributes:
+        trials: The trials, each with its own number, params and seed. Every param not in
+            ``packable`` has the same value in all of them.
+        packable: The param keys that may differ between the trials (learning rate, weight
+            decay, rates of plain Dropout layers): what the driver found packable in the
+            sweep file and the base model.
+        mode: How the worker's fused step runs the trials (``vmap``, ``map``, ``serial``).
+    """
+
+    trials: tuple[TrialSpec, ...]
+    packable: tuple[str, ...]
+    mode: str = "vmap"
+
+    @property
+    def number(self) -> int:
+        """The group's key: its first trial's number."""
+        return self.trials[0].number
+
+
+@dataclass(frozen=True)
 class Intermediate:
     """A per-epoch value sent to the driver for pruning."""
 
@@ -225,6 +252,9 @@ class TrialResult:
             :mod:`clonesweep.workers.engines.graphfit`), ``fused`` or ``fused-graph`` (an
             ensemble member trained in a stacked group, :mod:`clonesweep.workers.engines.fused`);
             empty when the trial failed before training.
+        packed: ``(group, size)`` when the trial trained packed with others of its structure
+            in one vmapped program (``engine`` ``packed``): the group's first trial number
+            and how many trials it held; None when it trained alone.
         engine_fallback: Set when the engine asked for did not train the trial (another did,
             ``engine``): which engine declined or failed inside, and why. Keras's fit for a
             single trial; for an ensemble member that could not be fused, the engine its own
@@ -252,6 +282,7 @@ class TrialResult:
     resumed_from_epoch: int | None = None
     engine: str = ""
     engine_fallback: EngineFallback | None = None
+    packed: tuple[int, int] | None = None
 
     @classmethod
     def failed(cls, spec: TrialSpec, reason: FailReason, message: str, **kw: Any) -> TrialResult:

@@ -326,10 +326,12 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         backend = InProcessBackend()
     else:
         from clonesweep.orchestrator.backends.ray.backend import RayBackend
+        from clonesweep.orchestrator.packing import worker_keras_backend
 
         backend = RayBackend(address=args.address, resources=spec.sweep.resources,
                              trial_timeout=spec.sweep.trial_timeout,
-                             resource_wait=spec.sweep.resource_wait)
+                             resource_wait=spec.sweep.resource_wait,
+                             keras_backend=worker_keras_backend(spec))
     from clonesweep.orchestrator.sweep import RunOptions
 
     options = RunOptions(takeover=args.takeover, add_trials=args.add_trials, grace=args.grace,

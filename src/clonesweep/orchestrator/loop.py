@@ -41,10 +41,10 @@ from clonesweep.orchestrator.backends.base import Backend
 from clonesweep.orchestrator.signals import Interrupts
 from clonesweep.orchestrator.study.lease import Lease
 from clonesweep.orchestrator.study.outbox import STORAGE_ERRORS, Outbox
-from clonesweep.trials import Intermediate, TrialResult, TrialSpec, TrialState
+from clonesweep.trials import Intermediate, PackedGroup, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.member import FusedGroup
 
-__all__ = ["AskedFailed", "FusedBackend", "Loop", "Policy", "Work"]
+__all__ = ["AskedFailed", "FusedBackend", "Loop", "PackedBackend", "Policy", "Work"]
 
 #: What a worker runs: one trial, or a fused group of ensemble members (one result).
 Work = TrialSpec | FusedGroup
@@ -67,9 +67,12 @@ class Policy(Protocol):
     must be safe to repeat), ``requeue`` (through the outbox) or ``abandon``.
     """
 
-    def ask(self, running: int) -> Work | AskedFailed | None:
+    def ask(self, running: int) -> Work | PackedGroup | AskedFailed | None:
         """The next work item, a trial that failed while asked, or None: nothing now (the
-        budget is reached, the sweep stops, every member was handed out)."""
+        budget is reached, the sweep stops, every member was handed out). A
+        :class:`~clonesweep.trials.PackedGroup` runs on one slot; the loop then holds each
+        of its trials as its own work item (its results, reports and retries are each
+        trial's own; a retried trial runs alone)."""
         ...
 
     def after_fill(self) -> None:
@@ -111,6 +114,13 @@ class FusedBackend(Backend, Protocol):
     :class:`~clonesweep.orchestrator.ensemble.members.MemberBackend`."""
 
     def submit_fused(self, group: FusedGroup) -> None: ...
+
+
+class PackedBackend(Backend, Protocol):
+    """A backend that also trains packed groups of sweep trials on one slot
+    (:meth:`~clonesweep.orchestrator.backends.ray.backend.RayBackend.submit_packed`)."""
+
+    def submit_packed(self, group: PackedGroup) -> None: ...
 
 
 class Loop:
@@ -186,6 +196,12 @@ class Loop:
                 return
             if isinstance(work, AskedFailed):
                 self._tell(work.work, work.result)
+                continue
+            if isinstance(work, PackedGroup):
+                # Only a packing sweep policy hands out groups, on a PackedBackend.
+                self.inflight.update({t.number: t for t in work.trials})
+                packer: PackedBackend = self.backend  # type: ignore[assignment]
+                packer.submit_packed(work)
                 continue
             self.inflight[work.number] = work
             self._submit(work)

@@ -71,6 +71,9 @@ def trial_attributes(result: TrialResult) -> dict[str, Any]:
         # Why Keras's fit trained it instead of a faster engine (None: the engine named ran).
         "engine_fallback": (str(result.engine_fallback)
                             if result.engine_fallback is not None else None),
+        # Packed trials: the group (its first trial's number) and how many trials it held.
+        "packed": ({"group": result.packed[0], "size": result.packed[1]}
+                   if result.packed is not None else None),
     }
     if result.reason is not None:
         attrs[FAIL_REASON] = result.reason.value

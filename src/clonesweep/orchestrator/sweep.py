@@ -22,6 +22,7 @@ from clonesweep.orchestrator.budget import Budget, with_budget
 from clonesweep.orchestrator.budget import peek as budget_peek
 from clonesweep.orchestrator.gridplan import GridPlan
 from clonesweep.orchestrator.loop import Loop
+from clonesweep.orchestrator.packing import packing
 from clonesweep.orchestrator.records import summary
 from clonesweep.orchestrator.search import (
     best_so_far,
@@ -199,7 +200,8 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
                                  opened.already, outbox, trackers)
             # The header shows the budget this run aims for, not the file's figure.
             progress.on_start(with_budget(spec, opened.budget), mask_url(url), opened.already)
-            Loop(backend, policy, retries=spec.sweep.retries, outbox=outbox,
+            Loop(backend, packing(policy, spec, base_config, backend),
+                 retries=spec.sweep.retries, outbox=outbox,
                  interrupts=interrupts, lease=opened.lease).run()
             policy.check_not_stopped()
             kept = bestmodel.keep(backend, opened.folder, opened.study)

@@ -19,12 +19,14 @@ from clonesweep.errors import SpecError
 from clonesweep.spec._fields import CALLABLE_RE, Block, did_you_mean, is_json_data, is_primitive
 from clonesweep.spec.fitsettings import parse_callbacks, parse_class_weight
 from clonesweep.spec.model import (
+    PACK_MODES,
     SPECIAL_METRICS,
     ConstraintSpec,
     DataSpec,
     Direction,
     ModelSource,
     ObjectiveSpec,
+    PackSpec,
     ParamSpec,
     SweepSettings,
     SweepSpec,
@@ -43,7 +45,7 @@ _TOP_KEYS = ("name", "model", "data", "training", "objective", "parameters", "sw
              "constraints", "enqueue", "trackers")
 _TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "loss", "metrics",
                   "steps_per_execution", "jit_compile", "validation_batch_size",
-                  "reuse_graphs", "class_weight", "callbacks")
+                  "reuse_graphs", "class_weight", "callbacks", "pack")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 #: The name is a folder name (at most 255 bytes) and a study name; 200 leaves room.
 _MAX_NAME = 200
@@ -206,7 +208,24 @@ def _training(block: Block) -> TrainingSpec:
         reuse_graphs=block.boolean("reuse_graphs", d.reuse_graphs),
         class_weight=parse_class_weight(block),
         callbacks=parse_callbacks(block),
+        pack=_pack(block),
     )
+
+
+def _pack(block: Block) -> PackSpec:
+    """``pack: {enabled: true, max_trials: 8, mode: vmap}`` (every key optional)."""
+    d = PackSpec()
+    if not block.has("pack"):
+        return d
+    sub = block.sub("pack")
+    sub.only(("enabled", "max_trials", "mode"))
+    mode = sub.string("mode", d.mode)
+    if mode not in PACK_MODES:
+        sub.fail("mode", f"expected one of {', '.join(PACK_MODES)}", mode,
+                 did_you_mean(mode, PACK_MODES))
+    return PackSpec(enabled=sub.boolean("enabled", d.enabled),
+                    max_trials=sub.integer("max_trials", d.max_trials, low=2, high=256),
+                    mode=mode)
 
 
 def _optimizer(block: Block) -> tuple[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 from clonesweep.spec.params import Condition, Distribution, ParamSpec, same_value
 
 __all__ = [
+    "PACK_MODES",
     "SPECIAL_METRICS",
     "CallbackSpec",
     "Condition",
@@ -31,6 +32,7 @@ __all__ = [
     "ModelSource",
     "ModelSpec",
     "ObjectiveSpec",
+    "PackSpec",
     "ParamSpec",
     "PlugSpec",
     "ResourcesSpec",
@@ -100,6 +102,28 @@ class CallbackSpec:
 
 
 @dataclass(frozen=True)
+class PackSpec:
+    """``training.pack``: packed trials (:mod:`clonesweep.orchestrator.packing`).
+
+    Attributes:
+        enabled: Group trials of one structure and train each group as one vmapped program
+            on Keras's JAX backend (the sweep's workers then run Keras on JAX). Off by
+            default: see bench/README.md for when it is faster.
+        max_trials: The most trials in one group (and asked at once).
+        mode: How the group's step runs its trials: ``vmap`` (fastest), ``map`` (MLPs bitwise
+            equal to training alone) or ``serial`` (bitwise for every layer kind tried).
+    """
+
+    enabled: bool = False
+    max_trials: int = 8
+    mode: str = "vmap"
+
+
+#: ``training.pack.mode`` values.
+PACK_MODES = ("vmap", "map", "serial")
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
     """Fixed training settings; ``train.<key>`` and ``optimizer.<key>`` params override them.
 
@@ -119,6 +143,7 @@ class TrainingSpec:
     reuse_graphs: bool = True
     class_weight: dict[int, float] | None = field(default=None, hash=False)
     callbacks: tuple[CallbackSpec, ...] = ()
+    pack: PackSpec = field(default_factory=PackSpec)
 
 
 #: Metrics measured on the built model rather than logged by training: usable as objectives

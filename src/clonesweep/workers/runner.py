@@ -43,6 +43,7 @@ from clonesweep.trials import (
     EngineFallback,
     FailReason,
     FallbackReason,
+    PackedGroup,
     Reporter,
     Timings,
     TrialResult,
@@ -445,6 +446,62 @@ class TrialRunner:
                            message=f"fused training does not apply ({run.unfused}); "
                                    f"trained {len(group.members)} members separately",
                            engine_fallback=run.unfused)
+
+    # -- packed trials (see clonesweep.workers.engines.packed) ----------------------------
+    def run_packed(self, group: PackedGroup, reporters: list[Reporter]) -> list[TrialResult]:
+        """Train a :class:`~clonesweep.trials.PackedGroup`: one result per trial, in order;
+        never raises for a trial-level failure. A group the packed engine does not take, or
+        fails inside, trains its trials one by one here (``engine_fallback`` says why)."""
+        import keras
+
+        from clonesweep.workers.engines.packed import NAME, not_packable, train_packed
+
+        keras.utils.clear_session()
+        try:
+            state = self.worker_state()
+        except _UserError as exc:
+            return [TrialResult.failed(t, FailReason.USER_ERROR, str(exc)) for t in group.trials]
+        fallback = not_packable(state)
+        if fallback is None:
+            t0 = time.perf_counter()
+            try:
+                trials, train_s, eval_s = train_packed(state, group, reporters)
+            except Exception as exc:  # the engine's own: each trial trains alone instead
+                fallback = EngineFallback(NAME, FallbackReason.ENGINE_ERROR,
+                                          f"{type(exc).__name__}: {str(exc)[:300]}")
+            else:
+                build_s = time.perf_counter() - t0 - train_s - eval_s
+                share = Timings(build_s, train_s, eval_s)  # the group's, split evenly below
+                return [self._packed_result(t, group, share) for t in trials]
+        results = []
+        for trial, reporter in zip(group.trials, reporters, strict=True):
+            result = self.run(trial, reporter)
+            results.append(replace(result, engine_fallback=fallback) if result.engine
+                           else result)
+        return results
+
+    def _packed_result(self, trial: Any, group: PackedGroup, share: Timings) -> TrialResult:
+        """One packed trial's result, its model offered to the keeper when it completed."""
+        k = len(group.trials)
+        mat, number = trial.materialized, trial.spec.number
+        result = TrialResult(
+            number, trial.state, reason=trial.reason, message=trial.message,
+            value=trial.value if trial.state is TrialState.COMPLETE else None,
+            history=trial.history or {}, seeds=dict(mat.seeds), config_hash=mat.config_hash,
+            config_json=json.dumps(mat.config, sort_keys=True), node=self.node,
+            worker=self.worker, attempt=trial.spec.attempt, environment=self.environment,
+            data_fingerprint=self._fingerprint, engine="packed", packed=(group.number, k),
+            timings=Timings(share.build_s / k, share.train_s / k, share.eval_s / k))
+        model = trial.model
+        if model is None:
+            return result
+        result = replace(result, param_count=int(model.count_params()))
+        if self.job.measure_latency:
+            result = replace(result, inference_latency_ms=self._latency_ms(model))
+        self._trained(number, result.value or 0.0, model)
+        if self.job.keep_best:
+            self._keeper.offer(number, result, lambda: _saved(model, number))
+        return result
 
     def best_model(self, number: int) -> bytes | None:
         """The ``.keras`` bytes of trial ``number`` if this worker kept it, else None."""

@@ -64,3 +64,6 @@ def test_gpu_check_smoke_mode_runs_without_tensorflow_or_ray(tmp_path: Path) -> 
         assert case["all_complete"] and case["members"] == 2, case
         assert case["fused_engine"] == "fused-jax", case
     assert "trials/min" in done.stdout and "speedup" in done.stdout
+    trials = summary["packed_trials"]  # sweep trials packed in one vmapped program
+    assert trials["all_complete"] and trials["engines"] == ["packed"], trials
+    assert trials["trials"] == 2 and trials["fallback"] is None, trials

@@ -192,8 +192,9 @@ def make_sampler(spec: SweepSpec, resume_at: int = 0) -> optuna.samplers.BaseSam
     extra: dict[str, Any] = {"seed": spec.sweep.seed}
     if name in ("grid", "bruteforce"):
         extra["search_space"] = _grid(spec)
-    if name == "tpe" and spec.sweep.parallel > 1:
+    if name == "tpe" and (spec.sweep.parallel > 1 or spec.training.pack.enabled):
         # Keep parallel trials apart: pending trials count as (pessimistic) observations.
+        # Packing asks several trials before telling any, even with one worker.
         extra["constant_liar"] = True
     if spec.constraints and not hasattr(optuna.trial.Trial, "set_constraint"):
         # Optuna < 5 reads constraints only through constraints_func; the driver stores the

@@ -35,7 +35,7 @@ process). Imports Keras and JAX.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
@@ -83,12 +83,16 @@ class FusedMember:
         weight_decay: Overrides the optimizer's weight decay for this member.
         dropout: Overrides the rate of every plain ``Dropout`` layer for this member
             (not the dropout inside MultiHeadAttention or other layers).
+        params: This member's own params over the group's (a packed trial's rates of
+            single plain ``Dropout`` layers, ``layers.<name>.rate``); they must not change
+            any shape or the layer graph.
     """
 
     seed: int
     learning_rate: float | None = None
     weight_decay: float | None = None
     dropout: float | None = None
+    params: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,14 @@ class FusedResult:
 
 def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
                     data: tuple[Any, Any, Any, Any], plan: FusedPlan,
-                    params: Mapping[str, Any] | None = None) -> FusedResult:
+                    params: Mapping[str, Any] | None = None,
+                    on_epoch: Callable[[int, list[dict[str, float]]], bool] | None = None,
+                    ) -> FusedResult:
     """Train ``members`` of ``base_config`` (with ``params`` applied) as one program.
+
+    ``on_epoch(epoch, logs)``, if given, is called after each epoch's validation with each
+    member's logs of that epoch; True stops the group there (packed trials: every trial
+    pruned or failed).
 
     Each member ends equal, within the tolerance its :class:`Mode` states (bitwise for
     ``SERIAL``), to the same member compiled with ``plan``'s optimizer (its own learning
@@ -164,7 +174,7 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
     xs, ys = jax.tree_util.tree_map(jax.numpy.asarray, (x_tr, y_tr))
     histories: list[dict[str, list[float]]] = [{} for _ in members]
     train_s = eval_s = 0.0
-    for _ in range(plan.epochs):
+    for epoch in range(plan.epochs):
         t0 = time.perf_counter()
         order = np.stack([next(o) for o in orders])  # (K, n)
         state = stacked.train_state()
@@ -181,6 +191,9 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
         for k, history in enumerate(histories):
             for key, value in {**train_logs[k], **val_logs[k]}.items():
                 history.setdefault(key, []).append(value)
+        if on_epoch is not None and on_epoch(
+                epoch, [{**t, **v} for t, v in zip(train_logs, val_logs, strict=True)]):
+            break
     models = unstack_into(stacked)
     return FusedResult(models=models, histories=histories, train_s=train_s, eval_s=eval_s)
 

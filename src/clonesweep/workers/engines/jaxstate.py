@@ -79,7 +79,9 @@ def build_members(base_config: dict[str, Any], params: Mapping[str, Any],
     """
     models, optimizers, seeds = [], [], []
     for member in members:
-        own = dict(params) if member.dropout is None else {**params, DROPOUT: member.dropout}
+        own = {**params, **(getattr(member, "params", None) or {})}
+        if member.dropout is not None:
+            own[DROPOUT] = member.dropout
         variant = rebuild(base_config, own, seed=member.seed)
         optimizer = member_optimizer(plan, member)
         variant.model.compile(optimizer=optimizer, loss=plan.loss, metrics=list(plan.metrics))
@@ -88,7 +90,8 @@ def build_members(base_config: dict[str, Any], params: Mapping[str, Any],
         optimizers.append(optimizer)
         seeds.append(variant.materialized.seeds[DATA_ORDER])
     template = _template(base_config, params, members[0], plan, sample,
-                         rated=any(m.dropout is not None for m in members))
+                         rated=any(m.dropout is not None or getattr(m, "params", None)
+                                   for m in members))
     # The template's last optimizer variable is the weight decay: each member's own value.
     per_member = [[*(v.value for v in o.variables),
                    keras.ops.convert_to_tensor(o.weight_decay or 0.0, "float32")]

@@ -83,6 +83,11 @@ class _WorkerActor:
     def best_model(self, number: int) -> bytes | None:
         return self.runner.best_model(number)
 
+    def run_packed(self, group: Any, broker: Any) -> list[TrialResult]:
+        wait = self.runner.job.await_pruning
+        reporters: list[Any] = [_BrokerReporter(broker, t.number, wait) for t in group.trials]
+        return self.runner.run_packed(group, reporters)
+
     def run_fused(self, group: Any) -> TrialResult:
         return self.runner.run_fused(group)
 

@@ -42,7 +42,7 @@ from clonesweep.orchestrator.backends.ray.startup import (
     start_ray,
 )
 from clonesweep.spec.model import ResourcesSpec
-from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
+from clonesweep.trials import FailReason, Intermediate, PackedGroup, TrialResult, TrialSpec
 from clonesweep.workers.runner import WorkerJob
 
 __all__ = ["RayBackend"]
@@ -62,6 +62,19 @@ class _Running:
     started: float
     killed_for_timeout: bool = False
     fused: Any = None  # the FusedGroup, for ensemble members (submit_fused)
+    packed: PackedGroup | None = None  # packed trials (submit_packed): one result each
+
+    @property
+    def group(self) -> Any:
+        """What ``_waiting`` holds next to the spec: a FusedGroup, a PackedGroup or None."""
+        return self.packed if self.packed is not None else self.fused
+
+    def each(self, result: TrialResult) -> list[TrialResult]:
+        """``result`` (a failure of the whole run) for each trial it stands for."""
+        if self.packed is None:
+            return [result]
+        return [dataclasses.replace(result, number=t.number, attempt=t.attempt)
+                for t in self.packed.trials]
 
 
 class RayBackend:
@@ -102,7 +115,8 @@ class RayBackend:
         self._reaper = Reaper()
         self._actors: list[Any] = []
         self._pool: SlotPool | None = None
-        self._waiting: list[tuple[TrialSpec, Any]] = []  # (spec, FusedGroup or None)
+        # (spec, FusedGroup or PackedGroup or None)
+        self._waiting: list[tuple[TrialSpec, Any]] = []
         self._failed_now: list[TrialResult] = []  # failed without running, for poll()
         self._running: dict[Any, _Running] = {}
         self._broker: Any = None
@@ -196,9 +210,7 @@ class RayBackend:
                 self._pool.answered(probes[ref], ref)
                 self._shipped.pop(probes[ref], None)  # a restarted worker holds no structure
             else:
-                result = self._finish(ref)
-                if result is not None:
-                    events.append(result)
+                events.extend(self._finish(ref))
         self._dispatch()
         events.extend(self._failed_now)
         self._failed_now = []
@@ -209,18 +221,23 @@ class RayBackend:
         slot (its worker cannot start) fails at once, for the next poll to return."""
         assert self._pool is not None
         while self._waiting and (index := self._pool.idle()) is not None:
-            spec, fused = self._waiting.pop(0)
+            spec, group = self._waiting.pop(0)
             slot = self._pool.slots[index]
+            packed = group if isinstance(group, PackedGroup) else None
+            fused = None if packed is not None else group
+            run = _Running(spec, index, time.monotonic(), fused=fused, packed=packed)
             if slot.broken is not None:
-                self._failed_now.append(TrialResult.failed(spec, *slot.broken))
+                self._failed_now.extend(run.each(TrialResult.failed(spec, *slot.broken)))
                 continue
             slot.busy = True
-            if fused is not None:
+            if packed is not None:
+                ref = slot.actor.run_packed.remote(packed, self._broker)
+            elif fused is not None:
                 ref = slot.actor.run_fused.remote(fused)
                 self._member_slot.update({m.number: index for m in fused.members})
             else:
                 ref = slot.actor.run.remote(self._ship_once(spec, index), self._broker)
-            self._running[ref] = _Running(spec, index, time.monotonic(), fused=fused)
+            self._running[ref] = run
 
     def _lost_trials(self) -> list[TrialResult]:
         """Fail the trials on slots whose node left the cluster as ``worker_died`` now, so
@@ -236,9 +253,9 @@ class RayBackend:
                 slot = self._pool.slots[run.slot]
                 slot.busy = False
                 self._shipped.pop(run.slot, None)
-                lost.append(TrialResult.failed(
+                lost.extend(run.each(TrialResult.failed(
                     run.spec, FailReason.WORKER_DIED,
-                    f"{slot.name}'s node {str(slot.node)[:12]} left the Ray cluster"))
+                    f"{slot.name}'s node {str(slot.node)[:12]} left the Ray cluster")))
         return lost
 
     def _ship_once(self, spec: TrialSpec, slot: int) -> TrialSpec:
@@ -251,7 +268,7 @@ class RayBackend:
         held.add(spec.structure)
         return spec
 
-    def _finish(self, ref: Any) -> TrialResult | None:
+    def _finish(self, ref: Any) -> list[TrialResult]:
         import ray
         from ray import exceptions as rex
 
@@ -259,20 +276,22 @@ class RayBackend:
         run = self._running.pop(ref)
         self._pool.slots[run.slot].busy = False
         try:
-            result: TrialResult = ray.get(ref)
+            got: TrialResult | list[TrialResult] = ray.get(ref)
         except rex.RayError as exc:
             if not isinstance(exc, rex.RayTaskError):  # the worker itself is in doubt
                 self._pool.down(run.slot)
                 self._shipped.pop(run.slot, None)  # a restarted worker holds no structure
             if never_ran(exc) and not run.killed_for_timeout:
-                self._waiting.insert(0, (run.spec, run.fused))  # not an attempt: send again
-                return None
-            return self._failure(run, exc)
-        if result.reason is FailReason.WORKER_DIED:  # e.g. restarted while idle
-            self._shipped.pop(run.slot, None)
-        if result.reason is None and result.state.value == "complete":
-            self._best_slot[result.number] = run.slot
-        return result
+                self._waiting.insert(0, (run.spec, run.group))  # not an attempt: send again
+                return []
+            return run.each(self._failure(run, exc))
+        results = got if isinstance(got, list) else [got]
+        for result in results:
+            if result.reason is FailReason.WORKER_DIED:  # e.g. restarted while idle
+                self._shipped.pop(run.slot, None)
+            if result.reason is None and result.state.value == "complete":
+                self._best_slot[result.number] = run.slot
+        return results
 
     def _failure(self, run: _Running, exc: BaseException) -> TrialResult:
         """The result for a trial whose Ray task raised ``exc``."""
@@ -324,6 +343,15 @@ class RayBackend:
         """Run a :class:`~clonesweep.workers.member.FusedGroup` on one worker; it yields one
         result numbered ``group.number``. Start the backend with ``keep_members=True``."""
         self._waiting.append((group.as_spec(), group))
+        self._dispatch()
+
+    # -- packed trials (clonesweep.orchestrator.packing) ------------------------------------
+    def submit_packed(self, group: PackedGroup) -> None:
+        """Run a :class:`~clonesweep.trials.PackedGroup` on one worker (one slot); it yields
+        one result per trial, and each trial reports its epochs under its own number. The
+        workers must run Keras on JAX (``keras_backend="jax"``), else each trial of the group
+        trains alone there."""
+        self._waiting.append((group.trials[0], group))
         self._dispatch()
 
     def fetch_member(self, number: int) -> Any:

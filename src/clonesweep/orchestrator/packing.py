@@ -1,0 +1,181 @@
+"""Packed trials on the driver: which params may differ inside a group, and the groups.
+
+With ``training.pack.enabled`` the sweep asks up to ``training.pack.max_trials`` trials at
+once (TPE runs with ``constant_liar``, so the pending ones count as observations), groups
+those that share a structure and hands each group of two or more to one worker as a
+:class:`~clonesweep.trials.PackedGroup`, trained as one vmapped program on Keras's JAX
+backend (:mod:`clonesweep.workers.engines.packed`). A trial left alone in its group runs as
+an ordinary trial.
+
+What may differ inside a group is decided here, from the sweep file and the base model,
+never by trying: the seed, ``optimizer.learning_rate``, ``optimizer.weight_decay`` (both
+stack as optimizer variables), and ``rate`` keys whose every target is a top-level plain
+``Dropout`` layer without a ``noise_shape`` (its keep probability becomes a weight). Every
+other param (units, kernel sizes, activations, other optimizer settings, which are Python
+floats inside Keras's optimizers, the dropout of attention layers, ``train.*``) and a
+structural search's ``model.*`` arguments put trials with other values in other groups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from typing import Any
+
+from clonesweep.orchestrator.loop import AskedFailed, Policy, Work
+from clonesweep.spec.configpaths import (
+    PathKind,
+    index_layers,
+    is_layer_graph,
+    parse_key,
+    resolve,
+)
+from clonesweep.spec.model import SweepSpec
+from clonesweep.trials import Intermediate, PackedGroup, TrialResult, TrialSpec
+
+__all__ = ["PackingPolicy", "group_key", "packable_keys", "packing", "worker_keras_backend"]
+
+log = logging.getLogger(__name__)
+
+#: Optimizer settings that are optimizer variables in the packed step.
+_OPTIMIZER_KEYS = ("learning_rate", "weight_decay")
+
+def worker_keras_backend(spec: SweepSpec) -> str | None:
+    """``jax`` for a packing sweep's workers (Keras fixes its backend per process); None:
+    the usual one (``KERAS_BACKEND``, else TensorFlow)."""
+    return "jax" if spec.training.pack.enabled else None
+
+
+def packing(policy: Any, spec: SweepSpec, base_config: dict[str, Any], backend: Any) -> Any:
+    """``policy`` wrapped in a :class:`PackingPolicy` when the sweep packs and the backend
+    can run packed groups (the Ray backend); else ``policy`` itself."""
+    pack = spec.training.pack
+    if not pack.enabled:
+        return policy
+    if not hasattr(backend, "submit_packed"):
+        log.warning("training.pack is enabled but the %s backend runs no packed groups (it "
+                    "runs Keras in this process): every trial trains alone",
+                    type(backend).__name__)
+        return policy
+    keys = packable_keys(spec, base_config)
+    if not keys:
+        log.warning("training.pack: no param of this sweep may differ inside a group "
+                    "(packable: optimizer.learning_rate, optimizer.weight_decay, rates of "
+                    "plain Dropout layers); trials that share every param value and differ "
+                    "in their seed only are still packed")
+    return PackingPolicy(policy, keys, pack.max_trials, pack.mode)
+
+
+def packable_keys(spec: SweepSpec, base_config: dict[str, Any]) -> tuple[str, ...]:
+    """The search-space keys whose values may differ between trials of one group."""
+    keys = []
+    for param in spec.parameters:
+        parsed = parse_key(param.path)
+        optimizer = parsed.kind is PathKind.OPTIMIZER and parsed.subkey in _OPTIMIZER_KEYS
+        if optimizer or (parsed.kind is PathKind.LAYER
+                         and _plain_dropout_rate(base_config, param.path)):
+            keys.append(param.path)
+    return tuple(keys)
+
+
+def _plain_dropout_rate(base_config: dict[str, Any], key: str) -> bool:
+    if not is_layer_graph(base_config):
+        return False
+    index = index_layers(base_config)
+    for target in resolve(base_config, key):
+        entry = index[target.layer_path]
+        if ("/" in target.layer_path or target.keys != ("rate",)
+                or entry.get("class_name") != "Dropout" or entry.get("module") != "keras.layers"
+                or entry.get("config", {}).get("noise_shape") is not None):
+            return False
+    return True
+
+
+def group_key(spec: TrialSpec, packable: tuple[str, ...]) -> str | None:
+    """Trials with the same key may train in one group; None: this one trains alone."""
+    if spec.structure is not None:
+        return None
+    fixed = {k: v for k, v in spec.params.items() if k not in packable}
+    return json.dumps(fixed, sort_keys=True, default=str)
+
+
+class PackingPolicy:
+    """A sweep's policy whose ``ask`` hands out packed groups; everything else is the
+    wrapped policy's. Asked trials wait here until a slot takes them (they are RUNNING in
+    the study, as TPE's constant liar expects); a stopping loop abandons them too.
+
+    Args:
+        inner: The sweep's policy (:class:`~clonesweep.orchestrator.sweep_policy.SweepPolicy`).
+        packable: :func:`packable_keys`.
+        max_trials: The most trials asked at once and put in one group.
+        mode: The packed step's mode (``training.pack.mode``).
+    """
+
+    def __init__(self, inner: Any, packable: tuple[str, ...], max_trials: int,
+                 mode: str) -> None:
+        self.inner: Policy = inner
+        self.packable, self.max_trials, self.mode = packable, max_trials, mode
+        self.queue: deque[TrialSpec | PackedGroup | AskedFailed] = deque()
+
+    def ask(self, running: int) -> Work | PackedGroup | AskedFailed | None:
+        if not self.queue:
+            self._ask_batch(running)
+        return self.queue.popleft() if self.queue else None
+
+    def _ask_batch(self, running: int) -> None:
+        groups: dict[str | None, list[TrialSpec]] = {}
+        alone: list[TrialSpec] = []
+        asked = 0
+        while asked < self.max_trials:
+            work = self.inner.ask(running + asked)  # the budget counts the batch as running
+            if work is None:
+                break
+            asked += 1
+            if isinstance(work, AskedFailed):
+                self.queue.append(work)
+                continue
+            assert isinstance(work, TrialSpec)
+            key = group_key(work, self.packable)
+            if key is None:
+                alone.append(work)
+            else:
+                groups.setdefault(key, []).append(work)
+        for trials in groups.values():
+            if len(trials) == 1:
+                self.queue.append(trials[0])
+            else:
+                self.queue.append(PackedGroup(tuple(trials), self.packable, self.mode))
+        self.queue.extend(alone)
+
+    def abandon(self, running: list[Work], cause: BaseException | None) -> None:
+        waiting: list[Work] = []
+        for item in self.queue:
+            if isinstance(item, PackedGroup):
+                waiting.extend(item.trials)
+            elif isinstance(item, TrialSpec):
+                waiting.append(item)
+        self.queue.clear()
+        self.inner.abandon([*running, *waiting], cause)
+
+    # -- the rest is the wrapped policy's ------------------------------------------------------
+    def after_fill(self) -> None:
+        self.inner.after_fill()
+
+    def report(self, event: Intermediate) -> bool:
+        return self.inner.report(event)
+
+    def retried(self, again: Work, result: TrialResult) -> None:
+        self.inner.retried(again, result)
+
+    def tell(self, work: Work, result: TrialResult) -> None:
+        self.inner.tell(work, result)
+
+    def requeue(self, work: Work, result: TrialResult) -> None:
+        self.inner.requeue(work, result)
+
+    def tick(self, running: int) -> None:
+        self.inner.tick(running)
+
+    def storage_check(self) -> None:
+        self.inner.storage_check()

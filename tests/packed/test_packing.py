@@ -1,0 +1,116 @@
+"""The driver's side of packed trials: what may differ inside a group, and the groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packed_models import model_config, sweep_yaml
+
+from clonesweep.errors import SpecError
+from clonesweep.orchestrator.loop import AskedFailed
+from clonesweep.orchestrator.packing import PackingPolicy, group_key, packable_keys
+from clonesweep.spec import load_sweep
+from clonesweep.trials import FailReason, PackedGroup, TrialResult, TrialSpec
+
+
+def _spec(tmp_path: Path, kind: str, parameters: str, pack: str = "{enabled: true}") -> Any:
+    import json
+
+    (tmp_path / "model.json").write_text(json.dumps(model_config(kind)))
+    path = tmp_path / "s.yaml"
+    path.write_text(sweep_yaml(kind, trials=4, parameters=parameters, pack=pack))
+    return load_sweep(path)
+
+
+def test_packable_keys_come_from_the_spec_and_the_base_model(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "transformer", """
+  optimizer.learning_rate: {min: 0.001, max: 0.01}
+  optimizer.weight_decay: {min: 0.0, max: 0.01}
+  optimizer.beta_1: {min: 0.8, max: 0.95}
+  layers.drop.rate: {min: 0.0, max: 0.5}
+  layers[Dropout].rate: {min: 0.0, max: 0.5}
+  layers.mha.dropout: {min: 0.0, max: 0.5}
+  layers.embed.units: {values: [8, 16]}
+  train.batch_size: {values: [16, 32]}""")
+    keys = packable_keys(spec, model_config("transformer"))
+    # Learning rate, weight decay and plain Dropout rates stack; beta_1 is a Python float
+    # inside Adam, attention dropout takes another code path at rate 0, units change shapes.
+    assert keys == ("optimizer.learning_rate", "optimizer.weight_decay", "layers.drop.rate",
+                    "layers[Dropout].rate")
+
+
+def test_the_group_key_ignores_packable_params_only() -> None:
+    packable = ("optimizer.learning_rate",)
+    a = TrialSpec(0, {"optimizer.learning_rate": 0.1, "layers.hidden.units": 8}, 1)
+    b = TrialSpec(1, {"optimizer.learning_rate": 0.2, "layers.hidden.units": 8}, 2)
+    c = TrialSpec(2, {"optimizer.learning_rate": 0.1, "layers.hidden.units": 16}, 3)
+    assert group_key(a, packable) == group_key(b, packable) != group_key(c, packable)
+    assert group_key(TrialSpec(3, {}, 1, structure="abc"), packable) is None
+
+
+class _Inner:
+    """The wrapped policy's ask: hands out ``specs`` and records the running counts."""
+
+    def __init__(self, specs: list[TrialSpec | AskedFailed], budget: int) -> None:
+        self.specs, self.budget, self.seen = list(specs), budget, []
+        self.abandoned: list[Any] = []
+
+    def ask(self, running: int) -> Any:
+        self.seen.append(running)
+        if running >= self.budget or not self.specs:
+            return None
+        return self.specs.pop(0)
+
+    def abandon(self, running: list[Any], cause: BaseException | None) -> None:
+        self.abandoned = running
+
+
+def test_the_policy_asks_a_batch_and_groups_it() -> None:
+    lr = "optimizer.learning_rate"
+    specs: list[Any] = [TrialSpec(i, {lr: 0.1 * i, "layers.hidden.units": 8 << (i % 2)}, i)
+                        for i in range(5)]
+    failed = TrialSpec(5, {}, 5)
+    specs.insert(2, AskedFailed(failed, TrialResult.failed(failed, FailReason.INVALID_CONFIG,
+                                                           "x")))
+    inner = _Inner(specs, budget=100)
+    policy = PackingPolicy(inner, (lr,), max_trials=4, mode="vmap")
+    first = policy.ask(0)
+    # One batch of 4 asks (one failed while asked); each ask counted the batch as running.
+    assert inner.seen == [0, 1, 2, 3]
+    assert isinstance(first, AskedFailed)
+    group = policy.ask(0)
+    assert isinstance(group, PackedGroup)
+    assert [t.number for t in group.trials] == [0, 2] and group.packable == (lr,)
+    alone = policy.ask(2)
+    assert isinstance(alone, TrialSpec) and alone.number == 1  # no partner in its batch
+    assert len(inner.seen) == 4  # the queue first: no new ask
+    nxt = policy.ask(3)  # a new batch: 3, 4 (units 16, 8) each alone
+    assert isinstance(nxt, TrialSpec) and nxt.number == 3
+    policy.abandon([], None)  # what still waits here is abandoned with the running
+    assert [t.number for t in inner.abandoned] == [4]
+
+
+def test_the_policy_stops_at_the_budget() -> None:
+    lr = "optimizer.learning_rate"
+    inner = _Inner([TrialSpec(i, {lr: 0.1}, i) for i in range(10)], budget=3)
+    policy = PackingPolicy(inner, (lr,), max_trials=8, mode="vmap")
+    group = policy.ask(0)
+    assert isinstance(group, PackedGroup) and len(group.trials) == 3
+    assert policy.ask(3) is None
+
+
+def test_pack_settings_are_read_and_checked(tmp_path: Path) -> None:
+    params = "\n  optimizer.learning_rate: {min: 0.001, max: 0.01}"
+    spec = _spec(tmp_path, "mlp", params, "{enabled: true, max_trials: 3, mode: map}")
+    assert (spec.training.pack.enabled, spec.training.pack.max_trials,
+            spec.training.pack.mode) == (True, 3, "map")
+    assert not _spec(tmp_path, "mlp", params, "{}").training.pack.enabled
+    with pytest.raises(SpecError, match=r"training\.pack\.mode") as err:
+        _spec(tmp_path, "mlp", params, "{mode: vamp}")
+    assert "vmap" in str(err.value)
+    with pytest.raises(SpecError, match=r"training\.pack\.max_trials"):
+        _spec(tmp_path, "mlp", params, "{max_trials: 1}")
+    with pytest.raises(SpecError, match=r"training\.pack\.size"):
+        _spec(tmp_path, "mlp", params, "{size: 4}")
