@@ -1,7 +1,7 @@
 """Packed vs unpacked sweeps, end to end through ``clonesweep run``: one JSON line per run.
 
 For each model (an MLP, a Conv2D + BatchNormalization CNN, a small Transformer block; the
-test models of tests/packed/packed_models.py) a sweep of ``--trials`` trials in which only
+test models of tests/scenarios/packed/packed_models.py) a sweep of ``--trials`` trials in which only
 the learning rate, the plain Dropout's rate and the weight decay vary, run twice:
 
 - ``unpacked``: the product's default path (TensorFlow workers, the traced-graph engine),
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "packed"))
+sys.path.insert(0, str(HERE.parent / "tests" / "scenarios" / "packed"))
 
 from packed_models import model_config, sweep_yaml  # type: ignore[import-not-found]  # noqa: E402
 

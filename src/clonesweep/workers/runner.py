@@ -498,9 +498,12 @@ class TrialRunner:
         result = replace(result, param_count=int(model.count_params()))
         if self.job.measure_latency:
             result = replace(result, inference_latency_ms=self._latency_ms(model))
-        self._trained(number, result.value or 0.0, model)
+        if self._on_trained is not None:
+            self._on_trained(number, result.value or 0.0, model)
         if self.job.keep_best:
-            self._keeper.offer(number, result, lambda: _saved(model, number))
+            from clonesweep.workers.member import model_bytes
+
+            self._keeper.offer(number, result, lambda: model_bytes(model, f"trial-{number}"))
         return result
 
     def best_model(self, number: int) -> bytes | None:

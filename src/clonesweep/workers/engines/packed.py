@@ -38,9 +38,11 @@ from clonesweep.trials import (
     TrialSpec,
     TrialState,
 )
+from clonesweep.workers.engines.base import arrays_only
 from clonesweep.workers.engines.epochs import Stop, objective_value
 from clonesweep.workers.job import WorkerState
 from clonesweep.workers.materialize import Materialized, materialize
+from clonesweep.workers.streams import StreamData
 
 __all__ = [
     "LEARNING_RATE",
@@ -93,7 +95,9 @@ def not_packable(state: WorkerState) -> EngineFallback | None:
         return EngineFallback(NAME, FallbackReason.BACKEND,
                               f"packed trials need Keras on JAX; this worker runs "
                               f"{keras.backend.backend()}")
-    if state.data.sample_weight is not None or state.data.val_sample_weight is not None:
+    if isinstance(state.data, StreamData):
+        why = f"the data are {state.data.kind.value} datasets (packed trials take arrays)"
+    elif state.data.sample_weight is not None or state.data.val_sample_weight is not None:
         why = "the data loader returned sample weights"
     elif tr.class_weight:
         why = "training.class_weight is set"
@@ -128,7 +132,7 @@ def train_packed(state: WorkerState, group: PackedGroup,
         mode=Mode(group.mode))
     members = [_member(t.spec, group.packable) for t in trials]
     epochs = _Epochs(job.objective.metric, trials, reporters, job.trial_timeout, plan.epochs)
-    data = state.data
+    data = arrays_only(state.data, NAME)
     result = train_fused_jax(state.base_config, members, (data.x, data.y, data.x_val,
                                                           data.y_val), plan, shared,
                              on_epoch=epochs)

@@ -1,5 +1,5 @@
 """Packed trials against the same trials trained alone, on one JAX worker: run as
-``KERAS_BACKEND=jax python tests/packed/packed_equivalence.py MODEL MODE...`` (Keras fixes
+``KERAS_BACKEND=jax python tests/scenarios/packed/packed_equivalence.py MODEL MODE...`` (Keras fixes
 its backend per process; the rest of the suite runs TensorFlow). Prints one JSON line of
 measured differences; ``test_packed_equivalence.py`` asserts on it.
 
@@ -38,11 +38,13 @@ TRIALS = (TrialSpec(0, {LR: 1e-3, WD: 0.0, DROP: 0.2}, 11),
 
 
 class _Capture(TrialRunner):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.weights: dict[int, list[np.ndarray]] = {}
+    """A runner that keeps each trained trial's weights (through ``on_trained``)."""
 
-    def _trained(self, number: int, value: float, model: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.weights: dict[int, list[np.ndarray]] = {}
+        super().__init__(*args, on_trained=self._keep, **kwargs)
+
+    def _keep(self, number: int, value: float, model: Any) -> None:
         self.weights[number] = [np.array(w) for w in model.weights]
 
 

@@ -1,6 +1,7 @@
 """Packed trials against the same trials trained alone (Keras's fit on JAX, jit-compiled).
 
-Each case runs tests/packed/packed_equivalence.py in its own process with KERAS_BACKEND=jax.
+Each case runs tests/scenarios/packed/packed_equivalence.py in its own process with
+KERAS_BACKEND=jax.
 Trials A (lr 1e-3, Dropout 0.2), B (lr 0.06, weight decay 0.01, Dropout 0.4) and C (lr 1e-3,
 weight decay 0.05, Dropout 0.1) of one structure, packed through ``TrialRunner.run_packed``
 and alone through ``TrialRunner.run``; 2 epochs of 240 digits (ragged last batch).
