@@ -107,11 +107,12 @@ training:
 objective: {metric: val_accuracy, direction: maximize}
 parameters:
   layers.trap.mode: {values: [ok, raise]}
-enqueue:
-  - {layers.trap.mode: ok}
-  - {layers.trap.mode: raise}
-  - {layers.trap.mode: raise}
-  - {layers.trap.mode: raise}
+  layers.hidden.units: {values: [8, 16, 32]}
+enqueue:  # distinct points: Optuna skips an enqueued point that is already queued
+  - {layers.trap.mode: ok, layers.hidden.units: 8}
+  - {layers.trap.mode: raise, layers.hidden.units: 8}
+  - {layers.trap.mode: raise, layers.hidden.units: 16}
+  - {layers.trap.mode: raise, layers.hidden.units: 32}
 sweep:
   trials: 12
   parallel: 1
@@ -133,8 +134,8 @@ def test_a_failure_that_repeats_stops_the_sweep_with_its_message(tmp_path: Path)
         done = drivers.run("run", str(path), timeout=500)
         assert done.returncode == 1, done.stderr[-3000:]
         assert ("stopped after 3 trials failed in a row with the same error (user_error; "
-                "trials 1, 2, 3): ValueError: trap: user code failed on purpose"
-                in done.stderr), done.stderr[-3000:]
+                "trials 1, 2, 3): ValueError: Exception encountered when calling Trap.call(). "
+                "trap: user code failed on purpose" in done.stderr), done.stderr[-3000:]
         assert "hint: fix the code the message names" in done.stderr
         got = trials(tmp_path / "runs" / "repeats" / "study.db", "repeats")
         assert [t.state for t in got] == [S.COMPLETE, S.FAIL, S.FAIL, S.FAIL]

@@ -84,6 +84,20 @@ def test_the_streak_counts_alike_failures_and_anything_else_resets_it() -> None:
     assert "(user_error; trials 2, 3, 5): out of memory on node 5" in streak.message()
 
 
+def test_the_stop_message_shows_the_error_before_its_traceback() -> None:
+    """Keras wraps a layer's error: its own text is on the lines after the first."""
+    keras_style = ("ValueError: Exception encountered when calling Trap.call().\n\n"
+                   "\x1b[1mtrap: failed on purpose\x1b[0m\n\nArguments received by "
+                   "Trap.call():\n  \u2022 inputs=tf.Tensor(shape=(None, 16))\nTraceback "
+                   "(most recent call last):\n  File \"/x/layers.py\", line 22, in call\n")
+    streak = FailureStreak()
+    for n in range(3):
+        streak.see(_failed(n, FailReason.USER_ERROR, keras_style))
+    assert streak.message().splitlines()[0].endswith(
+        "(user_error; trials 0, 1, 2): ValueError: Exception encountered when calling "
+        "Trap.call(). trap: failed on purpose")
+
+
 @pytest.mark.parametrize("between", [
     TrialResult(1, TrialState.COMPLETE, value=0.5),
     TrialResult(1, TrialState.PRUNED),

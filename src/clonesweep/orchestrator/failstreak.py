@@ -51,7 +51,24 @@ _HINTS = {
 # Stripped before comparing: paths (/a/b.py, C:\a\b), hex ids and addresses, numbers.
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:\\|\.{0,2}/)[^\s'\",:;()\[\]]+")
 _HEX = re.compile(r"\b(?:0x[0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,})\b")
+_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _head(message: str | None, limit: int = 400) -> str:
+    """The message before its traceback, on one line, terminal escapes gone: Keras wraps an
+    error from a layer as "Exception encountered when calling X.call()." with the error's
+    own text on the lines after it."""
+    text = _ESCAPE.sub("", (message or "").split("Traceback (most recent call last)")[0])
+    lines = [line.strip() for line in text.splitlines()]
+    kept = []
+    for line in lines:
+        if line.startswith("Arguments received by"):
+            break  # then the layer's arguments: not the error
+        if line:
+            kept.append(line)
+    head = " ".join(kept)
+    return head if len(head) <= limit else head[:limit - 3] + "..."
 
 
 def normalised(message: str) -> str:
@@ -101,10 +118,9 @@ class FailureStreak:
         """Why the sweep stopped: the failure, the trials, and what to do."""
         assert self.last is not None and self.last.reason is not None
         reason = self.last.reason
-        first = (self.last.message or "").strip().splitlines()
         numbers = ", ".join(str(n) for n in self.numbers)
         return (f"stopped after {len(self.numbers)} trials failed in a row with the same "
-                f"error ({reason.value}; trials {numbers}): {first[0] if first else ''}\n"
+                f"error ({reason.value}; trials {numbers}): {_head(self.last.message)}\n"
                 f"hint: {_HINTS.get(reason, 'fix the cause the message names')}; trials "
                 f"still running were let finish, and `clonesweep resume FILE` continues the "
                 f"sweep")
