@@ -27,12 +27,13 @@ from clonesweep.orchestrator.backends.ray._ray import (
     loopback_node,
     loopback_only,
     never_ran,
+    node_start_timed_out,
     preload_modules,
     start_failure,
     stop_monitor,
 )
 from clonesweep.orchestrator.backends.ray.actors import _Broker, _WorkerActor
-from clonesweep.orchestrator.backends.ray.reaper import Reaper, children_of
+from clonesweep.orchestrator.backends.ray.reaper import Reaper, children_of, kill_trees
 from clonesweep.orchestrator.backends.ray.slots import (
     SlotPool,
     first_line,
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 # epoch) before the driver kills it: covers a hang inside an epoch.
 _KILL_GRACE_S = 30.0
 _DRAIN_WAIT_S = 1.0
+# Starts of a local Ray before giving up, when Ray gave up on its node still starting.
+_LOCAL_START_TRIES = 3
 
 
 @contextlib.contextmanager
@@ -140,14 +143,9 @@ class RayBackend:
                 if local:
                     extra = {**loopback_node(), **self._local_start(slots)}
                     inherit = True
-                before = children_of(os.getpid()) if local else set()
-                with _environment(env if inherit else {}), \
-                        loopback_only() if local else contextlib.nullcontext():
-                    ray.init(address=self._address, include_dashboard=False,
-                             log_to_driver=False, logging_level=logging.WARNING,
-                             configure_logging=False, **extra)
+                started = self._init(ray, local, inherit, env, extra)
                 if local:  # what ray.init started ends with this driver, even on SIGKILL
-                    self._reaper.start(children_of(os.getpid()) - before)
+                    self._reaper.start(started)
             except Exception as exc:
                 where = self._address or os.environ.get("RAY_ADDRESS") or "a local Ray"
                 raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
@@ -178,6 +176,27 @@ class RayBackend:
             num_cpus=0, max_concurrency=10_000, scheduling_strategy=on_driver_node(),
             **broker_env).remote()
         self._drain_ref = self._broker.drain.remote(_DRAIN_WAIT_S)
+
+    def _init(self, ray: Any, local: bool, inherit: bool, env: dict[str, str],
+              extra: dict[str, Any]) -> set[int]:
+        """``ray.init``; the processes it started. A local node that Ray gave up on while it
+        was still starting (Ray waits 30 s for it, a fixed figure, which a loaded machine
+        can pass) is killed and started again, up to ``_LOCAL_START_TRIES`` times."""
+        for attempt in range(1, _LOCAL_START_TRIES + 1):
+            before = children_of(os.getpid()) if local else set()
+            try:
+                with _environment(env if inherit else {}), \
+                        loopback_only() if local else contextlib.nullcontext():
+                    ray.init(address=self._address, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.WARNING,
+                             configure_logging=False, **extra)
+                return children_of(os.getpid()) - before
+            except Exception as exc:
+                if not local or attempt == _LOCAL_START_TRIES or not node_start_timed_out(exc):
+                    raise
+                kill_trees(children_of(os.getpid()) - before)
+                ray.shutdown()
+        raise AssertionError("unreachable")
 
     def _local_start(self, slots: int) -> dict[str, Any]:
         """``ray.init`` settings for the local Ray this driver starts for itself.
