@@ -6,8 +6,10 @@ The sweep's processes are those under the driver in the process tree, and those 
 the test's marker in their environment. The marker alone misses some: Ray's setproctitle
 zeroes the start of a process's /proc/PID/environ, up to the first variable the process
 changed before it set its title (``import ray`` sets RAY_CLIENT_MODE), and the raylet hands
-its agents the environment in an order that varies, so the runtime-env agent's marker was
-sometimes in the zeroed part (2 of 5 runs).
+its agents the environment in an order of its own that depends on which variables there
+are. A local Ray started with RAY_CLIENT_MODE already set (as by a test process that
+imported ray first, as a full run does) and 7 more variables: both agents' environ had lost
+the marker; without them it was kept (the runtime-env agent was missed in 2 of 5 runs).
 """
 
 from __future__ import annotations
