@@ -165,8 +165,10 @@ def run(sweep: Sweep, *, model: keras.Model | None = None, data: Any = None,
         **overrides: ``sweep.<key>`` settings, e.g. ``trials=8, parallel=2``.
 
     Raises:
-        SpecError: a bad sweep, model or override (nothing is created).
-        SweepFailed: no trial could run (see the message), or Ray cannot start.
+        SpecError: a bad sweep, model, data or override: the checks ``clonesweep run``
+            makes (``validate --data``'s), before anything is created.
+        SweepFailed: no trial could run, or a failure repeated (see the message), or Ray
+            cannot start.
 
     Example:
         >>> result = clonesweep.run("configs/digits_mlp.yaml", trials=4, backend="inprocess")
@@ -203,7 +205,8 @@ def ensemble(sweep: Sweep, *, members: int, model: keras.Model | None = None,
         study: The ensemble study's name (default ``<name>-ensemble``; a used one is refused).
 
     Raises:
-        SpecError: bad input, a missing trial, or an ensemble study that holds trials.
+        SpecError: bad input (the checks ``clonesweep run`` makes, before anything is
+            created), a missing trial, or an ensemble study that holds trials.
 
     Example:
         >>> ens = clonesweep.ensemble("configs/digits_mlp.yaml", members=4, trial="best")
@@ -262,7 +265,36 @@ def _resolved(sweep: Sweep, model: Any, data: Any,
             copy = Path(tmp) / "sweep.yaml"
             copy.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
             spec = dataclasses.replace(spec, file=copy)
+        _validated(spec, file, Path(tmp), data_given=data is not None)
         yield spec
+
+
+def _validated(spec: SweepSpec, shown: str, tmp: Path, *, data_given: bool) -> None:
+    """``clonesweep run``'s checks (``validate --data``'s) before anything exists: storage,
+    places, sampler and pruner, imports, the rebuild at every corner, the training names, one
+    call of the data loader (or a look at the arrays given). A refusal names the caller's
+    file (not the temporary copy), ``<model>`` for a model given in memory and ``data`` for
+    arrays given."""
+    from clonesweep.orchestrator.commands.validate import validate_sweep
+    from clonesweep.workers.given import GIVEN_LOADER
+
+    try:
+        validate_sweep(spec, data=True)
+    except SpecError as exc:
+        file = exc.file
+        if file == str(spec.file):
+            file = shown
+        elif file is not None and Path(file).is_relative_to(tmp):
+            file = "<model>"
+        message, field = exc.message, exc.field
+        kwargs: dict[str, Any] = {"value": exc.value} if exc.has_value else {}
+        if data_given and field == "data.loader":
+            field = "data"
+            message = message.replace("the data loader returns", "data= holds", 1)\
+                .replace("the data loader", "data=", 1)
+            if kwargs.get("value") == GIVEN_LOADER:
+                kwargs.pop("value")
+        raise type(exc)(message, file=file, field=field, hint=exc.hint, **kwargs) from None
 
 
 def _plain(sweep: Mapping[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,70 @@ def test_bad_override_and_data_name_the_field(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+def _model() -> Any:
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="hidden"),
+                             keras.layers.Dense(2, activation="softmax", name="out")])
+
+
+def _data(x_nan: bool = False, labels: int = 2) -> tuple[Any, ...]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 4)).astype("float32")
+    if x_nan:
+        x[5, 1] = np.nan
+    y = (np.arange(48) % labels).astype("int32")
+    return (x[:32], y[:32], x[32:], y[32:])
+
+
+SWEEP = {"name": "checked", "training": {"epochs": 1, "batch_size": 16},
+         "objective": {"metric": "val_accuracy", "direction": "maximize"},
+         "parameters": {"layers.hidden.units": {"values": [2, 4]}}}
+
+
+def _refused(call: Any, folder: Path) -> str:
+    """The SpecError ``call`` raises, as text; the folder tree unchanged and no temporary
+    file named in it."""
+    before = sorted(folder.rglob("*"))
+    with pytest.raises(clonesweep.SpecError) as info:
+        call()
+    assert sorted(folder.rglob("*")) == before
+    text = str(info.value)
+    assert "clonesweep-api-" not in text and "\n  hint: " in text, text
+    return text
+
+
+def test_in_memory_model_and_data_get_run_s_checks_before_anything_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `clonesweep run` checks, for what a notebook holds: arrays with NaN, labels the
+    model's output cannot take, a search-space value the in-memory model cannot build, a
+    loss Keras does not know, a sampler argument of the wrong type given as an override; the
+    error names the caller's file (or <dict>), the field and the value."""
+    monkeypatch.chdir(tmp_path)
+    model = _model()
+    text = _refused(lambda: clonesweep.run(SWEEP, model=model, data=_data(x_nan=True),
+                                           backend="inprocess", progress=False), tmp_path)
+    assert text.startswith("<dict>: field 'data': data= holds x_train with 1 NaN"), text
+    assert "x_train[5, 1]" in text
+    text = _refused(lambda: clonesweep.run(SWEEP, model=model, data=_data(labels=5),
+                                           backend="inprocess", progress=False), tmp_path)
+    assert text.startswith("<dict>: field 'data': data= holds y_train from 0 to 4"), text
+    bad_units = {**SWEEP, "parameters": {"layers.hidden.units": {"values": [0, 4]}}}
+    text = _refused(lambda: clonesweep.run(bad_units, model=model, data=_data(),
+                                           backend="inprocess", progress=False), tmp_path)
+    assert text.startswith("<dict>: field 'parameters.layers.hidden.units'"), text
+    bad_loss = {**SWEEP, "training": {**SWEEP["training"], "loss": "nosuch_loss"}}
+    text = _refused(lambda: clonesweep.ensemble(bad_loss, members=2, model=model,
+                                                data=_data(), backend="inprocess"), tmp_path)
+    assert text.startswith("<dict>: field 'training.loss'") and "nosuch_loss" in text, text
+    path = write_sweep(tmp_path)
+    text = _refused(lambda: clonesweep.run(
+        path, sampler={"name": "tpe", "n_startup_trials": "ten"}, backend="inprocess",
+        progress=False), tmp_path)
+    assert text.startswith(f"{path}: field 'sweep.sampler.n_startup_trials'"), text
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.integration
 def test_in_memory_data_and_model_on_ray(ray_cluster: str, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -160,7 +160,9 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
         SpecError: Bad sampler or pruner settings (nothing created).
         SweepFailed: The workers cannot start (no Ray, too few resources; nothing created).
         StudyError: The storage cannot be opened (a run folder this call made is removed).
-        SweepFailed: Trials kept failing on user errors; nothing completed.
+        SweepFailed: Trials kept failing on user errors with nothing completed, or the last
+            few finished trials failed with the same message
+            (:mod:`~clonesweep.orchestrator.failstreak`; the best model is kept first).
         SweepFailed: Another driver holds the sweep (``options.takeover`` is False).
         KeyboardInterrupt: SIGINT or SIGTERM; running trials finished within
             ``options.grace`` seconds or were failed as ``interrupted`` and re-queued.
@@ -203,8 +205,9 @@ def run_sweep(spec: SweepSpec, base_config: dict[str, Any], backend: Backend,
             Loop(backend, packing(policy, spec, base_config, backend),
                  retries=spec.sweep.retries, outbox=outbox,
                  interrupts=interrupts, lease=opened.lease).run()
-            policy.check_not_stopped()
             kept = bestmodel.keep(backend, opened.folder, opened.study)
+            # After keeping: a sweep stopped on a repeating failure keeps its best model.
+            policy.check_not_stopped()
     finally:
         backend.shutdown()
         if trackers is not None:

@@ -2,7 +2,9 @@
 
 What to ask: Optuna trials, define-by-run, until the finished trials that count plus the
 running ones reach the budget, the sampler has visited every point of a grid, or the sweep
-stops after ``_USER_ERRORS_BEFORE_ABORT`` user errors in a row. What an epoch's value
+stops after ``_USER_ERRORS_BEFORE_ABORT`` user errors in a row (nothing completed) or
+failures that repeat with the same message (:mod:`~clonesweep.orchestrator.failstreak`).
+What an epoch's value
 decides: Optuna's pruner. How a result is told: the objective values (or a user error when
 one is missing), the constraints, the attributes and the run folder's record
 (:mod:`clonesweep.orchestrator.records`). What a cut-short trial becomes: failed as
@@ -23,6 +25,7 @@ import optuna
 from clonesweep.errors import SweepFailed
 from clonesweep.orchestrator import trialrecord
 from clonesweep.orchestrator._optuna import stopped_outside_optimize
+from clonesweep.orchestrator.failstreak import FailureStreak
 from clonesweep.orchestrator.gridplan import GridPlan
 from clonesweep.orchestrator.loop import AskedFailed, Work
 from clonesweep.orchestrator.records import failure_attributes, trial_attributes, trial_record
@@ -103,6 +106,7 @@ class SweepPolicy:
         self.grid = GridPlan.of(spec)
         self.structures_stored = {k for k in study.user_attrs if k.startswith("structure_config:")}
         self.user_errors_in_a_row = 0
+        self.streak = FailureStreak()  # the same failure again and again: stop
         self.stopping = False
         self.trial_s = {"build": 0.0, "train": 0.0, "eval": 0.0}
         self._last_error = ""
@@ -115,7 +119,10 @@ class SweepPolicy:
         return ""
 
     def check_not_stopped(self) -> None:
-        """Raises SweepFailed when the sweep stopped on user errors with nothing finished."""
+        """Raises SweepFailed when the sweep stopped on a failure that repeated, or on user
+        errors with nothing finished."""
+        if self.streak.stopped:
+            raise SweepFailed(self.streak.message())
         if self.stopping and self.counts.complete + self.counts.pruned == 0:
             raise SweepFailed(f"stopped after {self.user_errors_in_a_row} trials failed in a row "
                               f"with user errors; the last: {self._last_error}")
@@ -237,6 +244,8 @@ class SweepPolicy:
             self._failed(result)
         if self.trackers is not None:  # after the study: they never hold up its record
             self.trackers.told(self.study, frozen, result)
+        if self.streak.see(result):
+            self.stopping = True
         for phase, seconds in (("build", result.timings.build_s),
                                ("train", result.timings.train_s),
                                ("eval", result.timings.eval_s)):
@@ -252,7 +261,10 @@ class SweepPolicy:
         if result.reason is FailReason.USER_ERROR:
             self.user_errors_in_a_row += 1
             self._last_error = result.message.splitlines()[0] if result.message else ""
-            if self.user_errors_in_a_row >= _USER_ERRORS_BEFORE_ABORT:
+            # Only with nothing completed: otherwise the sweep stopped short of its budget
+            # without an error (the repeats of one message stop it through the streak).
+            if (self.user_errors_in_a_row >= _USER_ERRORS_BEFORE_ABORT
+                    and self.counts.complete + self.counts.pruned == 0):
                 self.stopping = True
 
     def _report_missing(self, entry: _Asked, result: TrialResult) -> None:

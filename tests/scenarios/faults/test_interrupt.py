@@ -49,8 +49,16 @@ def test_second_signal_cancels_then_resume_finishes(sweep_file: Any, tmp_path: P
     drivers = Drivers(tmp_path)
     try:
         a = drivers.start("run", str(path), "--grace", "600")
-        wait_for("two running trials",
-                 lambda: sum(t.state is S.RUNNING for t in trials(db, "intr")) == 2)
+
+        def two_running() -> bool:
+            # A driver that exited (Ray could not start, ...) fails here at once, saying why.
+            if a.poll() is not None:
+                raise AssertionError(f"the driver exited {a.returncode} before two trials "
+                                     f"ran: {a.communicate()[1][-3000:]}")
+            return sum(t.state is S.RUNNING for t in trials(db, "intr")) == 2
+
+        # 240 s was passed at load 57 on 2 cores (a driver's start: Keras, Ray, two workers).
+        wait_for("two running trials", two_running, timeout=420)
         a.send_signal(signal.SIGTERM)  # drain: no new trial, wait up to 600 s ...
         a.send_signal(signal.SIGINT)   # ... but a second signal cancels at once
         _, err = a.communicate(timeout=240)

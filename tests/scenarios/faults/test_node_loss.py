@@ -28,7 +28,11 @@ from faults_support import assert_invariants, trials, wait_for
 
 from cluster_support import LocalCluster
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+# Above the sum of each test's own stage limits (the no-room test's: 300 s for a busy
+# worker, 300 s for the stop, 90 s, 400 s for the resume, 90 s), so a stage that hangs fails
+# with its own message and the cluster's logs, not a bare pytest timeout: with 600 s the
+# no-room test was cut off during its resume on a machine at load 58 (2 cores).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1300)]
 
 S = optuna.trial.TrialState
 

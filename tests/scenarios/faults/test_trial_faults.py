@@ -67,3 +67,57 @@ def test_nan_hang_and_user_error_fail_with_their_reason(tmp_path: Path) -> None:
         assert summary["failures"] == {"timeout": 1, "nan_loss": 1, "user_error": 1, "oom": 1}
     finally:
         drivers.close()
+
+
+REPEATING = """
+name: repeats
+model:
+  factory: faults_layers:build
+  imports: [faults_layers]
+data:
+  loader: clonesweep.datasets:digits
+  kwargs: {limit: 200}
+training:
+  epochs: 1
+  batch_size: 64
+  optimizer: {name: adam, learning_rate: 0.003}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+objective: {metric: val_accuracy, direction: maximize}
+parameters:
+  layers.trap.mode: {values: [ok, raise]}
+  layers.hidden.units: {values: [8, 16, 32]}
+enqueue:  # distinct points: Optuna skips an enqueued point that is already queued
+  - {layers.trap.mode: ok, layers.hidden.units: 8}
+  - {layers.trap.mode: raise, layers.hidden.units: 8}
+  - {layers.trap.mode: raise, layers.hidden.units: 16}
+  - {layers.trap.mode: raise, layers.hidden.units: 32}
+sweep:
+  trials: 12
+  parallel: 1
+  sampler: {name: random, seed: 0}
+  run_dir: runs
+"""
+
+
+def test_a_failure_that_repeats_stops_the_sweep_with_its_message(tmp_path: Path) -> None:
+    """A custom layer that raises on every trial after one completed: the sweep stops after
+    three alike (their tracebacks differ in nothing but numbers), exit 1 with the message
+    and a hint, nothing more asked, the completed trial's model kept."""
+    path = tmp_path / "repeats.yaml"
+    path.write_text(REPEATING)
+    drivers = Drivers(tmp_path)
+    drivers.env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).parent), drivers.env.get("PYTHONPATH", "")) if p)
+    try:
+        done = drivers.run("run", str(path), timeout=500)
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert ("stopped after 3 trials failed in a row with the same error (user_error; "
+                "trials 1, 2, 3): ValueError: Exception encountered when calling Trap.call(). "
+                "trap: user code failed on purpose" in done.stderr), done.stderr[-3000:]
+        assert "hint: fix the code the message names" in done.stderr
+        got = trials(tmp_path / "runs" / "repeats" / "study.db", "repeats")
+        assert [t.state for t in got] == [S.COMPLETE, S.FAIL, S.FAIL, S.FAIL]
+        assert (tmp_path / "runs" / "repeats" / "best.keras").is_file()
+    finally:
+        drivers.close()

@@ -63,3 +63,47 @@ def listening(pids: list[int]) -> list[Listening]:
                             address, port = inodes[inode]
                             out.append(Listening(pid, os.path.basename(name), address, port))
     return out
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """``(ppid, state, start time)`` of ``pid`` from /proc/PID/stat; None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live process under ``root`` in the process tree (``root`` included), with its
+    start time (so that a pid reused later is not taken for it)."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and stat[1] != "Z":
+                children.setdefault(stat[0], []).append((int(entry.name), stat[2]))
+    found: dict[int, int] = {}
+    stat = _stat(root)
+    if stat is not None and stat[1] != "Z":
+        found[root] = stat[2]
+    todo = [root]
+    while todo:
+        for pid, started in children.get(todo.pop(), []):
+            if pid not in found:
+                found[pid] = started
+                todo.append(pid)
+    return found
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot); None if it is gone."""
+    stat = _stat(pid)
+    return None if stat is None else stat[2]
+
+
+def alive(pid: int, started: int) -> bool:
+    """``pid`` still runs the process that started at ``started`` (a zombie is gone)."""
+    stat = _stat(pid)
+    return stat is not None and stat[1] != "Z" and stat[2] == started

@@ -1,6 +1,16 @@
 """The embedded Ray of `clonesweep run`: it listens on loopback only (checked on the real
 sockets of every process of the sweep while trials run), and none of its processes outlives
-a driver killed by SIGKILL."""
+a driver killed by SIGKILL.
+
+The sweep's processes are those under the driver in the process tree, and those carrying
+the test's marker in their environment. The marker alone misses some: Ray's setproctitle
+zeroes the start of a process's /proc/PID/environ, up to the first variable the process
+changed before it set its title (``import ray`` sets RAY_CLIENT_MODE), and the raylet hands
+its agents the environment in an order of its own that depends on which variables there
+are. A local Ray started with RAY_CLIENT_MODE already set (as by a test process that
+imported ray first, as a full run does) and 7 more variables: both agents' environ had lost
+the marker; without them it was kept (the runtime-env agent was missed in 2 of 5 runs).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from safety_sockets import listening
+from safety_sockets import alive, descendants, listening, start_time
 
 from tests_support import pids_with_env
 
@@ -66,7 +76,7 @@ def marked_driver(sweep_file: Any) -> Iterator[tuple[subprocess.Popen[str], str,
     try:
         yield driver, marker, path.parent / "runs" / "loop" / "study.log"
     finally:
-        for pid in pids_with_env(MARKER, marker):
+        for pid in {*pids_with_env(MARKER, marker), *descendants(driver.pid)} - {driver.pid}:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         driver.kill()
@@ -93,11 +103,19 @@ def test_the_sweep_listens_on_loopback_only_and_dies_with_its_driver(
     # for the loopback check.
     seen: dict[tuple[int, str, int], Any] = {}
 
+    known: dict[int, int] = {}  # pid -> start time, of every process of the sweep seen
+
     def all_listening() -> bool:
-        for s in listening(pids_with_env(MARKER, marker)):
+        tree = descendants(driver.pid)
+        known.update(tree)
+        for pid in pids_with_env(MARKER, marker):
+            started = start_time(pid)
+            if pid not in known and started is not None:
+                known[pid] = started
+        for s in listening(sorted(known)):
             seen[(s.pid, s.address, s.port)] = s
         got = {s.name for s in seen.values()}
-        return ({"gcs_server", "raylet"} <= got
+        return ({"gcs_server", "raylet", "ray::RuntimeEnvAgent"} <= got
                 and sum(1 for n in got if n.startswith("ray::_WorkerActor")) == 2
                 and sum(1 for n in got if n.startswith("ray::_Broker")) == 1)
 
@@ -107,10 +125,9 @@ def test_the_sweep_listens_on_loopback_only_and_dies_with_its_driver(
     # the driver's own gRPC server, GCS, raylet (2 ports), the runtime-env agent, both worker
     # actors and the pruning broker (Ray names an actor's process ray::<Class>[.<method>])
     assert driver.pid in {s.pid for s in sockets}, sockets
-    # The runtime-env agent is checked whenever it is seen listening; with ray[default]
-    # installed it was not always found among the marked processes (2 of 5 runs), so its
-    # presence is not required here.
-    assert {"gcs_server", "raylet"} <= set(names), names
+    assert {"gcs_server", "raylet", "ray::RuntimeEnvAgent"} <= set(names), names
+    agent = [s for s in sockets if s.name == "ray::RuntimeEnvAgent"]
+    assert all(s.address == "127.0.0.1" for s in agent), agent
     assert sum(1 for n in names if n.startswith("ray::_Broker")) == 1, names
     assert sum(1 for n in names if n.startswith("ray::_WorkerActor")) == 2, names
     exposed = [s for s in sockets if not s.loopback]
@@ -121,7 +138,8 @@ def test_the_sweep_listens_on_loopback_only_and_dies_with_its_driver(
     left: list[int] = []
 
     def all_gone() -> bool:
-        left[:] = pids_with_env(MARKER, marker)
+        left[:] = sorted({pid for pid, started in known.items() if alive(pid, started)}
+                         | set(pids_with_env(MARKER, marker)))
         return not left
 
     try:

@@ -257,3 +257,33 @@ def test_refused_before_anything_is_created(workdir: Path, case: Case, command: 
     assert snapshot(workdir) == before
     assert not (workdir / "pwned").exists()
     assert not os.path.exists("/proc/clonesweep-runs")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_the_python_api_refuses_the_same_before_anything_is_created(workdir: Path,
+                                                                    case: Case) -> None:
+    """``clonesweep.run`` makes ``clonesweep run``'s checks: the same SpecError (file, field,
+    value, hint), nothing created. In process: a check missing would train and return."""
+    import clonesweep
+
+    sweep = workdir / "sweep.yaml"
+    if case.id == "sweep_file_is_a_symlink_loop":
+        sweep.symlink_to(workdir / "sweep2.yaml")
+        (workdir / "sweep2.yaml").symlink_to(sweep)
+    else:
+        sweep.write_text(case.text)
+    if case.id == "sweep_file_over_1_mb":
+        _big_file(workdir)
+    elif case.setup is not None:
+        case.setup(workdir)
+    before = snapshot(workdir)
+    with pytest.raises(clonesweep.SpecError) as info:
+        clonesweep.run(str(sweep), backend="inprocess", progress=False)
+    text = str(info.value)
+    assert text.startswith(str(sweep)), text
+    if case.field:
+        assert f"field '{case.field}'" in text, text
+    assert case.value in text, text
+    assert "\n  hint: " in text, text
+    assert snapshot(workdir) == before
+    assert not (workdir / "pwned").exists()

@@ -103,6 +103,18 @@ def start_failure(exc: BaseException) -> str:
     return text[-1500:]
 
 
+#: What ``ray.init`` raises when the raylet it started did not register with the GCS within
+#: the 30 s Ray 2.60 allows (``ray._private.node``, a constant there, no setting).
+_NODE_START_TIMEOUT = "timed out during startup"
+
+
+def node_start_timed_out(exc: BaseException) -> bool:
+    """Whether ``ray.init`` gave up on a local node that was still starting (a loaded
+    machine: seen at load 38 on 2 cores). Public way: none; the error is a plain
+    ``Exception`` with this text."""
+    return _NODE_START_TIMEOUT in str(exc)
+
+
 def never_ran(exc: BaseException) -> bool:
     """Whether a trial's task failed before reaching its worker: sent to an actor that was
     restarting, or whose process was already gone.

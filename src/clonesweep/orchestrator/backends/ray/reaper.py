@@ -75,6 +75,13 @@ def _tree(roots: Iterable[int]) -> set[int]:
     return seen
 
 
+def kill_trees(roots: set[int]) -> None:
+    """SIGKILL ``roots`` and every process under them (what a failed ``ray.init`` left)."""
+    for pid in _tree(roots):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 class Reaper:
     """The driver's handle on the watchdog process: :meth:`start` after ``ray.init``,
     :meth:`close` after ``ray.shutdown`` (the watchdog then ends whatever Ray left)."""

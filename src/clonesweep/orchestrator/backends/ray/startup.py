@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from clonesweep.errors import SweepFailed
-from clonesweep.orchestrator.backends.ray._ray import loopback_node, loopback_only, preload_modules
+from clonesweep.orchestrator.backends.ray._ray import (
+    loopback_node,
+    loopback_only,
+    node_start_timed_out,
+    preload_modules,
+)
 from clonesweep.orchestrator.backends.ray.actors import _Broker
-from clonesweep.orchestrator.backends.ray.reaper import Reaper, children_of
+from clonesweep.orchestrator.backends.ray.reaper import Reaper, children_of, kill_trees
 from clonesweep.orchestrator.backends.ray.slots import on_driver_node
 from clonesweep.spec.model import ResourcesSpec
 from clonesweep.workers.runner import WorkerJob
@@ -33,6 +38,10 @@ __all__ = [
     "start_broker",
     "start_ray",
 ]
+
+
+# Starts of a local Ray before giving up, when Ray gave up on its node still starting.
+_LOCAL_START_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -86,17 +95,36 @@ def start_ray(address: str | None, keras_backend: str, resources: ResourcesSpec,
         extra: dict[str, Any] = {}
         if local:
             extra = {**loopback_node(), **_local_start(keras_backend, resources, slots)}
-        before = children_of(os.getpid()) if local else set()
-        with _environment(env if local else {}), \
-                loopback_only() if local else contextlib.nullcontext():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False, **extra)
+        started = _init(address, local, env, extra)
         if local:  # what ray.init started ends with this driver, even on SIGKILL
-            reaper.start(children_of(os.getpid()) - before)
+            reaper.start(started)
     except Exception as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
         raise SweepFailed(f"cannot start or reach Ray ({where}): {exc}") from exc
     return RayStart(owns_ray=True, inherit=local, env=env)
+
+
+def _init(address: str | None, local: bool, env: dict[str, str],
+          extra: dict[str, Any]) -> set[int]:
+    """``ray.init``; the processes it started. A local node that Ray gave up on while it was
+    still starting (Ray waits 30 s for it, a fixed figure, which a loaded machine can pass)
+    is killed and started again, up to ``_LOCAL_START_TRIES`` times."""
+    import ray
+
+    for attempt in range(1, _LOCAL_START_TRIES + 1):
+        before = children_of(os.getpid()) if local else set()
+        try:
+            with _environment(env if local else {}), \
+                    loopback_only() if local else contextlib.nullcontext():
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, configure_logging=False, **extra)
+            return children_of(os.getpid()) - before
+        except Exception as exc:
+            if not local or attempt == _LOCAL_START_TRIES or not node_start_timed_out(exc):
+                raise
+            kill_trees(children_of(os.getpid()) - before)
+            ray.shutdown()
+    raise AssertionError("unreachable")
 
 
 def _local_start(keras_backend: str, resources: ResourcesSpec, slots: int) -> dict[str, Any]:

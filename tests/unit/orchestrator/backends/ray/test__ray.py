@@ -109,3 +109,18 @@ def test_a_method_s_own_error_is_not_an_init_failure(ray_cluster: str) -> None:
     exc = _raise_in("ping")
     assert isinstance(exc, ray.exceptions.RayTaskError)
     assert not _ray.actor_init_failed(exc)
+
+
+def test_the_node_start_timeout_is_still_ray_s_text() -> None:
+    """``node_start_timed_out`` reads the text ray.init raises when its raylet did not
+    register in time; a release that rewords it fails here."""
+    import inspect
+
+    from ray._private import node
+
+    source = inspect.getsource(node)
+    assert _ray._NODE_START_TIMEOUT in source
+    assert _ray.node_start_timed_out(Exception(
+        "The current node timed out during startup. This could happen because some of the "
+        "raylet failed to startup or the GCS has become overloaded."))
+    assert not _ray.node_start_timed_out(Exception("Connection refused"))
