@@ -55,7 +55,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _start(backend: RayBackend) -> None:
     """What RayBackend.start does first (the job is not needed for it)."""
-    start_ray(None, "tensorflow", backend._resources, 1, backend._reaper)
+    start_ray(backend._address, "tensorflow", backend._resources, 1, backend._reaper)
 
 
 def test_a_node_that_timed_out_starting_is_killed_and_started_again(scripted: Any) -> None:
