@@ -106,7 +106,8 @@ def prefill(spec: Any, url: str, history: int) -> None:
 
     import optuna
 
-    from clonesweep.orchestrator.study.storage import distributions, open_study
+    from clonesweep.orchestrator.study.plugins import distributions
+    from clonesweep.orchestrator.study.storage import open_study
 
     study = open_study(spec, url)
     dists = distributions(spec.parameters)

@@ -22,7 +22,7 @@ import time
 def one(kind: str, history: int, asks: int) -> float:
     import optuna
 
-    from clonesweep.orchestrator.study.storage import TPESampler
+    from clonesweep.orchestrator.study.plugins import TPESampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = {"units": optuna.distributions.IntDistribution(16, 256, log=True),

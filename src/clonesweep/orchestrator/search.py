@@ -22,7 +22,8 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import SpecError, StudyError
-from clonesweep.orchestrator.study.storage import distributions, load_study, mask_url
+from clonesweep.orchestrator.study.plugins import distributions
+from clonesweep.orchestrator.study.storage import load_study, mask_url
 from clonesweep.orchestrator.trialrecord import read_in
 from clonesweep.spec.model import (
     SPECIAL_METRICS,

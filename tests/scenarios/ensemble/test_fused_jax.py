@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clonesweep.orchestrator.study.storage import load_study
 from clonesweep.workers.engines.jaxgroup import mode_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,6 @@ def test_mode_follows_the_layer_kinds() -> None:
 @pytest.mark.parametrize("model", ["cnn_bn", "transformer"])
 def test_ensemble_fused_on_jax_workers(ray_cluster: str, tmp_path: Path, model: str) -> None:
     import keras
-    import optuna
 
     from clonesweep.datasets import digits_images
 
@@ -67,8 +67,8 @@ def test_ensemble_fused_on_jax_workers(ray_cluster: str, tmp_path: Path, model: 
     payload = json.loads(done.stdout)
     assert payload["members_held"] == 3 and payload["fused"] is True, payload
     assert payload["fused_note"] == "" and all(m["fused"] for m in payload["members"])
-    storage = f"sqlite:///{tmp_path / 'runs' / f'tiny-{model}' / 'study.db'}"
-    study = optuna.load_study(study_name=f"tiny-{model}-ensemble", storage=storage)
+    storage = f"journal://{tmp_path / 'runs' / f'tiny-{model}' / 'study.log'}"
+    study = load_study(f"tiny-{model}-ensemble", storage)
     trials = study.get_trials()
     assert [t.user_attrs["engine"] for t in trials] == ["fused-jax"] * 3
     assert all(t.user_attrs["engine_fallback"] is None for t in trials)

@@ -116,7 +116,7 @@ def test_a_failure_that_repeats_stops_the_sweep_with_its_message(tmp_path: Path)
                 "trials 1, 2, 3): ValueError: Exception encountered when calling Trap.call(). "
                 "trap: user code failed on purpose" in done.stderr), done.stderr[-3000:]
         assert "hint: fix the code the message names" in done.stderr
-        got = trials(tmp_path / "runs" / "repeats" / "study.db", "repeats")
+        got = trials(tmp_path / "runs" / "repeats", "repeats")
         assert [t.state for t in got] == [S.COMPLETE, S.FAIL, S.FAIL, S.FAIL]
         assert (tmp_path / "runs" / "repeats" / "best.keras").is_file()
     finally:

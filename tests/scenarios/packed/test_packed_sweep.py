@@ -18,6 +18,8 @@ import optuna
 import pytest
 from packed_models import model_config, sweep_yaml
 
+from clonesweep.orchestrator.study.storage import load_study
+
 # Each run starts JAX workers, which compile the group's step: the pruning test took 255 s
 # with the 2-core machine at load ~28 (others' work), 503 s at ~46, and runs timed out at
 # 560 s near ~55.
@@ -83,8 +85,7 @@ def test_pruning_groups_and_lone_trials(ray_cluster: str, tmp_path: Path) -> Non
     assert records[4]["state"] in ("complete", "pruned") and records[4]["history"]
     assert all(len(v) == 1 for v in records[0]["history"].values())
     assert all(len(v) == 3 for r in records[1:4] for v in r["history"].values())
-    study = optuna.load_study(study_name="packed_mlp",
-                              storage=f"sqlite:///{tmp_path}/runs/packed_mlp/study.db")
+    study = load_study("packed_mlp", f"journal://{tmp_path}/runs/packed_mlp/study.log")
     trials = study.get_trials()
     assert trials[0].state is optuna.trial.TrialState.PRUNED
     assert list(trials[0].intermediate_values) == [0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clonesweep.orchestrator import base_model_config
-from clonesweep.orchestrator.study.storage import make_pruner, make_sampler
+from clonesweep.orchestrator.study.plugins import make_pruner, make_sampler
 from clonesweep.spec import load_sweep
 from tests_support import CONFIGS
 

@@ -11,7 +11,7 @@ from search_support import run
 
 from clonesweep.errors import SpecError
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.study.storage import make_pruner
+from clonesweep.orchestrator.study.plugins import make_pruner
 from clonesweep.spec import load_sweep
 
 # One hopeless learning rate, so that the pruners have something to stop.

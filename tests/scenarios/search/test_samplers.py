@@ -12,7 +12,7 @@ from search_support import run
 
 from clonesweep.errors import SpecError
 from clonesweep.orchestrator import InProcessBackend, base_model_config, run_sweep
-from clonesweep.orchestrator.study.storage import make_sampler
+from clonesweep.orchestrator.study.plugins import make_sampler
 from clonesweep.spec import load_sweep
 
 FINITE = """

@@ -176,7 +176,7 @@ def test_fast_tpe_math_replaces_the_log_cdf_for_the_block_only() -> None:
 
 
 def test_tpe_with_fast_math_samples_as_optunas_within_rounding() -> None:
-    from clonesweep.orchestrator.study.storage import TPESampler
+    from clonesweep.orchestrator.study.plugins import TPESampler
 
     dists = {"u": optuna.distributions.IntDistribution(16, 256, log=True),
              "r": optuna.distributions.FloatDistribution(0.0, 0.5),

@@ -92,7 +92,8 @@ def validate_sweep(spec: SweepSpec, *, data: bool = False,
         [1210, 19210]
     """
     from clonesweep.orchestrator.model import base_model_config, build_structure
-    from clonesweep.orchestrator.study.storage import make_pruner, make_sampler, storage_url
+    from clonesweep.orchestrator.study.plugins import make_pruner, make_sampler
+    from clonesweep.orchestrator.study.storage import storage_url
     from clonesweep.workers.seeding import derive_seed
 
     make_sampler(spec)

@@ -38,8 +38,8 @@ from clonesweep.orchestrator.ensemble.members import (
 from clonesweep.orchestrator.loop import Loop
 from clonesweep.orchestrator.runfolder import RunFolder
 from clonesweep.orchestrator.search import monitored_objective
+from clonesweep.orchestrator.study.plugins import fixed_params
 from clonesweep.orchestrator.study.storage import (
-    fixed_params,
     load_study,
     mask_url,
     open_study,

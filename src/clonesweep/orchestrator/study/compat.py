@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 
 from clonesweep.errors import SpecError
-from clonesweep.orchestrator.study.storage import distributions
+from clonesweep.orchestrator.study.plugins import distributions
 from clonesweep.spec.model import SweepSpec
 
 __all__ = ["check_resume_compatible"]

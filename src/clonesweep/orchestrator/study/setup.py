@@ -5,7 +5,7 @@ Two steps, so that the workers can start importing Keras in between:
 1. :func:`plan_study` creates nothing. It counts the trials the study holds already (a read:
    nothing is opened that does not exist), builds the pruner and, once, the sampler (seeded
    anew on a resumed study from that count, see
-   :func:`~clonesweep.orchestrator.study.storage.make_sampler`). Bad settings fail here.
+   :func:`~clonesweep.orchestrator.study.plugins.make_sampler`). Bad settings fail here.
 2. :meth:`StudyPlan.open` creates the run folder and opens (or creates) the study, checks a
    resumed study's search space, takes the driver's lease, fails and re-queues what a dead
    driver left RUNNING, writes the study attributes ``repro`` rebuilds from, fixes the budget,
@@ -30,19 +30,14 @@ from clonesweep.orchestrator.search import enqueue
 from clonesweep.orchestrator.study.check import server_has_study, sqlite_has_study
 from clonesweep.orchestrator.study.compat import check_resume_compatible
 from clonesweep.orchestrator.study.lease import Lease
+from clonesweep.orchestrator.study.plugins import fixed_params, make_pruner, make_sampler
 from clonesweep.orchestrator.study.resume import (
     BUDGET_ATTR,
     counted,
     recover_stale,
     requeued_seed,
 )
-from clonesweep.orchestrator.study.storage import (
-    fixed_params,
-    load_study,
-    make_pruner,
-    make_sampler,
-    open_study,
-)
+from clonesweep.orchestrator.study.storage import load_study, open_study
 from clonesweep.spec.model import SweepSpec
 from clonesweep.workers.seeding import derive_seed
 

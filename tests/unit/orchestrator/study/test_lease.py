@@ -14,6 +14,7 @@ import pytest
 from lease_race import contend
 
 from clonesweep.orchestrator.study.lease import LEASE_ATTR
+from clonesweep.orchestrator.study.storage import load_study
 
 CONTENDERS = 4
 ROUNDS = 3
@@ -84,6 +85,5 @@ def test_two_drivers_started_together_one_runs(sweep_file: Any, tmp_path: Path) 
     assert codes == [0, 1], [err[-2000:] for _, _, err in done]
     loser = next(err for code, _, err in done if code == 1)
     assert "another driver is running sweep 'twin'" in loser, loser[-2000:]
-    study = optuna.load_study(study_name="twin",
-                              storage=f"sqlite:///{tmp_path / 'runs' / 'twin' / 'study.db'}")
+    study = load_study("twin", f"journal://{tmp_path / 'runs' / 'twin' / 'study.log'}")
     assert len(study.trials) == 2
