@@ -2,6 +2,10 @@
 
 Exit codes: 0 the command did its job; 1 the sweep failed (or storage could not be opened);
 2 bad input (the sweep file, a model config, a flag); 130 interrupted.
+
+About 380 lines, past the usual 300: the argument parser of every command and the
+dispatch to them; each command's work is in its own module (cli/ and orchestrator/commands/),
+so what stays here is the one place that lists every flag.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ The search space's own types (:class:`ParamSpec`, its conditions and distributio
 :mod:`clonesweep.spec.params`, with the walk a trial's values take through them.
 
 Nothing here imports Keras, Ray or Optuna: a spec is plain data that travels to workers.
+
+About 350 lines, past the usual 300: these are the frozen types every other module reads,
+with no logic beyond their own invariants; the search-space types are in
+:mod:`clonesweep.spec.params`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ key forms exist only for that and for structural search::
     model.<argument>  an argument of the ``model.factory`` function (structural search)
 
 Entries come back ordered parents first, so a trial can sample them define-by-run.
+
+About 390 lines, past the usual 300: one parameter's grammar and the block's checks
+(order, conditions, keys against the config) refer to each other both ways: a condition's
+error names the parameters it may depend on.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ signature, so a typo is an error at start-up that names the field, not a silent 
 The TPE sampler is Optuna's with a faster log-CDF during its asks (the private use it takes
 is in :mod:`clonesweep.orchestrator._optuna`). Split from
 :mod:`~clonesweep.orchestrator.study.storage`, which opens storages and studies.
+
+About 300 lines: samplers and pruners share the checks of their settings against the
+class's signature, and the messages those checks give.
 """
 
 from __future__ import annotations
