@@ -12,17 +12,28 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clonesweep.trials import EngineFallback, TrialResult, TrialSpec
+from clonesweep.errors import RebuildError
+from clonesweep.trials import (
+    EngineFallback,
+    FailReason,
+    FallbackReason,
+    Timings,
+    TrialResult,
+    TrialSpec,
+    TrialState,
+)
+from clonesweep.workers.oom import oom_reason
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["FusedGroup", "GroupRun", "MemberOutput", "model_bytes", "predict"]
+__all__ = ["FusedGroup", "GroupRun", "MemberOutput", "guarded_group", "model_bytes", "predict"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,43 @@ class GroupRun:
     result: TrialResult | None
     outputs: dict[int, MemberOutput]
     unfused: EngineFallback | None = None
+
+
+def guarded_group(group: FusedGroup, node: str, worker: str, fallback_engine: str,
+                  train: Callable[[], list[MemberOutput]], message: str,
+                  not_covered: type[Exception] | None = None,
+                  engine: str | None = None) -> GroupRun:
+    """Run a fused engine's ``train`` for ``group``; never raises.
+
+    A rebuild error fails the group as ``invalid_config``; an out-of-memory error fails it
+    with its reason (a retry may find room); ``not_covered`` (the engine's own refusal) and
+    any other error come back as :attr:`GroupRun.unfused`, so the members train one by one,
+    where each fails if the error was the user's and trains if it was the engine's.
+    ``engine`` names the group's result (None: the first member's engine); ``message``
+    follows "trained N members fused".
+    """
+    spec = group.as_spec()
+    try:
+        outputs = train()
+    except RebuildError as exc:
+        return GroupRun(TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc)), {})
+    except Exception as exc:
+        if not_covered is not None and isinstance(exc, not_covered):
+            return GroupRun(None, {}, EngineFallback(fallback_engine,
+                                                     FallbackReason.NOT_COVERED, str(exc)))
+        oom = oom_reason(exc)
+        if oom is not None:
+            return GroupRun(TrialResult.failed(spec, oom, f"{type(exc).__name__}: {exc}"[:2000]),
+                            {})
+        return GroupRun(None, {}, EngineFallback(fallback_engine, FallbackReason.ENGINE_ERROR,
+                                                 f"{type(exc).__name__}: {str(exc)[:300]}"))
+    kept = {out.result.number: out for out in outputs if out.result is not None}
+    first = outputs[0].result if outputs else None
+    return GroupRun(TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
+                                node=node, worker=worker,
+                                timings=first.timings if first else Timings(),
+                                engine=engine or (first.engine if first else ""),
+                                message=f"trained {len(outputs)} members fused{message}"), kept)
 
 
 def predict(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:

@@ -44,11 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clonesweep.errors import RebuildError
 from clonesweep.trials import (
     EngineFallback,
     FailReason,
-    FallbackReason,
     Timings,
     TrialResult,
     TrialSpec,
@@ -63,8 +61,14 @@ from clonesweep.workers.engines.stacked import (
     summed_loss,
 )
 from clonesweep.workers.job import WorkerJob, WorkerState
-from clonesweep.workers.member import FusedGroup, GroupRun, MemberOutput, model_bytes, predict
-from clonesweep.workers.oom import oom_reason
+from clonesweep.workers.member import (
+    FusedGroup,
+    GroupRun,
+    MemberOutput,
+    guarded_group,
+    model_bytes,
+    predict,
+)
 from clonesweep.workers.seeding import DATA_ORDER
 from clonesweep.workers.streams import StreamData
 
@@ -293,28 +297,7 @@ def _output(job: WorkerJob, spec: TrialSpec, mat: Materialized, model: keras.Mod
 
 def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:
     """Train a fused group on this worker; never raises. An error of the fused engine fails
-    no member: it comes back as :attr:`GroupRun.unfused`."""
-    spec = group.as_spec()
-    try:
-        outputs = train_fused(state, group)
-    except FusionUnsupported as exc:
-        return GroupRun(None, {}, EngineFallback(_KERAS_ENGINE, FallbackReason.NOT_COVERED,
-                                                 str(exc)))
-    except RebuildError as exc:
-        return GroupRun(TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc)), {})
-    except Exception as exc:
-        oom = oom_reason(exc)
-        if oom is not None:  # a retry of the group may find room
-            return GroupRun(TrialResult.failed(spec, oom, f"{type(exc).__name__}: {exc}"[:2000]),
-                            {})
-        # Not the fused engine's to judge: trained one by one, each member fails there if
-        # the error was the user's, and trains if it was the engine's.
-        return GroupRun(None, {}, EngineFallback(_KERAS_ENGINE, FallbackReason.ENGINE_ERROR,
-                                                 f"{type(exc).__name__}: {str(exc)[:300]}"))
-    kept = {out.result.number: out for out in outputs if out.result is not None}
-    first = outputs[0].result
-    return GroupRun(TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
-                                node=state.node, worker=state.worker,
-                                timings=first.timings if first else Timings(),
-                                engine=first.engine if first else "",
-                                message=f"trained {len(outputs)} members fused"), kept)
+    no member: it comes back as :attr:`GroupRun.unfused` (see :func:`guarded_group`)."""
+    return guarded_group(group, state.node, state.worker, _KERAS_ENGINE,
+                         lambda: train_fused(state, group), "",
+                         not_covered=FusionUnsupported)

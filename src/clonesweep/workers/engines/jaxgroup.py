@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from clonesweep.errors import RebuildError
 from clonesweep.trials import (
     EngineFallback,
     FailReason,
@@ -43,8 +42,14 @@ from clonesweep.trials import (
 )
 from clonesweep.workers.engines.base import arrays_only
 from clonesweep.workers.job import WorkerState
-from clonesweep.workers.member import FusedGroup, GroupRun, MemberOutput, model_bytes, predict
-from clonesweep.workers.oom import oom_reason
+from clonesweep.workers.member import (
+    FusedGroup,
+    GroupRun,
+    MemberOutput,
+    guarded_group,
+    model_bytes,
+    predict,
+)
 from clonesweep.workers.streams import StreamData
 
 __all__ = ["ENGINE", "group_declines", "mode_for", "run_group"]
@@ -104,27 +109,9 @@ def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:
     declined = group_declines(state, keras.backend.backend())
     if declined is not None:
         return GroupRun(None, {}, declined)
-    spec = group.as_spec()
-    try:
-        outputs = _train(state, group)
-    except RebuildError as exc:
-        return GroupRun(TrialResult.failed(spec, FailReason.INVALID_CONFIG, str(exc)), {})
-    except Exception as exc:
-        oom = oom_reason(exc)
-        if oom is not None:  # a retry of the group may find room
-            return GroupRun(TrialResult.failed(spec, oom, f"{type(exc).__name__}: {exc}"[:2000]),
-                            {})
-        # Not the engine's to judge: trained one by one, each member fails there if the
-        # error was the user's, and trains if it was the engine's.
-        return GroupRun(None, {}, EngineFallback(ENGINE, FallbackReason.ENGINE_ERROR,
-                                                 f"{type(exc).__name__}: {str(exc)[:300]}"))
-    kept = {out.result.number: out for out in outputs if out.result is not None}
-    first = outputs[0].result
-    assert first is not None
-    return GroupRun(TrialResult(group.number, TrialState.COMPLETE, attempt=group.attempt,
-                                node=state.node, worker=state.worker, timings=first.timings,
-                                engine=ENGINE, message=f"trained {len(outputs)} members fused "
-                                f"on JAX ({mode_for(state.base_config)} mode)"), kept)
+    return guarded_group(group, state.node, state.worker, ENGINE,
+                         lambda: _train(state, group),
+                         f" on JAX ({mode_for(state.base_config)} mode)", engine=ENGINE)
 
 
 def _train(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
