@@ -18,8 +18,7 @@ import pytest
 
 from clonesweep.orchestrator.study.storage import load_study
 from clonesweep.workers.engines.jaxgroup import mode_for
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests_support import CONFIGS
 
 _SWEEP = """name: tiny-{model}
 model: {{config: {config}}}
@@ -38,7 +37,7 @@ sweep: {{trials: 1, parallel: 2, seed: 0}}
 
 def _sweep(tmp_path: Path, model: str) -> Path:
     path = tmp_path / f"{model}.yaml"
-    path.write_text(_SWEEP.format(model=model, config=ROOT / "configs" / f"digits_{model}.json"))
+    path.write_text(_SWEEP.format(model=model, config=CONFIGS / f"digits_{model}.json"))
     return path
 
 
@@ -49,7 +48,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_mode_follows_the_layer_kinds() -> None:
     for name, mode in (("cnn_bn", "vmap"), ("transformer", "vmap"), ("mlp", "map")):
-        config = json.loads((ROOT / "configs" / f"digits_{name}.json").read_text())
+        config = json.loads((CONFIGS / f"digits_{name}.json").read_text())
         assert mode_for(config) == mode, name
 
 
