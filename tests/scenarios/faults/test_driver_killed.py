@@ -75,8 +75,9 @@ def test_driver_killed_then_resumed(sweep_file: Any, tmp_path: Path) -> None:
         assert fresh
         assert all(t.params["optimizer.learning_rate"] not in first_lrs for t in fresh)
 
-        lease = optuna.load_study(study_name="crash", storage=f"sqlite:///{db}") \
-            .user_attrs["driver_lease"]
+        from clonesweep.orchestrator.study.storage import load_study
+
+        lease = load_study("crash", f"journal://{db / 'study.log'}").user_attrs["driver_lease"]
         assert lease["released"] is True and lease["pid"] != a.pid
         # No Ray process of the resumed driver is left behind.
         wait_for("the resumed driver's Ray to stop", lambda: not marked_pids(drivers.marker),

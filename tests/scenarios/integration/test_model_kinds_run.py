@@ -187,8 +187,9 @@ RAY_CASES = ("conv_bn", "transformer", "gru", "keras_hub")
 
 
 def _completed(folder: Path, name: str) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name=name,
-                              storage=f"sqlite:///{folder / 'runs' / name / 'study.db'}")
+    from clonesweep.orchestrator.study.storage import load_study
+
+    study = load_study(name, f"journal://{folder / 'runs' / name / 'study.log'}")
     trials = study.get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2, [
         (t.state, t.user_attrs.get("fail_reason"), t.user_attrs.get("message")) for t in trials]
