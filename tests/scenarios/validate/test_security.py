@@ -215,7 +215,9 @@ def _ray_init_kwargs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     import ray
 
     from clonesweep.errors import SweepFailed
-    from clonesweep.orchestrator.backends.ray.backend import RayBackend
+    from clonesweep.orchestrator.backends.ray.reaper import Reaper
+    from clonesweep.orchestrator.backends.ray.startup import start_ray
+    from clonesweep.spec.model import ResourcesSpec
 
     seen: dict[str, Any] = {}
 
@@ -227,7 +229,7 @@ def _ray_init_kwargs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
     with pytest.raises(SweepFailed):
-        RayBackend().start(None, 1)  # type: ignore[arg-type]
+        start_ray(None, "tensorflow", ResourcesSpec(), 1, Reaper())  # RayBackend.start's first step
     return seen
 
 
