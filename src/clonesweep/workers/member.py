@@ -33,7 +33,11 @@ from clonesweep.workers.oom import oom_reason
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["FusedGroup", "GroupRun", "MemberOutput", "guarded_group", "model_bytes", "predict"]
+    from clonesweep.workers.job import WorkerState
+    from clonesweep.workers.materialize import Materialized
+
+__all__ = ["FusedGroup", "GroupRun", "MemberOutput", "guarded_group", "member_output",
+           "model_bytes", "predict"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,36 @@ def guarded_group(group: FusedGroup, node: str, worker: str, fallback_engine: st
                                 timings=first.timings if first else Timings(),
                                 engine=engine or (first.engine if first else ""),
                                 message=f"trained {len(outputs)} members fused{message}"), kept)
+
+
+def member_output(state: WorkerState, spec: TrialSpec, mat: Materialized, model: keras.Model,
+                  history: dict[str, list[float]], timings: Timings, val: tuple[Any, Any],
+                  engine: str, message: str, fallback: EngineFallback | None = None,
+                  val_pred: np.ndarray | None = None) -> MemberOutput:
+    """A member a fused engine trained: its result (COMPLETE, or ``nan_loss`` when the
+    objective or val_loss is not finite), validation predictions and ``.keras`` bytes.
+    ``val_pred``: its validation predictions when the engine already made them with the
+    member's final weights (else predicted here)."""
+    import json
+
+    metric = state.job.objective.metric
+    value = history.get(metric, [float("nan")])[-1]
+    loss = history.get("val_loss", [float("nan")])[-1]
+    ok = bool(np.isfinite(value) and np.isfinite(loss))
+    result = TrialResult(
+        spec.number, TrialState.COMPLETE if ok else TrialState.FAIL,
+        value=float(value) if ok else None,
+        reason=None if ok else FailReason.NAN_LOSS,
+        message=message if ok else f"{metric} or val_loss became {value}/{loss}",
+        history=history, seeds=dict(mat.seeds), config_hash=mat.config_hash,
+        config_json=json.dumps(mat.config, sort_keys=True),
+        param_count=int(model.count_params()), timings=timings, node=state.node,
+        worker=state.worker, attempt=spec.attempt, engine=engine, engine_fallback=fallback)
+    pred = val_pred if val_pred is not None else \
+        predict(model, val[0], state.job.training.validation_batch_size)
+    return MemberOutput(pred, np.asarray(val[1]),
+                        model_bytes(model, f"member-{spec.number}") if ok else b"",
+                        result=result, fused=True)
 
 
 def predict(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:

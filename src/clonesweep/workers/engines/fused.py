@@ -37,7 +37,6 @@ and what each member returns are one engine's protocol, read together when it ch
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,11 +45,7 @@ import numpy as np
 
 from clonesweep.trials import (
     EngineFallback,
-    FailReason,
     Timings,
-    TrialResult,
-    TrialSpec,
-    TrialState,
 )
 from clonesweep.workers.engines.base import arrays_only
 from clonesweep.workers.engines.fusedmetrics import member_metrics, stacked_metrics
@@ -60,13 +55,13 @@ from clonesweep.workers.engines.stacked import (
     extract_members,
     summed_loss,
 )
-from clonesweep.workers.job import WorkerJob, WorkerState
+from clonesweep.workers.job import WorkerState
 from clonesweep.workers.member import (
     FusedGroup,
     GroupRun,
     MemberOutput,
     guarded_group,
-    model_bytes,
+    member_output,
     predict,
 )
 from clonesweep.workers.seeding import DATA_ORDER
@@ -75,7 +70,6 @@ from clonesweep.workers.streams import StreamData
 if TYPE_CHECKING:  # the driver imports this module for fusion_blocker: no Keras at run time
     import keras
 
-    from clonesweep.workers.materialize import Materialized
 
 __all__ = [
     "FUSABLE_LAYERS",
@@ -192,8 +186,9 @@ def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
             fallback = on_graph
         else:
             hist, timings, preds = on_graph
-            return [_output(job, spec, mat, model, hist[i], timings, (data.x_val, data.y_val),
-                            state, _GRAPH_ENGINE, None, val_pred=preds[i])
+            return [member_output(state, spec, mat, model, hist[i], timings,
+                                  (data.x_val, data.y_val), _GRAPH_ENGINE, "trained fused",
+                                  val_pred=preds[i])
                     for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                                strict=True))]
     fused = build_fused(members)
@@ -218,8 +213,8 @@ def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
         train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
     extract_members(fused, members)
     timings = Timings(build_s, train_s, eval_s)
-    return [_output(job, spec, mat, model, histories[i], timings, (x_va, y_va), state,
-                    _KERAS_ENGINE, fallback)
+    return [member_output(state, spec, mat, model, histories[i], timings, (x_va, y_va),
+                          _KERAS_ENGINE, "trained fused", fallback)
             for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                        strict=True))]
 
@@ -267,32 +262,6 @@ def _train_on_graph(state: WorkerState, members: Sequence[keras.Model],
         train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
     engine.store(members)
     return histories, Timings(build_s, train_s, eval_s), pred
-
-
-def _output(job: WorkerJob, spec: TrialSpec, mat: Materialized, model: keras.Model,
-            history: dict[str, list[float]], timings: Timings, val: tuple[Any, Any],
-            state: WorkerState, engine: str, fallback: EngineFallback | None,
-            val_pred: np.ndarray | None = None) -> MemberOutput:
-    """A trained member's output. ``val_pred``: its validation predictions when the fused
-    run already made them with the member's final weights (else predicted here)."""
-    metric = job.objective.metric
-    value = history.get(metric, [float("nan")])[-1]
-    loss = history.get("val_loss", [float("nan")])[-1]
-    ok = np.isfinite(value) and np.isfinite(loss)
-    result = TrialResult(
-        spec.number, TrialState.COMPLETE if ok else TrialState.FAIL,
-        value=float(value) if ok else None,
-        reason=None if ok else FailReason.NAN_LOSS,
-        message="trained fused" if ok else f"{metric} or val_loss became {value}/{loss}",
-        history=history, seeds=dict(mat.seeds), config_hash=mat.config_hash,
-        config_json=json.dumps(mat.config, sort_keys=True),
-        param_count=int(model.count_params()), timings=timings, node=state.node,
-        worker=state.worker, attempt=spec.attempt, engine=engine, engine_fallback=fallback)
-    pred = val_pred if val_pred is not None else \
-        predict(model, val[0], job.training.validation_batch_size)
-    return MemberOutput(pred, np.asarray(val[1]),
-                        model_bytes(model, f"member-{spec.number}") if ok else b"",
-                        result=result, fused=True)
 
 
 def run_group(state: WorkerState, group: FusedGroup) -> GroupRun:

@@ -25,20 +25,14 @@ Imports Keras (and, through the engine, JAX) only inside :func:`run_group`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from clonesweep.trials import (
     EngineFallback,
-    FailReason,
     FallbackReason,
     Timings,
-    TrialResult,
-    TrialState,
 )
 from clonesweep.workers.engines.base import arrays_only
 from clonesweep.workers.job import WorkerState
@@ -47,8 +41,7 @@ from clonesweep.workers.member import (
     GroupRun,
     MemberOutput,
     guarded_group,
-    model_bytes,
-    predict,
+    member_output,
 )
 from clonesweep.workers.streams import StreamData
 
@@ -142,32 +135,11 @@ def _train(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
                             arrays, plan, params=params)
     build_s = max(0.0, time.perf_counter() - t0 - fused.train_s - fused.eval_s)
     timings = Timings(build_s, fused.train_s, fused.eval_s)
-    return [_output(state, spec, mat, model, history, timings)
+    val = (data.x_val, data.y_val)
+    return [member_output(state, spec, mat, model, history, timings, val, ENGINE,
+                          "trained fused on JAX")
             for spec, mat, model, history in zip(group.members, mats, fused.models,
                                                  fused.histories, strict=True)]
-
-
-def _output(state: WorkerState, spec: Any, mat: Any, model: Any,
-            history: dict[str, list[float]], timings: Timings) -> MemberOutput:
-    job = state.job
-    metric = job.objective.metric
-    value = history.get(metric, [float("nan")])[-1]
-    loss = history.get("val_loss", [float("nan")])[-1]
-    ok = bool(np.isfinite(value) and np.isfinite(loss))
-    result = TrialResult(
-        spec.number, TrialState.COMPLETE if ok else TrialState.FAIL,
-        value=float(value) if ok else None,
-        reason=None if ok else FailReason.NAN_LOSS,
-        message="trained fused on JAX" if ok else f"{metric} or val_loss became {value}/{loss}",
-        history=history, seeds=dict(mat.seeds), config_hash=mat.config_hash,
-        config_json=json.dumps(mat.config, sort_keys=True),
-        param_count=int(model.count_params()), timings=timings, node=state.node,
-        worker=state.worker, attempt=spec.attempt, engine=ENGINE)
-    data = arrays_only(state.data, ENGINE)
-    pred = predict(model, data.x_val, job.training.validation_batch_size)
-    return MemberOutput(pred, np.asarray(data.y_val),
-                        model_bytes(model, f"member-{spec.number}") if ok else b"",
-                        result=result, fused=True)
 
 
 def _class_names(config: Any) -> list[str]:
