@@ -9,8 +9,9 @@ ensemble's own ``wall_s`` (from Ray's start to the last member recorded). Varian
 - ``default``: separate members, the default path (``clonesweep ensemble``: TensorFlow
   workers, the traced graph engine where it covers the model, else Keras's fit);
 - ``jax``: separate members on JAX workers (``KERAS_BACKEND=jax``) with JAX's persistent
-  compilation cache on (a fresh folder per run: members after the first of an architecture
-  skip their compilations);
+  compilation cache on, as JAX workers have it by default (``--cache cold``: a fresh folder
+  per run, so members after the first of an architecture skip their compilations;
+  ``--cache warm``: a folder that an untimed run of the same variant filled);
 - ``fused``: ``--fused``: the JAX engine (workers started with ``KERAS_BACKEND=jax``);
 - ``fused-tf`` (MLP only): ``--fused`` on the Sequential MLP, which the TensorFlow stacked
   engine covers (the other MLP runs are the same layers as a Functional model, which goes to
@@ -78,14 +79,14 @@ def _sweep_file(folder: Path, model: str, config: Path, epochs: int) -> Path:
     return path
 
 
-def _run(folder: Path, sweep: Path, variant: str, members: int, tag: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+def _run(folder: Path, sweep: Path, variant: str, members: int, tag: str,
+         cache: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items()
+           if k != "RAY_ADDRESS" and not k.startswith("JAX_COMPILATION")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
+               CLONESWEEP_JAX_CACHE=cache)
     if variant == "jax":
-        cache = tempfile.mkdtemp(prefix="jaxcache-", dir=folder)
-        env.update(KERAS_BACKEND="jax", JAX_COMPILATION_CACHE_DIR=cache,
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+        env.update(KERAS_BACKEND="jax")
     cmd = [sys.executable, "-m", "clonesweep", "ensemble", str(sweep), "--members",
            str(members), "--study", tag, "--json",
            *(["--fused"] if variant.startswith("fused") else [])]
@@ -112,6 +113,11 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--cache", choices=("cold", "warm"), default="cold",
+                        help="JAX's compilation cache (on by default on JAX workers): cold, a "
+                             "new folder for each run (a first sweep of the model); warm, one "
+                             "folder per model and variant, filled by an untimed run first (a "
+                             "rerun of the same structure)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fused-any-"))
     configs = {"mlp": _functional_mlp(folder), "cnn": ROOT / "configs/digits_cnn_bn.json",
@@ -122,11 +128,19 @@ def main() -> None:
         variants = ["default", "jax", "fused"] + (["fused-tf"] if model == "mlp" else [])
         seq = _sweep_file(folder, "mlp-seq", ROOT / "configs/digits_mlp.json", args.epochs)
         for k in args.members:
+            kept = {v: str(folder / f"jax-{model}-{v}-{k}") for v in variants}
+            if args.cache == "warm":
+                for variant in variants:  # untimed: fills each variant's own cache
+                    _run(folder, seq if variant == "fused-tf" else sweep, variant, k,
+                         f"{model}-{variant}-{k}-fill", kept[variant])
             for r in range(args.rounds):
                 for variant in variants:
                     tag = f"{model}-{variant}-{k}-{r}"
-                    row = {"model": model, **_run(folder, seq if variant == "fused-tf"
-                                                  else sweep, variant, k, tag)}
+                    cache = kept[variant] if args.cache == "warm" else \
+                        tempfile.mkdtemp(prefix="jaxcache-", dir=folder)
+                    row = {"model": model, "cache": args.cache,
+                           **_run(folder, seq if variant == "fused-tf" else sweep, variant,
+                                  k, tag, cache)}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     _table(rows)

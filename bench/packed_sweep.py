@@ -53,10 +53,15 @@ def run(kind: str, arm: str, args: argparse.Namespace) -> dict[str, Any]:
                               "parallel: 1", f"parallel: {parallel}")
         path = Path(tmp) / "s.yaml"
         path.write_text(text)
+        # JAX's compilation cache (on by default on JAX workers): a new folder per run
+        # (a first sweep of the model), or --warm-cache's folder, filled by earlier runs.
+        cache = args.warm_cache or str(Path(tmp) / "jax-cache")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION")}
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "clonesweep", "run", str(path), "--json"],
-                              cwd=tmp, capture_output=True, text=True, timeout=3000)
+                              cwd=tmp, capture_output=True, text=True, timeout=3000,
+                              env={**env, "CLONESWEEP_JAX_CACHE": cache})
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             raise SystemExit(done.stderr[-3000:])
@@ -68,6 +73,7 @@ def run(kind: str, arm: str, args: argparse.Namespace) -> dict[str, Any]:
             "parallel": parallel, "engines": sorted({str(r["engine"]) for r in records}),
             "groups": sorted({json.dumps(r["packed"]) for r in records}),
             "best": summary["best"]["value"] if summary.get("best") else None,
+            "cache": "warm" if args.warm_cache else "cold",
             "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)}
 
 
@@ -82,6 +88,9 @@ def main() -> None:
     parser.add_argument("--packed-parallel", type=int, default=1)
     parser.add_argument("--pack", type=int, default=16, help="training.pack.max_trials")
     parser.add_argument("--mode", default="vmap")
+    parser.add_argument("--warm-cache", default="",
+                        help="a JAX compilation-cache folder kept across runs (default: a new "
+                             "one per run)")
     parser.add_argument("--first", choices=("unpacked", "packed"), default="unpacked",
                         help="the arm round 0 runs first (later rounds alternate)")
     args = parser.parse_args()
