@@ -206,7 +206,7 @@ def _training(block: Block) -> TrainingSpec:
         loss=block.string("loss", d.loss),
         metrics=block.strings("metrics", d.metrics),
         steps_per_execution=block.integer("steps_per_execution", d.steps_per_execution, low=1),
-        jit_compile=block.boolean("jit_compile", d.jit_compile),
+        jit_compile=block.boolean("jit_compile", d.jit_compile),  # None: per backend
         validation_batch_size=block.integer("validation_batch_size", d.validation_batch_size,
                                             low=1),
         reuse_graphs=block.boolean("reuse_graphs", d.reuse_graphs),

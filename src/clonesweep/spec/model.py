@@ -132,7 +132,8 @@ class TrainingSpec:
     """Fixed training settings; ``train.<key>`` and ``optimizer.<key>`` params override them.
 
     ``class_weight`` (class index -> weight) and ``callbacks`` go to Keras's ``fit`` as they
-    are; engines that do not cover them hand the trial to Keras's fit.
+    are; engines that do not cover them hand the trial to Keras's fit. ``jit_compile`` None
+    (unset in the file) is each backend's usual path: :meth:`jit_for`.
     """
 
     epochs: int = 5
@@ -142,12 +143,25 @@ class TrainingSpec:
     loss: str = "sparse_categorical_crossentropy"
     metrics: tuple[str, ...] = ("accuracy",)
     steps_per_execution: int = 1
-    jit_compile: bool = False
+    jit_compile: bool | None = None
     validation_batch_size: int = 256
     reuse_graphs: bool = True
     class_weight: dict[int, float] | None = field(default=None, hash=False)
     callbacks: tuple[CallbackSpec, ...] = ()
     pack: PackSpec = field(default_factory=PackSpec)
+
+    def jit_for(self, backend: str) -> bool:
+        """``compile``'s ``jit_compile`` on a worker running Keras on ``backend``: the file's
+        value, else on for JAX (``jax.jit``: un-jitted, every op runs on its own, 5-20x
+        slower) and off for TensorFlow (a graph without XLA, which costs ~5 s per new model
+        on a CPU) and the others.
+
+        >>> TrainingSpec().jit_for("jax"), TrainingSpec().jit_for("tensorflow")
+        (True, False)
+        >>> TrainingSpec(jit_compile=False).jit_for("jax")
+        False
+        """
+        return self.jit_compile if self.jit_compile is not None else backend == "jax"
 
 
 #: Metrics measured on the built model rather than logged by training: usable as objectives

@@ -36,7 +36,7 @@ def compile_trial(variant: Variant, training: TrainingSpec) -> None:
     steps = int(variant.materialized.train.get("steps_per_execution", tr.steps_per_execution))
     model = variant.model
     model.compile(optimizer=optimizer, loss=tr.loss, metrics=metrics_for(model, tr.metrics),
-                  steps_per_execution=steps, jit_compile=tr.jit_compile)
+                  steps_per_execution=steps, jit_compile=tr.jit_for(keras.backend.backend()))
 
 
 def metrics_for(model: keras.Model,

@@ -281,3 +281,42 @@ def test_a_two_output_model_with_the_default_objective_takes_the_outputs_mean() 
     assert result.history["val_accuracy"] == [(x + y) / 2 for x, y in zip(a, b, strict=True)]
     assert result.value == result.history["val_accuracy"][-1]
     assert "accuracy" not in result.history  # only the metrics the trial is judged by
+
+
+# compile_trial on a worker whose Keras runs on JAX (a fresh process: Keras fixes its backend
+# per process), with jit_compile unset, false and true in the sweep file.
+_JIT_ON_JAX = """
+import json, keras
+from clonesweep.spec.model import TrainingSpec
+from clonesweep.workers.rebuild import rebuild
+from clonesweep.workers.training import compile_trial
+config = keras.saving.serialize_keras_object(keras.Sequential(
+    [keras.Input((4,)), keras.layers.Dense(3, name="out")]))
+got = []
+for jit in (None, False, True):
+    variant = rebuild(config, {}, seed=0)
+    compile_trial(variant, TrainingSpec(jit_compile=jit))
+    got.append(variant.model.jit_compile)
+print(json.dumps([keras.backend.backend(), got]))
+"""
+
+
+def test_jit_compile_unset_is_on_for_jax_workers_and_off_for_tensorflow() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from clonesweep.workers.rebuild import rebuild
+    from clonesweep.workers.training import compile_trial
+
+    done = subprocess.run([sys.executable, "-c", _JIT_ON_JAX], capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                               "CLONESWEEP_JAX_CACHE": "off"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["jax", [True, False, True]]
+    # This process runs TensorFlow: unset means a graph without XLA.
+    config = keras.saving.serialize_keras_object(keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="out")]))
+    variant = rebuild(config, {}, seed=0)
+    compile_trial(variant, TrainingSpec())
+    assert variant.model.jit_compile is False

@@ -192,7 +192,8 @@ def train_fused(state: WorkerState, group: FusedGroup) -> list[MemberOutput]:
                     for i, (spec, mat, model) in enumerate(zip(group.members, mats, members,
                                                                strict=True))]
     fused = build_fused(members)
-    fused.compile(optimizer=optimizer, loss=summed_loss(tr.loss), jit_compile=tr.jit_compile)
+    fused.compile(optimizer=optimizer, loss=summed_loss(tr.loss),
+                  jit_compile=tr.jit_for("tensorflow"))
     build_s = time.perf_counter() - t0
     x_tr, y_tr = np.asarray(data.x), np.asarray(data.y)
     x_va, y_va = np.asarray(data.x_val), data.y_val

@@ -80,7 +80,8 @@ def graph_declines(model: keras.Model, data: TrainData | StreamData, training: T
     if data.weighted:
         return EngineFallback(engine, FallbackReason.NOT_COVERED,
                               "the data loader returns sample weights")
-    why = reuse_blocker(model, data, training.loss, training.metrics, training.jit_compile,
+    why = reuse_blocker(model, data, training.loss, training.metrics,
+                        training.jit_for("tensorflow"),
                         optimizer=optimizer, one_d_targets=one_d_targets)
     return None if why is None else EngineFallback(engine, FallbackReason.NOT_COVERED, why)
 
