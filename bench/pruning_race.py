@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,17 @@ def first_reach(curve: Curve, level: float) -> float | None:
     return next((t for t, value in curve if value >= level - 1e-9), None)
 
 
+def _histogram(epochs: Iterable[int]) -> dict[str, int]:
+    """How many early-stopped trials stopped after how many epochs, as JSON keys.
+
+    Example:
+        >>> _histogram([2, 4, 2])
+        {'2': 2, '4': 1}
+    """
+    counts = Counter(epochs)
+    return {str(k): counts[k] for k in sorted(counts)}
+
+
 def sweep_file(folder: Path, args: argparse.Namespace) -> Path:
     pruner: dict[str, Any] = {"name": args.pruner, "min_resource": args.min_resource,
                               "reduction_factor": args.reduction_factor}
@@ -148,11 +161,13 @@ def run_clonesweep(args: argparse.Namespace) -> Run:
     points = [(round(event["t"] + offset, 3), float(event["value"])) for _, event in events
               if event["event"] == "epoch" and event["value"] is not None]
     finished = [e for _, e in events if e["event"] == "trial_finished"]
+    stopped_after = _histogram(e["epochs_done"] for e in finished if e["state"] == "pruned")
     summary = next(e for _, e in events if e["event"] == "summary")
     counts = {"complete": summary["complete"], "pruned": summary["pruned"],
               "failed": summary["failed"], "epochs_trained": len(points),
               "answer_best": None if summary["best"] is None else summary["best"]["value"],
-              "driver_offset_s": round(offset, 3), "trials_done": len(finished)}
+              "driver_offset_s": round(offset, 3), "trials_done": len(finished),
+              "stopped_after": stopped_after}
     return Run("clonesweep", round(wall, 2), points, counts)
 
 
@@ -178,10 +193,11 @@ def run_raytune(args: argparse.Namespace) -> Run:
     for _, trial, step, _ in reports:
         last_step[trial] = max(step, last_step.get(trial, -1))
     stopped = sum(step < args.epochs - 1 for step in last_step.values())
+    stopped_after = _histogram(step + 1 for step in last_step.values() if step < args.epochs - 1)
     counts = {"complete": len(last_step) - stopped, "stopped": stopped,
               "errors": out["errors"], "epochs_trained": len(reports),
               "answer_best": out["answer_best"], "tf_threads": out["tf_threads"],
-              "trials_done": out["trials"]}
+              "trials_done": out["trials"], "stopped_after": stopped_after}
     return Run("raytune", round(wall, 2), [(t, v) for t, _, _, v in reports], counts)
 
 
