@@ -31,17 +31,29 @@ def ray_cluster() -> Iterator[str]:
     from clonesweep.orchestrator.backends.ray._ray import node_start_timed_out
     from clonesweep.orchestrator.backends.ray.reaper import children_of, kill_trees
 
-    for attempt in range(1, 4):
-        before = children_of(os.getpid())
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-            break
-        except Exception as exc:
-            if attempt == 3 or not node_start_timed_out(exc):
-                raise
-            kill_trees(children_of(os.getpid()) - before)
-            ray.shutdown()
+    # The workers import the tests' own modules that sweep files name in model.imports
+    # (tests/scenarios/faults/faults_layers.py): the local Ray's processes take this
+    # process's environment when ray.init starts them. A PYTHONPATH already set stays first.
+    kept = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (kept, str(Path(__file__).parent / "scenarios" / "faults")) if p)
+    try:
+        for attempt in range(1, 4):
+            before = children_of(os.getpid())
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+                break
+            except Exception as exc:
+                if attempt == 3 or not node_start_timed_out(exc):
+                    raise
+                kill_trees(children_of(os.getpid()) - before)
+                ray.shutdown()
+    finally:
+        if kept is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = kept
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

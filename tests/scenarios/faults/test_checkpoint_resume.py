@@ -1,11 +1,13 @@
 """Fault 12: a long trial whose worker dies resumes from its last epoch checkpoint.
 
 On a real local Ray (the ``ray_cluster`` fixture), a sweep with ``checkpoint_every_s: 0``
-writes a checkpoint after every epoch. Once a trial's checkpoint holds at least two epochs,
-the test SIGKILLs the worker actor running it (one of this process's own descendants). The
-driver retries the trial (``worker_died``, attempt 1) with the same params and seed; the
-retry must load the checkpoint, report only the epochs after it, and finish with the whole
-history. The equality of a resumed trial with an uninterrupted one is checked without Ray in
+writes a checkpoint after every epoch. A callback (``faults_layers.HoldAt``) holds each trial
+at the start of its third epoch until the test lets it go; once a trial's checkpoint holds two
+epochs and its worker is held there, the test SIGKILLs the worker actor running it (one of
+this process's own descendants), then lets the trials go. The driver retries the trial
+(``worker_died``, attempt 1) with the same params and seed; the retry must load the
+checkpoint, report only the epochs after it, and finish with the whole history. The equality
+of a resumed trial with an uninterrupted one is checked without Ray in
 tests/unit/workers/test_checkpoint.py.
 """
 
@@ -31,12 +33,8 @@ from clonesweep.trials import Intermediate
 # The bounds only guard against a hang (see test_worker_killed).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
-EPOCHS = 8
-# A wide layer, small batches and all of digits (180 steps an epoch): epochs long enough to
-# kill the worker between its second checkpoint and its last epoch.
-PARAMETERS = """
-  layers.hidden.units: {values: [1024]}
-  train.batch_size: {values: [8]}"""
+EPOCHS = 6
+HOLD_AT = 2  # the epoch (0-based) each trial waits at until the test lets it go
 
 
 class Watching(RayBackend):
@@ -64,24 +62,31 @@ def epochs_done(folder: Path) -> tuple[int, int] | None:
     return None
 
 
-def test_killed_trial_resumes_from_its_last_checkpoint(ray_cluster: str,
-                                                       sweep_file: Any) -> None:
-    spec = load_sweep(sweep_file(name="ckpt", trials=2, parallel=1, epochs=EPOCHS, limit=1797,
-                                 parameters=PARAMETERS,
-                                 sweep_extra="\n  checkpoint_every_s: 0\n  retries: 1"))
+def test_killed_trial_resumes_from_its_last_checkpoint(ray_cluster: str, sweep_file: Any,
+                                                       tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    hold = f"{{name: 'csfaults>HoldAt', epoch: {HOLD_AT}, release: '{release}'}}"
+    spec = load_sweep(sweep_file(
+        name="ckpt", trials=2, parallel=1, epochs=EPOCHS,
+        model="config: model.json, imports: [faults_layers]",
+        training_extra=f"\n  callbacks: [{hold}]",
+        sweep_extra="\n  checkpoint_every_s: 0\n  retries: 1"))
     folder = spec.run_folder / "checkpoints"
     killed: list[tuple[int, int]] = []
 
-    def kill_after_two_checkpointed_epochs() -> None:
+    def kill_at_the_hold() -> None:
         seen: list[tuple[int, int] | None] = [None]
 
         def ready() -> bool:
             seen[0] = epochs_done(folder)
-            return seen[0] is not None and seen[0][1] >= 2
-        if kill_busy_worker(ready, timeout=480) is not None and seen[0] is not None:
-            killed.append(seen[0])
+            return seen[0] is not None and seen[0][1] >= HOLD_AT
+        try:
+            if kill_busy_worker(ready, timeout=480) is not None and seen[0] is not None:
+                killed.append(seen[0])
+        finally:
+            release.touch()  # the retry (and the other trial) run on
 
-    killer = threading.Thread(target=kill_after_two_checkpointed_epochs, daemon=True)
+    killer = threading.Thread(target=kill_at_the_hold, daemon=True)
     killer.start()
     recorder = Recorder()
     backend = Watching(resources=spec.sweep.resources)
@@ -99,8 +104,8 @@ def test_killed_trial_resumes_from_its_last_checkpoint(ray_cluster: str,
     trial = trials[number]
     resumed = trial.user_attrs["resumed_from_epoch"]
     assert trial.user_attrs["attempt"] == 1
-    # It resumed after the checkpoint seen at the kill (or a later one written meanwhile).
-    assert resumed is not None and done_at_kill <= resumed < EPOCHS
+    # Killed while held at its third epoch: it resumed after the two checkpointed ones.
+    assert done_at_kill == HOLD_AT and resumed == HOLD_AT
     assert all(len(values) == EPOCHS for values in trial.user_attrs["history"].values())
     assert trials[1 - number].user_attrs["resumed_from_epoch"] is None
     # The retry reported only the epochs after its checkpoint: the earlier ones did not run

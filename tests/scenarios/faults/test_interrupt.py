@@ -36,7 +36,8 @@ def test_sigterm_lets_the_running_trial_finish(sweep_file: Any) -> None:
                   options=RunOptions(grace=300))
     got = load_study("term", url).get_trials()
     # It stopped asking, and the trial running at the signal finished within the grace.
-    assert [t.state for t in got] == [S.COMPLETE]
+    assert [t.state for t in got] == [S.COMPLETE], [
+        (t.state, t.user_attrs.get("fail_reason"), t.user_attrs.get("message")) for t in got]
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
 
 
