@@ -26,9 +26,13 @@ from optuna.storages.journal import BaseJournalBackend, JournalStorage
 # file backend, optuna-dashboard and our group-commit journal all read the same lines).
 # Public way: none; the enum is not exported from ``optuna.storages.journal``.
 from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import FrozenTrial, TrialState
+
+from clonesweep.orchestrator.study.tpe import TPEScores, TrialHistory, Unsupported
 
 __all__ = [
     "JournalOperation",
+    "TPESampler",
     "cache_user_attrs",
     "create_running_trial",
     "fast_tpe_math",
@@ -234,3 +238,78 @@ def fast_tpe_math() -> Iterator[None]:
         yield
     finally:
         _truncnorm._log_ndtr = own
+
+
+# -- TPE's asks: its history kept across asks ------------------------------------------------
+def _tpe_scores(sampler: optuna.samplers.TPESampler) -> TPEScores:
+    from optuna.samplers._tpe import sampler as tpe
+
+    return TPEScores(tpe._get_infeasible_trial_score, tpe._get_pruned_trial_score,
+                     sampler._get_params)
+
+
+class TPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE sampler, the same draws for the same history and seed, cheaper per ask.
+
+    Two private changes, each leaving Optuna's own code to run where it does not apply:
+
+    * its asks run under :func:`fast_tpe_math` (the normal log-CDF over whole arrays);
+    * its draw reads the study's history through a
+      :class:`~clonesweep.orchestrator.study.tpe.TrialHistory` kept across asks, instead of
+      reading, sorting and converting every trial again on each ask (~2/3 of an ask's CPU at
+      2,000 trials). The Parzen estimators, the candidates, the acquisition and the random
+      stream are Optuna's, given the same arrays in the same order. A multi-objective study,
+      or a history the class cannot split as Optuna does (:class:`Unsupported`), takes
+      Optuna's own draw.
+
+    Private: overrides ``TPESampler._sample`` (the draw of one trial's params), and reads what
+    it reads: ``study._get_trials``, the sampler's ``_constant_liar``, ``_gamma``, ``_rng``,
+    ``_n_ei_candidates``, ``_parzen_estimator_cls``, ``_parzen_estimator_parameters``,
+    ``_compute_acquisition_func``, ``_compare`` and ``_get_params``, and the split's scores
+    in ``optuna.samplers._tpe.sampler`` (``_get_infeasible_trial_score``,
+    ``_get_pruned_trial_score``, ``default_gamma``). Public way: none (TPE's internals).
+    ``tests/unit/orchestrator/study/test_tpe.py`` compares its draws with Optuna's.
+    """
+
+    _history: TrialHistory | None = None  # made at the first draw (no __init__ of our own:
+    # the settings are checked against Optuna's signature)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, Any]) -> dict[str, Any]:
+        with fast_tpe_math():
+            return super().sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial,
+                           param_name: str, param_distribution: Any) -> Any:
+        with fast_tpe_math():
+            return super().sample_independent(study, trial, param_name, param_distribution)
+
+    def _sample(self, study: optuna.Study, trial: FrozenTrial,
+                search_space: dict[str, Any]) -> dict[str, Any]:
+        if study._is_multi_objective():
+            return super()._sample(study, trial, search_space)
+        from optuna.samplers._tpe.sampler import default_gamma
+
+        states: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
+        if self._constant_liar:
+            states += (TrialState.RUNNING,)
+        trials = study._get_trials(deepcopy=False, states=states,
+                                   use_cache=not self._constant_liar)
+        if self._gamma is None:
+            self._gamma = default_gamma
+        if self._history is None:
+            self._history = TrialHistory()
+        try:  # the asking trial left out, gamma of the finished ones below: as Optuna's
+            below, above = self._history.observations(
+                study, trials, trial.number, self._gamma, search_space,
+                study.direction == optuna.study.StudyDirection.MAXIMIZE, _tpe_scores(self))
+        except Unsupported:
+            return super()._sample(study, trial, search_space)
+        mpe_below = self._parzen_estimator_cls(below, search_space,
+                                               self._parzen_estimator_parameters)
+        mpe_above = self._parzen_estimator_cls(above, search_space,
+                                               self._parzen_estimator_parameters)
+        samples = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        best = self._compare(samples, self._compute_acquisition_func(samples, mpe_below,
+                                                                     mpe_above))
+        return {name: dist.to_external_repr(best[name]) for name, dist in search_space.items()}
