@@ -28,6 +28,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
+from clonesweep.orchestrator.study import parzen
 from clonesweep.orchestrator.study.tpe import TPEScores, TrialHistory, Unsupported
 
 __all__ = [
@@ -241,6 +242,30 @@ def fast_tpe_math() -> Iterator[None]:
 
 
 # -- TPE's asks: its history kept across asks ------------------------------------------------
+def _mixture(estimator: Any) -> tuple[Any, list[parzen.Kernels]] | None:
+    """A Parzen estimator's weights and kernels, or None for an estimator or a distribution
+    this Optuna has that :mod:`~clonesweep.orchestrator.study.parzen` does not know."""
+    from optuna.samplers._tpe import probability_distributions as dists
+    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
+
+    numerical = (dists._BatchedTruncNormDistributions, dists._BatchedTruncLogNormDistributions,
+                 dists._BatchedDiscreteTruncNormDistributions,
+                 dists._BatchedDiscreteTruncLogNormDistributions)
+    if type(estimator) is not _ParzenEstimator:  # a user's own estimator class
+        return None
+    mixture = estimator._mixture_distribution
+    kernels = []
+    for d in mixture.distributions:
+        if isinstance(d, dists._BatchedCategoricalDistributions):
+            kernels.append(parzen.Kernels(choices=d.weights))
+        elif isinstance(d, numerical):
+            kernels.append(parzen.Kernels(mu=d.mu, sigma=d.sigma, low=d.adapted_low,
+                                          high=d.adapted_high, step=d.step, log=d.is_log))
+        else:
+            return None
+    return mixture.weights, kernels
+
+
 def _tpe_scores(sampler: optuna.samplers.TPESampler) -> TPEScores:
     from optuna.samplers._tpe import sampler as tpe
 
@@ -313,3 +338,11 @@ class TPESampler(optuna.samplers.TPESampler):
         best = self._compare(samples, self._compute_acquisition_func(samples, mpe_below,
                                                                      mpe_above))
         return {name: dist.to_external_repr(best[name]) for name, dist in search_space.items()}
+
+    def _compute_acquisition_func(self, samples: dict[str, Any], mpe_below: Any,
+                                  mpe_above: Any) -> Any:
+        below, above = _mixture(mpe_below), _mixture(mpe_above)
+        if below is None or above is None:
+            return super()._compute_acquisition_func(samples, mpe_below, mpe_above)
+        x = mpe_below._transform(samples)
+        return parzen.log_pdf(x, *below) - parzen.log_pdf(x, *above)
