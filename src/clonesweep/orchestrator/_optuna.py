@@ -9,6 +9,10 @@ still fails, so the slowdown does not go unnoticed.
 
 The import-boundary test (``tests/test_boundaries.py``) lets no other module import
 ``optuna.*._*`` or read a private attribute of an Optuna object.
+
+About 370 lines: every private use of Optuna lives here by design, the TPE sampler's
+overrides (~110 lines) included; the work they hand off is in ``study/tpe.py`` and
+``study/parzen.py``, which use no Optuna internals.
 """
 
 from __future__ import annotations
@@ -241,18 +245,29 @@ def fast_tpe_math() -> Iterator[None]:
         _truncnorm._log_ndtr = own
 
 
-# -- TPE's asks: its history kept across asks ------------------------------------------------
+# -- TPE's asks: its history kept across asks, its candidates scored over arrays --------------
+def _written_for_this_tpe() -> bool:
+    """Whether the installed Optuna's TPE is the one :class:`TPESampler`'s overrides mirror:
+    Optuna 5 (its ``_sample``, ``_split_trials`` and kernel classes; 5.0 and 5.1 are the same
+    there). Optuna 4 splits, reads running trials and builds its kernels otherwise, so there
+    the sampler runs Optuna's own code (with the fast log-CDF only)."""
+    return int(optuna.__version__.split(".")[0]) >= 5
+
+
 def _mixture(estimator: Any) -> tuple[Any, list[parzen.Kernels]] | None:
-    """A Parzen estimator's weights and kernels, or None for an estimator or a distribution
-    this Optuna has that :mod:`~clonesweep.orchestrator.study.parzen` does not know."""
+    """A Parzen estimator's weights and kernels (``_mixture_distribution`` and its
+    ``_Batched*Distributions``), or None for an estimator class of the user's, a kernel kind
+    :mod:`~clonesweep.orchestrator.study.parzen` does not know, or Optuna 4."""
+    if not _written_for_this_tpe():
+        return None
     from optuna.samplers._tpe import probability_distributions as dists
     from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
 
+    if type(estimator) is not _ParzenEstimator:
+        return None
     numerical = (dists._BatchedTruncNormDistributions, dists._BatchedTruncLogNormDistributions,
                  dists._BatchedDiscreteTruncNormDistributions,
                  dists._BatchedDiscreteTruncLogNormDistributions)
-    if type(estimator) is not _ParzenEstimator:  # a user's own estimator class
-        return None
     mixture = estimator._mixture_distribution
     kernels = []
     for d in mixture.distributions:
@@ -267,6 +282,7 @@ def _mixture(estimator: Any) -> tuple[Any, list[parzen.Kernels]] | None:
 
 
 def _tpe_scores(sampler: optuna.samplers.TPESampler) -> TPEScores:
+    """How Optuna's TPE reads a trial: its split's scores and ``TPESampler._get_params``."""
     from optuna.samplers._tpe import sampler as tpe
 
     return TPEScores(tpe._get_infeasible_trial_score, tpe._get_pruned_trial_score,
@@ -274,26 +290,32 @@ def _tpe_scores(sampler: optuna.samplers.TPESampler) -> TPEScores:
 
 
 class TPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE sampler, the same draws for the same history and seed, cheaper per ask.
+    """Optuna's TPE sampler, cheaper per ask: the same draws for the same history and seed.
 
-    Two private changes, each leaving Optuna's own code to run where it does not apply:
+    Three private changes, each leaving Optuna's own code to run where it does not apply:
 
     * its asks run under :func:`fast_tpe_math` (the normal log-CDF over whole arrays);
-    * its draw reads the study's history through a
-      :class:`~clonesweep.orchestrator.study.tpe.TrialHistory` kept across asks, instead of
-      reading, sorting and converting every trial again on each ask (~2/3 of an ask's CPU at
-      2,000 trials). The Parzen estimators, the candidates, the acquisition and the random
-      stream are Optuna's, given the same arrays in the same order. A multi-objective study,
-      or a history the class cannot split as Optuna does (:class:`Unsupported`), takes
-      Optuna's own draw.
+    * its draw (``_sample``) reads the study's history through a
+      :class:`~clonesweep.orchestrator.study.tpe.TrialHistory` kept across asks instead of
+      sorting and converting every trial again on each ask; Optuna's split scores, Parzen
+      estimators, candidates and random stream, given the same arrays in the same order,
+      so the draws are Optuna's (``==`` in ``tests/unit/orchestrator/study/test_tpe.py``).
+      A multi-objective study, a history it cannot split as Optuna does
+      (:class:`~clonesweep.orchestrator.study.tpe.Unsupported`) and Optuna 4 take Optuna's
+      ``_sample``;
+    * its candidates are scored (``_compute_acquisition_func``) by
+      :func:`clonesweep.orchestrator.study.parzen.log_pdf`: Optuna's mixtures' log-density,
+      equal to 1e-12 relative (``test_parzen.py``), from the kernels :func:`_mixture` reads.
 
-    Private: overrides ``TPESampler._sample`` (the draw of one trial's params), and reads what
-    it reads: ``study._get_trials``, the sampler's ``_constant_liar``, ``_gamma``, ``_rng``,
-    ``_n_ei_candidates``, ``_parzen_estimator_cls``, ``_parzen_estimator_parameters``,
-    ``_compute_acquisition_func``, ``_compare`` and ``_get_params``, and the split's scores
-    in ``optuna.samplers._tpe.sampler`` (``_get_infeasible_trial_score``,
-    ``_get_pruned_trial_score``, ``default_gamma``). Public way: none (TPE's internals).
-    ``tests/unit/orchestrator/study/test_tpe.py`` compares its draws with Optuna's.
+    Private: overrides ``TPESampler._sample`` and ``_compute_acquisition_func``, and reads
+    what they read: ``study._get_trials``, the sampler's ``_constant_liar``, ``_gamma``,
+    ``_rng``, ``_n_ei_candidates``, ``_parzen_estimator_cls``,
+    ``_parzen_estimator_parameters``, ``_compare``, ``_get_params``, the estimators'
+    ``_transform`` and kernels, and ``optuna.samplers._tpe.sampler``'s ``default_gamma``,
+    ``_get_infeasible_trial_score`` and ``_get_pruned_trial_score``. Public way: none
+    (TPE's own internals). At 2,000 trials of history these cut an ask's CPU ~2.4x against
+    the fast log-CDF alone (bench/README.md, "TPE at scale"); ``test__optuna.py`` fails if
+    either override stops being called.
     """
 
     _history: TrialHistory | None = None  # made at the first draw (no __init__ of our own:
@@ -311,7 +333,7 @@ class TPESampler(optuna.samplers.TPESampler):
 
     def _sample(self, study: optuna.Study, trial: FrozenTrial,
                 search_space: dict[str, Any]) -> dict[str, Any]:
-        if study._is_multi_objective():
+        if study._is_multi_objective() or not _written_for_this_tpe():
             return super()._sample(study, trial, search_space)
         from optuna.samplers._tpe.sampler import default_gamma
 

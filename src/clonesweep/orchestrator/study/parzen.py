@@ -85,7 +85,8 @@ def log_pdf(x: np.ndarray, weights: np.ndarray, kernels: Sequence[Kernels]) -> n
         per_pair += per_kernel
         top = per_pair.max(axis=1)
         top[np.isneginf(top)] = 0  # all kernels at zero density: -inf, not NaN
-        return np.log(np.exp(per_pair - top[:, None]).sum(axis=1)) + top
+        per_pair -= top[:, None]
+        return np.log(np.exp(per_pair, out=per_pair).sum(axis=1)) + top
 
 
 def _continuous(x: np.ndarray, k: Kernels) -> np.ndarray:
@@ -94,9 +95,13 @@ def _continuous(x: np.ndarray, k: Kernels) -> np.ndarray:
     assert k.mu is not None and k.sigma is not None
     z = ((np.log(x) if k.log else x)[:, None] - k.mu) / k.sigma
     a, b = (k.low - k.mu) / k.sigma, (k.high - k.mu) / k.sigma
-    out = -(z**2) / 2.0
-    out[(z < a) | (z > b)] = -np.inf
-    out[:, a == b] = np.nan
+    outside = (z < a) | (z > b)
+    out = np.square(z, out=z)
+    out *= -0.5
+    if outside.any():
+        out[outside] = -np.inf
+    if (flat := a == b).any():
+        out[:, flat] = np.nan
     return out
 
 

@@ -196,3 +196,12 @@ def test_a_new_study_starts_the_history_afresh() -> None:
             suggest(trial, False)
             study.tell(trial, float(i))
         assert sampler._history is not None and len(sampler._history) == 9
+
+
+def test_optuna_4_takes_optunas_own_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overrides mirror Optuna 5's TPE; on Optuna 4 the sampler runs Optuna's code."""
+    monkeypatch.setattr(optuna, "__version__", "4.2.0")
+    sampler = TPESampler(seed=4, n_startup_trials=5)
+    assert sweep(sampler, trials=20) == sweep(OptunasWithFastMath(seed=4, n_startup_trials=5),
+                                              trials=20)
+    assert sampler._history is None
