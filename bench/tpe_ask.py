@@ -13,7 +13,9 @@ log float), constant liar, pre-filled with N finished random trials; ``--running
 trials asked and left running (K+1 slots: the oldest is told as each new one is asked). One
 ask+tell untimed (first imports), then ``--asks`` ask+tell rounds, timed with the process's
 CPU clock. The samplers alternate (A B C A B C), each in a fresh process. ``--profile PATH``
-writes a cProfile of the timed rounds of the last process (one history, one kind) to PATH.
+writes a cProfile of the timed rounds of the last process (one history, one kind) to PATH;
+``--steps`` prints, per process, the share of ask+tell CPU in each of TPE's top-level steps
+(Optuna's and clonesweep's; timed with the CPU clock, lighter than a profiler's per-call cost).
 """
 
 from __future__ import annotations
@@ -51,8 +53,39 @@ def _sampler(kind: str) -> Any:
     return factory(seed=0, constant_liar=True)
 
 
+def _time_steps() -> dict[str, float]:
+    """Wrap TPE's top-level steps so that each adds its CPU seconds to the returned dict."""
+    import optuna
+    from optuna.samplers._tpe import parzen_estimator, sampler
+
+    from clonesweep.orchestrator.study import parzen, tpe
+
+    spent: dict[str, float] = {}
+    steps = [(sampler, "_split_trials", "split (optuna)"),
+             (sampler.TPESampler, "_get_internal_repr", "to arrays (optuna)"),
+             (tpe.TrialHistory, "observations", "history (clonesweep)"),
+             (parzen_estimator._ParzenEstimator, "__init__", "parzen fit"),
+             (parzen_estimator._ParzenEstimator, "log_pdf", "log-pdf (optuna)"),
+             (parzen, "log_pdf", "log-pdf (clonesweep)"),
+             (parzen_estimator._ParzenEstimator, "sample", "draw candidates"),
+             (optuna.Study, "_get_trials", "storage reads"), (optuna.Study, "tell", "tell")]
+
+    def timed(f: Any, label: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - started
+        return call
+
+    for owner, name, label in steps:
+        setattr(owner, name, timed(getattr(owner, name), label))
+    return spent
+
+
 def one(kind: str, history: int, asks: int, running: int, storage_kind: str,
-        profile: str | None) -> float:
+        profile: str | None, steps: bool = False) -> float:
     import optuna
 
     from clonesweep.orchestrator.study.journal import journal_storage
@@ -80,19 +113,26 @@ def one(kind: str, history: int, asks: int, running: int, storage_kind: str,
             study.tell(inflight.pop(0), rng.random())
             commit(study)  # the journal's fsync per told trial (nothing in memory)
 
+    spent = _time_steps() if steps else None
     profiler = None
     if profile:
         import cProfile
 
         profiler = cProfile.Profile()
         profiler.enable()
+    if spent is not None:
+        spent.clear()  # the untimed first ask's steps
     started = time.process_time()
     rounds()
-    spent = time.process_time() - started
+    total = time.process_time() - started
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    return 1000 * spent / asks
+    if spent is not None:
+        print(f"{kind} {storage_kind} {history}: " + ", ".join(
+            f"{label} {100 * s / total:.0f}%" for label, s in
+            sorted(spent.items(), key=lambda kv: -kv[1])), file=sys.stderr)
+    return 1000 * total / asks
 
 
 def main() -> None:
@@ -104,11 +144,12 @@ def main() -> None:
     parser.add_argument("--storage", choices=("memory", "journal"), default="memory")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--profile", metavar="PATH")
+    parser.add_argument("--steps", action="store_true")
     parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         print(json.dumps(one(args.case[0], int(args.case[1]), args.asks, args.running,
-                             args.storage, args.profile)))
+                             args.storage, args.profile, args.steps)))
         return
     print(f"load at start {os.getloadavg()[0]:.1f}; {args.storage} storage, "
           f"{args.running} running, {args.asks} asks per process")
@@ -124,7 +165,11 @@ def main() -> None:
                            "--storage", args.storage]
                 if args.profile:
                     command += ["--profile", args.profile]
+                if args.steps:
+                    command.append("--steps")
                 out = subprocess.run(command, capture_output=True, text=True, check=True)
+                if args.steps:
+                    print("   " + out.stderr.strip().splitlines()[-1], flush=True)
                 got[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
         cells = "  ".join(f"{' / '.join(f'{x:.1f}' for x in got[k]):>20}" for k in args.kinds)
         ratios = "".join(f"  {sum(got[k]) / sum(got[last]):>{len(k) + len(last) + 1}.2f}x"
