@@ -2,8 +2,8 @@
 
 Sampler and pruner settings from the sweep file are checked against the Optuna class's own
 signature, so a typo is an error at start-up that names the field, not a silent default.
-The TPE sampler is Optuna's with its history kept across asks and a faster log-CDF (the
-private use it takes is in :mod:`clonesweep.orchestrator._optuna`). Split from
+The TPE sampler is Optuna's with its history kept across asks and its candidates scored over
+arrays (the private use it takes is in :mod:`clonesweep.orchestrator._optuna`). Split from
 :mod:`~clonesweep.orchestrator.study.storage`, which opens storages and studies.
 
 About 300 lines: samplers and pruners share the checks of their settings against the
@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 #: Optuna's TPE sampler, the same draws for the same history and seed, cheaper per ask: its
-#: history kept across asks (:mod:`~clonesweep.orchestrator.study.tpe`) and a faster
-#: log-CDF. It overrides TPE internals, so it lives in the fence module.
+#: history kept across asks (:mod:`~clonesweep.orchestrator.study.tpe`), its candidates
+#: scored over arrays (:mod:`~clonesweep.orchestrator.study.parzen`). It overrides TPE
+#: internals, so it lives in the fence module.
 TPESampler = _optuna.TPESampler
 
 
