@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy
@@ -197,3 +199,51 @@ def test_tpe_with_fast_math_samples_as_optunas_within_rounding() -> None:
         assert a["u"] == b["u"]
         assert a["r"] == pytest.approx(b["r"], rel=1e-9)
         assert a["lr"] == pytest.approx(b["lr"], rel=1e-9)
+
+
+def test_tpe_draws_through_its_history_and_array_log_pdf(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """TPESampler overrides TPESampler._sample and _compute_acquisition_func: a release that
+    renames either leaves Optuna's slower code running, and fails here."""
+    from clonesweep.orchestrator.study import parzen
+    from clonesweep.orchestrator.study.plugins import TPESampler
+
+    scored = []
+    real = parzen.log_pdf
+
+    def counted(*args: Any) -> Any:
+        scored.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(parzen, "log_pdf", counted)
+    sampler = TPESampler(seed=0, n_startup_trials=3)
+    study = optuna.create_study(sampler=sampler)
+    for i in range(6):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, float(i))
+    assert sampler._history is not None and len(sampler._history) == 5
+    assert len(scored) == 2 * 3  # below and above, for each of the 3 TPE asks
+
+
+def test_mixture_reads_every_kind_of_parzen_kernel() -> None:
+    from optuna.samplers._tpe.parzen_estimator import (
+        _ParzenEstimator,
+        _ParzenEstimatorParameters,
+    )
+    from optuna.samplers._tpe.sampler import default_weights
+
+    D = optuna.distributions
+    space = {"f": D.FloatDistribution(0.0, 1.0), "lf": D.FloatDistribution(1e-3, 1.0, log=True),
+             "i": D.IntDistribution(0, 10), "li": D.IntDistribution(1, 100, log=True),
+             "c": D.CategoricalDistribution(["a", "b"])}
+    observed = {"f": [0.5], "lf": [0.1], "i": [3.0], "li": [7.0], "c": [1.0]}
+    estimator = _ParzenEstimator({k: np.asarray(v) for k, v in observed.items()}, space,
+                                 _ParzenEstimatorParameters(1.0, True, False, default_weights,
+                                                            True))
+    mixture = _optuna._mixture(estimator)
+    assert mixture is not None, "an Optuna kernel class moved or was renamed"
+    weights, kernels = mixture
+    assert len(weights) == 2 and [k.step for k in kernels[:4]] == [0.0, 0.0, 1.0, 1.0]
+    assert [k.log for k in kernels[:4]] == [False, True, False, True]
+    assert kernels[4].choices is not None and kernels[4].choices.shape == (2, 2)

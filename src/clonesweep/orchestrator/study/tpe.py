@@ -1,0 +1,235 @@
+"""TPE's view of a study's history, kept across asks instead of rebuilt on each.
+
+Optuna's TPE sampler, on every ask, walks every trial of the study in Python: it sorts the
+finished ones into the best ("below") and the rest ("above", with the running ones under the
+constant liar), reading each one's constraints, value or last intermediate value, then reads
+every trial's params into arrays, one ``to_internal_repr`` per trial and parameter. At 2,000
+trials that was ~2/3 of an ask's CPU, and it grows with the history (bench/README.md, "TPE
+at scale"). A finished trial (COMPLETE or PRUNED) never changes, so :class:`TrialHistory`
+reads each one once, into arrays; an ask adds only the trials finished since the last one,
+reads the few running ones afresh, and splits with array sorts.
+
+What it hands TPE is what Optuna's own code builds, array for array and in the same order:
+the same split (a stable sort by value, then pruned trials by their last step and value,
+then infeasible ones by their violation; each side ordered by trial number), the same
+trials left out for lacking a parameter. The sort keys come from Optuna's own functions,
+passed in by :mod:`clonesweep.orchestrator._optuna`, which also runs the rest of the draw;
+this module reads only public trial fields. Single objective only: a multi-objective split
+ranks by non-domination, and the sampler leaves it to Optuna.
+
+Thread-safe: one lock around each ask's read (Optuna's ``study.optimize(n_jobs=...)`` asks
+from several threads). A pickled or copied history starts empty.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["Observations", "TPEScores", "TrialHistory", "Unsupported"]
+
+#: Observations for one Parzen estimator: internal values by parameter name.
+Observations = dict[str, np.ndarray]
+
+_COMPLETE, _PRUNED, _INFEASIBLE = 0, 1, 2
+
+
+class Unsupported(ValueError):
+    """The history cannot reproduce Optuna's split here (a NaN sort key, a trial state TPE
+    does not read, a value outside its distribution): the caller takes Optuna's own path."""
+
+
+@dataclass(frozen=True)
+class TPEScores:
+    """How TPE reads a trial, given by the sampler (Optuna's own functions).
+
+    Attributes:
+        infeasible: A finished trial's constraint violation (> 0: infeasible).
+        pruned: A pruned trial's sort key (lower goes below first).
+        params: A trial's params as TPE reads them, given the trial and its study (a running
+            trial's include the relative params its ask drew).
+    """
+
+    infeasible: Callable[[FrozenTrial], float]
+    pruned: Callable[[FrozenTrial, Any], tuple[float, float]]
+    params: Callable[[FrozenTrial, Any], dict[str, Any]]
+
+
+class _Column:
+    """One parameter's internal values over the history's rows (NaN where absent)."""
+
+    def __init__(self) -> None:
+        self.values = np.empty(0)
+        self.present = np.empty(0, dtype=bool)
+
+
+class TrialHistory:
+    """The finished trials of one study, as TPE splits and reads them, added once each.
+
+    Example:
+        >>> history = TrialHistory()
+        >>> below, above = history.observations(  # doctest: +SKIP
+        ...     study, trials, n_below, search_space, maximize, scores)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset(None)
+
+    def _reset(self, study: Any) -> None:
+        self._study: weakref.ref[Any] | None = weakref.ref(study) if study is not None else None
+        self._row: dict[int, int] = {}  # trial number -> row
+        self._params: list[dict[str, Any]] = []  # each row's params
+        # Each row's trial number, kind and sort key (two columns) as arrays, and the rows
+        # added since they were last extended.
+        self._number = np.empty(0, dtype=np.int64)
+        self._kind = np.empty(0, dtype=np.int8)
+        self._key = np.empty((0, 2))
+        self._new: list[tuple[int, int, float, float]] = []
+        self._columns: dict[tuple[str, BaseDistribution], _Column] = {}
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a copy starts empty (a lock and a weak reference do not pickle)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    # -- one ask -----------------------------------------------------------------------------
+    def observations(self, study: Any, trials: Sequence[FrozenTrial], asking: int,
+                     gamma: Callable[[int], int], search_space: dict[str, BaseDistribution],
+                     maximize: bool, scores: TPEScores) -> tuple[Observations, Observations]:
+        """The below and above observations TPE builds its two estimators from.
+
+        Args:
+            study: The study ``trials`` come from (a new study starts the history afresh).
+            trials: The trials TPE reads for this ask, in the study's order: finished ones
+                (COMPLETE, PRUNED) and, under the constant liar, running ones.
+            asking: The number of the trial asking, left out.
+            gamma: How many finished trials go below, given how many there are.
+            search_space: The parameters sampled; a trial lacking one is left out.
+            maximize: The study's direction.
+            scores: How the sampler reads a trial.
+
+        Raises:
+            Unsupported: Optuna's own path must be taken (see :class:`Unsupported`).
+        """
+        with self._lock:
+            if self._study is None or self._study() is not study:
+                self._reset(study)
+            rows, running = self._rows(study, trials, asking, scores)
+            below = self._below(rows, gamma(len(rows)), maximize)
+            columns = [(name, self._column(name, dist)) for name, dist in search_space.items()]
+            return (self._read(rows[below], [], columns, search_space),
+                    self._read(rows[~below], running, columns, search_space))
+
+    def _rows(self, study: Any, trials: Sequence[FrozenTrial], asking: int,
+              scores: TPEScores) -> tuple[np.ndarray, list[tuple[int, dict[str, Any]]]]:
+        """The rows of the finished trials, in the order of ``trials`` (those finished since
+        the last ask added), and the (number, params) of the running ones."""
+        known = self._row.get
+        rows = np.fromiter((known(t.number, -1) for t in trials), dtype=np.intp,
+                           count=len(trials))
+        running: list[tuple[int, dict[str, Any]]] = []
+        for i in np.flatnonzero(rows < 0).tolist():  # running, or finished since the last ask
+            trial = trials[i]
+            if trial.state != TrialState.RUNNING:
+                rows[i] = self._add(study, trial, scores)
+            elif trial.number != asking:
+                running.append((trial.number, scores.params(trial, study)))
+        return rows[rows >= 0], running
+
+    def _add(self, study: Any, trial: FrozenTrial, scores: TPEScores) -> int:
+        score = scores.infeasible(trial)
+        if score > 0:
+            kind, key = _INFEASIBLE, (float(score), 0.0)
+        elif trial.state == TrialState.COMPLETE:
+            kind, key = _COMPLETE, (float(trial.value), 0.0)  # type: ignore[arg-type]
+        elif trial.state == TrialState.PRUNED:
+            step, value = scores.pruned(trial, study)
+            kind, key = _PRUNED, (float(step), float(value))
+        else:
+            raise Unsupported(f"trial {trial.number} is {trial.state.name}")
+        if any(np.isnan(k) for k in key):
+            raise Unsupported(f"trial {trial.number} sorts on NaN")
+        row = len(self._params)
+        self._row[trial.number] = row
+        self._new.append((trial.number, kind, *key))
+        self._params.append(scores.params(trial, study))
+        return row
+
+    def _below(self, rows: np.ndarray, n_below: int, maximize: bool) -> np.ndarray:
+        """A mask over ``rows``: the ones that go below, as Optuna's ``_split_trials`` picks
+        them (its sorts are stable over the study's order, which ``rows`` keeps)."""
+        self._extend()
+        kind, key, tie = self._kind[rows], self._key[rows, 0], self._key[rows, 1]
+        below = np.zeros(len(rows), dtype=bool)
+        for which in (_COMPLETE, _PRUNED, _INFEASIBLE):
+            at = np.flatnonzero(kind == which)
+            take = min(max(0, n_below), len(at))
+            if take:
+                first = -key[at] if which == _COMPLETE and maximize else key[at]
+                if take < len(at):  # sort only those that can be among the first `take`
+                    near = np.flatnonzero(first <= np.partition(first, take - 1)[take - 1])
+                    at, first = at[near], first[near]
+                order = np.lexsort((tie[at], first))  # stable: ties keep the study's order
+                below[at[order[:take]]] = True
+            n_below -= take
+        return below
+
+    def _extend(self) -> None:
+        """The arrays extended by the rows added since (one copy per ask, not per row)."""
+        if self._new:
+            number, kind, key, tie = zip(*self._new, strict=True)
+            self._number = np.concatenate([self._number, np.asarray(number, dtype=np.int64)])
+            self._kind = np.concatenate([self._kind, np.asarray(kind, dtype=np.int8)])
+            self._key = np.concatenate([self._key, np.column_stack([key, tie])])
+            self._new = []
+
+    def _column(self, name: str, dist: BaseDistribution) -> _Column:
+        column = self._columns.setdefault((name, dist), _Column())
+        done = len(column.values)
+        if done < len(self._params):
+            new = self._params[done:]
+            present = np.fromiter((name in p for p in new), dtype=bool, count=len(new))
+            values = np.full(len(new), np.nan)
+            for i, params in enumerate(new):
+                if present[i]:
+                    values[i] = _internal(dist, params[name])
+            column.values = np.concatenate([column.values, values])
+            column.present = np.concatenate([column.present, present])
+        return column
+
+    def _read(self, rows: np.ndarray, running: list[tuple[int, dict[str, Any]]],
+              columns: list[tuple[str, _Column]],
+              search_space: dict[str, BaseDistribution]) -> Observations:
+        """Internal values of ``rows`` and ``running`` holding every parameter, in the
+        order of their trial numbers (Optuna's ``_get_internal_repr`` of a sorted list)."""
+        keep = np.ones(len(rows), dtype=bool)
+        for _, column in columns:
+            keep &= column.present[rows]
+        rows = rows[keep]
+        numbers = self._number[rows]
+        live = [(n, p) for n, p in running if search_space.keys() <= p.keys()]
+        order = np.argsort(np.concatenate([numbers, [n for n, _ in live]]), kind="stable")
+        out: Observations = {}
+        for name, column in columns:
+            extra = [_internal(search_space[name], p[name]) for _, p in live]
+            out[name] = np.concatenate([column.values[rows], extra])[order]
+        return out
+
+
+def _internal(dist: BaseDistribution, value: Any) -> float:
+    try:
+        return float(dist.to_internal_repr(value))
+    except (ValueError, TypeError) as exc:  # Optuna's own path raises it where it should
+        raise Unsupported(str(exc)) from exc
