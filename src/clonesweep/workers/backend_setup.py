@@ -67,10 +67,11 @@ def jax_compilation_cache() -> str | None:
     A worker on JAX compiles each new model's steps with XLA (seconds on a CPU); with the
     cache on (every program kept, whatever its compile time), a later model of an
     already-seen structure (the next trial of the same shapes, the next fused group, a
-    rerun of the sweep) loads the compiled programs instead: a fused group of 8 CNN+BN
-    members took 14-18 s cold and 1.4-1.7 s for the next group with the cache, 6.5-11 s
-    without (bench/README.md). The cached program is the one XLA would compile, so results
-    do not change.
+    rerun of the sweep) loads the compiled programs instead. A one-off probe (one process,
+    loaded machine, not a bench) gave 14-18 s for a first fused group of 8 CNN+BN members and
+    1.4-1.7 s for the next with the cache, 6.5-11 s without; end to end, bench/fused_any.py's
+    ``--cache warm`` runs are in bench/README.md. That a loaded program computes what a fresh
+    compile would is JAX's contract, not tested here with ``==``.
 
     The folder is ``$CLONESWEEP_JAX_CACHE`` (``off`` turns the cache off), else
     ``$XDG_CACHE_HOME/clonesweep/jax`` (``~/.cache/clonesweep/jax``), capped at 1 GiB
