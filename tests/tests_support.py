@@ -68,6 +68,23 @@ sweep:
     return path
 
 
+def counting_loader(folder: Path) -> tuple[str, Path]:
+    """A data loader that writes one line (its process id) to a file at every call, then
+    returns ``clonesweep.datasets.digits(limit)``: a module in ``folder`` (put it on the
+    path); returns its ``module:function`` and the file of calls."""
+    calls = folder / "loader_calls.txt"
+    # A name of its own per folder: a module imported by an earlier test stays in sys.modules.
+    module = f"counted_data_{abs(hash(str(folder))):x}"
+    (folder / f"{module}.py").write_text(
+        "import os\n"
+        "from clonesweep.datasets import digits\n\n\n"
+        "def load(limit):\n"
+        f"    with open({str(calls)!r}, 'a') as out:\n"
+        "        out.write(f'{os.getpid()}\\n')\n"
+        "    return digits(limit=limit)\n")
+    return f"{module}:load", calls
+
+
 def database_text(url: Any) -> str:
     """Every row of every table of the database at ``url`` (a SQLAlchemy URL, password
     included) as one text: what a leak check searches for a secret. Fails on an empty

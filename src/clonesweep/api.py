@@ -265,21 +265,21 @@ def _resolved(sweep: Sweep, model: Any, data: Any,
             copy = Path(tmp) / "sweep.yaml"
             copy.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
             spec = dataclasses.replace(spec, file=copy)
-        _validated(spec, file, Path(tmp), data_given=data is not None)
-        yield spec
+        yield _validated(spec, file, Path(tmp), data_given=data is not None)
 
 
-def _validated(spec: SweepSpec, shown: str, tmp: Path, *, data_given: bool) -> None:
+def _validated(spec: SweepSpec, shown: str, tmp: Path, *, data_given: bool) -> SweepSpec:
     """``clonesweep run``'s checks (``validate --data``'s) before anything exists: storage,
     places, sampler and pruner, imports, the rebuild at every corner, the training names, one
     call of the data loader (or a look at the arrays given). A refusal names the caller's
     file (not the temporary copy), ``<model>`` for a model given in memory and ``data`` for
-    arrays given."""
+    arrays given. Returns ``spec`` holding the loader's checked arrays (see
+    :meth:`ValidationReport.with_data`): the loader is not called again on the driver."""
     from clonesweep.orchestrator.commands.validate import validate_sweep
     from clonesweep.workers.given import GIVEN_LOADER
 
     try:
-        validate_sweep(spec, data=True)
+        return validate_sweep(spec, data=True).with_data(spec)
     except SpecError as exc:
         file = exc.file
         if file == str(spec.file):

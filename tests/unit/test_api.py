@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import clonesweep
-from tests_support import REPO, write_sweep
+from tests_support import REPO, counting_loader, write_sweep
 
 DOC = REPO / "docs" / "api.md"
 
@@ -51,6 +51,17 @@ def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     # The run folder keeps the sweep as run and the in-memory model's config.
     folder = tmp_path / "runs" / "notebook-demo"
     assert (folder / "sweep.yaml").exists() and (folder / "base_config.json").exists()
+
+
+def test_run_and_ensemble_call_a_sweep_s_loader_once_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loader, calls = counting_loader(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write_sweep(tmp_path, trials=2, epochs=1, loader=loader)
+    clonesweep.run(path, backend="inprocess", progress=False)
+    assert len(calls.read_text().splitlines()) == 1
+    clonesweep.ensemble(path, members=2, backend="inprocess")
+    assert len(calls.read_text().splitlines()) == 2
 
 
 def test_bad_override_and_data_name_the_field(tmp_path: Path) -> None:

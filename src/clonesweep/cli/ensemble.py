@@ -72,6 +72,14 @@ def handle(spec: SweepSpec, args: argparse.Namespace) -> int:
         from clonesweep.cli.quiet import import_keras_quietly
 
         import_keras_quietly()
+    # run's checks (validate --data's) before any worker starts: the rebuild at the corners,
+    # the training names, the places, one call of the data loader, whose checked arrays the
+    # members then get (it is not called again here).
+    from clonesweep.orchestrator.commands.validate import validate_sweep
+
+    spec = validate_sweep(spec, data=True,
+                          storage_field="--storage" if args.storage else "sweep.storage"
+                          ).with_data(spec)
     base_config = base_model_config(spec)
     print(f"ensemble of {args.members} members of {spec.name}"
           f"{' (fused)' if args.fused else ''}; params from {source}; members are the "

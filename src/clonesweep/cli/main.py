@@ -319,7 +319,8 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         refuse_if_held(load_study(spec.name, storage_url(spec)))
     # After the lease: a second driver is refused before Keras's import (seconds).
     _import_keras_first(spec, args)
-    validate_sweep(spec, data=True, storage_field=field)
+    # The loader's arrays, checked, go to the workers: it is not called again on the driver.
+    spec = validate_sweep(spec, data=True, storage_field=field).with_data(spec)
     if args.resume:
         from clonesweep.orchestrator.study.storage import load_study, storage_url
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from clonesweep.cli.main import main
+from tests_support import counting_loader
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
@@ -61,12 +62,50 @@ def test_status_of_a_sweep_that_never_ran_exits_1(sweep_file: Any, tmp_path: Pat
     assert not (tmp_path / "runs" / "tiny").exists()  # no storage file created
 
 
+def test_run_calls_the_data_loader_once(sweep_file: Any, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check of the data (validate --data's) and the trials use the same one call.
+    loader, calls = counting_loader(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = sweep_file(trials=2, epochs=1, loader=loader)
+    assert main(["run", str(path), "--backend", "inprocess"]) == 0
+    assert calls.read_text().splitlines() == [str(os.getpid())]
+
+
+def test_ensemble_refuses_what_run_refuses_before_anything_exists(
+        sweep_file: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    ray_before = ray.is_initialized()
+    path = sweep_file(loss="sparse_categorical_crossentropi")
+    assert main(["ensemble", str(path), "--members", "2"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "training.loss" in err and "sparse_categorical_crossentropi" in err
+    assert not (tmp_path / "runs").exists()
+    assert ray.is_initialized() == ray_before
+
+
+def test_ensemble_calls_the_data_loader_once(sweep_file: Any, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    loader, calls = counting_loader(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = sweep_file(epochs=1, loader=loader)
+    assert main(["ensemble", str(path), "--members", "2", "--backend", "inprocess"]) == 0
+    assert calls.read_text().splitlines() == [str(os.getpid())]
+
+
 @pytest.mark.integration
 def test_cli_run_status_best_end_to_end(ray_cluster: str, sweep_file: Any,
                                         tmp_path: Path) -> None:
-    path = sweep_file(trials=3, parallel=2, epochs=2)
-    done = run_cli("run", str(path), "--address", ray_cluster, "--json", cwd=tmp_path)
+    # The loader is importable on the driver only: its arrays reach the workers through the
+    # object store, from its one call on the driver (the data check's).
+    loader, calls = counting_loader(tmp_path)
+    path = sweep_file(trials=3, parallel=2, epochs=2, loader=loader)
+    done = run_cli("run", str(path), "--address", ray_cluster, "--json", cwd=tmp_path,
+                   env={"PYTHONPATH": os.pathsep.join(
+                       p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert len(calls.read_text().splitlines()) == 1
     events = [json.loads(line) for line in done.stdout.splitlines()]  # JSON lines, each strict
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "summary"
     assert sum(e["event"] == "trial_finished" for e in events) == 3

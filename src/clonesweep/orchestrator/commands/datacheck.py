@@ -108,8 +108,13 @@ def _check_optimizer(spec: SweepSpec, corner_params: Sequence[dict[str, Any]],
                             hint="write it as a YAML number (e.g. 0.9, 1e-3)")
 
 
-def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
-    """Call the loader once; check its arrays against ``model``; their shapes as lists.
+def check_data(spec: SweepSpec, model: Any) -> tuple[dict[str, Any], Any]:
+    """Call the loader once; check its arrays against ``model``.
+
+    Returns:
+        Their shapes as lists, and what the loader returned when it is arrays (None for
+        datasets, which each worker builds for itself): ``run`` hands those arrays to the
+        workers rather than calling the loader a second time on the driver.
 
     Raises:
         SpecError: Naming ``data.loader``, what is wrong with which array and a hint.
@@ -133,7 +138,7 @@ def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
                      "keras.utils.PyDataset), or (x_train, y_train, x_val, y_val) arrays") \
             from exc
     if stream is not None:
-        return _check_streams(stream, spec.training.loss, model, refuse)
+        return _check_streams(stream, spec.training.loss, model, refuse), None
     if not isinstance(loaded, (tuple, list)) or len(loaded) not in (4, 5, 6):
         what = type(loaded).__name__ + (f" of length {len(loaded)}"
                                         if isinstance(loaded, (tuple, list)) else "")
@@ -141,7 +146,7 @@ def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
                      "return (x_train, y_train, x_val, y_val), optionally followed by "
                      "sample_weight and val_sample_weight")
     _check_weights(loaded, refuse)
-    loaded = loaded[:4]
+    whole, loaded = loaded, loaded[:4]
     inputs = getattr(model, "inputs", None) or []
     # A model whose one input takes strings (a TextVectorization front) may get str arrays.
     text = len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "string"
@@ -158,7 +163,7 @@ def check_data(spec: SweepSpec, model: Any) -> dict[str, Any]:
     _check_shapes(arrays, model, refuse)
     if not structured:  # targets matched to one output: a structure maps outputs by name
         _check_targets(spec.training.loss, arrays, model, refuse)
-    return {name: list(array.shape) for name, array in arrays.items()}
+    return {name: list(array.shape) for name, array in arrays.items()}, whole
 
 
 def _leaves(name: str, value: dict[Any, Any] | list[Any] | tuple[Any, ...], refuse: Any,

@@ -29,6 +29,7 @@ Every refusal is a :class:`SpecError` (exit code 2) naming the file, the field, 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,19 @@ class ValidationReport:
     pruner: str
     corners: tuple[Corner, ...]
     data: dict[str, Any] | None = field(default=None, hash=False)
+    # What the loader returned, when arrays (``data=True`` only): see :meth:`with_data`.
+    arrays: Any = field(default=None, hash=False, compare=False, repr=False)
+
+    def with_data(self, spec: SweepSpec) -> SweepSpec:
+        """``spec`` whose workers get the arrays checked here instead of calling the loader
+        again: the loader runs once on the driver (``run``), however slow or random it is.
+        Datasets (and a check without ``data=True``) leave ``spec`` as it is."""
+        if self.arrays is None:
+            return spec
+        from clonesweep.spec.model import DataSpec
+        from clonesweep.workers.given import GIVEN_LOADER
+
+        return dataclasses.replace(spec, data=DataSpec(GIVEN_LOADER, {"arrays": self.arrays}))
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "file": self.file, "storage": self.storage,
@@ -108,15 +122,15 @@ def validate_sweep(spec: SweepSpec, *, data: bool = False,
     seed = derive_seed(spec.sweep.seed, "trial", 0)
     built = build_corners(spec, base_config, lambda args: build_structure(spec, args), seed)
     check_training_names(spec, [c.params for c in built])
-    checked = None
+    checked, arrays = None, None
     if data:
         from clonesweep.workers.rebuild import rebuild
 
-        checked = check_data(spec, rebuild(base_config, {}, seed=seed).model)
+        checked, arrays = check_data(spec, rebuild(base_config, {}, seed=seed).model)
     return ValidationReport(
         name=spec.name, file=str(spec.file), storage=mask_url(url), study=study,
         sampler=spec.sweep.sampler.name, pruner=spec.sweep.pruner.name,
-        corners=tuple(built), data=checked)
+        corners=tuple(built), data=checked, arrays=arrays)
 
 
 # -- places --------------------------------------------------------------------------------
