@@ -7,8 +7,10 @@ Nothing here runs at import time; :class:`~clonesweep.workers.runner.TrialRunner
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import os
+import platform
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +19,7 @@ import numpy as np
 
 from clonesweep.workers.versions import runtime_versions
 
-__all__ = ["JAX_CACHE_ENV", "configure_backend", "environment", "import_keras",
+__all__ = ["JAX_CACHE_ENV", "configure_backend", "environment", "host_kind", "import_keras",
            "import_tensorflow", "jax_compilation_cache"]
 
 #: Where JAX workers keep compiled programs between processes: a folder, or ``off``.
@@ -74,8 +76,12 @@ def jax_compilation_cache() -> str | None:
     compile would is JAX's contract, not tested here with ``==``.
 
     The folder is ``$CLONESWEEP_JAX_CACHE`` (``off`` turns the cache off), else
-    ``$XDG_CACHE_HOME/clonesweep/jax`` (``~/.cache/clonesweep/jax``), capped at 1 GiB
-    (JAX evicts the least recently used). JAX's own ``JAX_COMPILATION_CACHE_DIR`` and
+    ``$XDG_CACHE_HOME/clonesweep/jax`` (``~/.cache/clonesweep/jax``), in a subfolder per kind
+    of host CPU (:func:`host_kind`), capped at 1 GiB (JAX evicts the least recently used).
+    A cluster's nodes often share one home folder: XLA compiles CPU code for the host's
+    instruction set and refuses, with an error line, to load a program compiled for
+    features the host lacks, so nodes of different CPUs would overwrite and refuse each
+    other's entries; each kind keeps its own. JAX's own ``JAX_COMPILATION_CACHE_DIR`` and
     ``JAX_PERSISTENT_CACHE_*`` variables, when set, win. Set before JAX is imported (the
     environment), or through ``jax.config`` in a process that already imported it.
     """
@@ -86,6 +92,7 @@ def jax_compilation_cache() -> str | None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
             os.path.expanduser("~"), ".cache")
         where = os.path.join(base, "clonesweep", "jax")
+    where = os.path.join(where, host_kind())
     settings: dict[str, Any] = {
         "jax_compilation_cache_dir": where,
         "jax_persistent_cache_min_compile_time_secs": 0,
@@ -101,6 +108,28 @@ def jax_compilation_cache() -> str | None:
             jax.config.update(name, value)
     return os.environ.get("JAX_COMPILATION_CACHE_DIR", where) if jax is None else \
         str(jax.config.jax_compilation_cache_dir)
+
+
+def host_kind(cpuinfo: str | None = None) -> str:
+    """The host's machine type and a digest of its CPU's feature flags (``x86_64-3f9a0c1e2b``):
+    hosts that can run each other's compiled CPU code get the same name.
+
+    Args:
+        cpuinfo: The text of ``/proc/cpuinfo`` (read when None; elsewhere than Linux, the
+            processor's name stands for the flags).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    # x86 lists "flags", ARM "Features"; the first CPU's line stands for all of them.
+    flags = next((line.split(":", 1)[1] for line in cpuinfo.splitlines()
+                  if line.split(":", 1)[0].strip() in ("flags", "Features") and ":" in line),
+                 platform.processor())
+    digest = hashlib.sha1(" ".join(sorted(flags.split())).encode()).hexdigest()[:10]
+    return f"{platform.machine() or 'cpu'}-{digest}"
 
 
 def _unused(backend: str) -> list[str]:

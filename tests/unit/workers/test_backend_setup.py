@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from clonesweep.workers.backend_setup import host_kind
+
+KIND = host_kind()  # the subfolder of this machine's CPU kind
+
 # A small Keras model fitted for one step on JAX: the programs a worker compiles.
 FIT = """
 import os, sys
@@ -43,19 +47,20 @@ def _entries(folder: Path) -> set[str]:
 
 def test_a_jax_worker_keeps_its_programs_and_a_second_process_reuses_them(
         tmp_path: Path) -> None:
-    folder = tmp_path / "cache"
-    out = _run(tmp_path, {"CLONESWEEP_JAX_CACHE": str(folder)})
+    given = tmp_path / "cache"
+    folder = given / KIND
+    out = _run(tmp_path, {"CLONESWEEP_JAX_CACHE": str(given)})
     assert f"DIR {folder}" in out
     first = _entries(folder)
     assert first, "nothing was written to the cache"
     # The same programs in a new process: all found in the cache, nothing new written.
-    _run(tmp_path, {"CLONESWEEP_JAX_CACHE": str(folder)})
+    _run(tmp_path, {"CLONESWEEP_JAX_CACHE": str(given)})
     assert _entries(folder) == first
 
 
 def test_the_default_folder_is_under_the_user_cache(tmp_path: Path) -> None:
     out = _run(tmp_path, {})
-    folder = tmp_path / "xdg" / "clonesweep" / "jax"
+    folder = tmp_path / "xdg" / "clonesweep" / "jax" / KIND
     assert f"DIR {folder}" in out
     assert _entries(folder)
 
@@ -77,9 +82,23 @@ def test_jax_s_own_setting_wins(tmp_path: Path) -> None:
 
 
 def test_a_process_that_imported_jax_first_gets_it_through_jax_config(tmp_path: Path) -> None:
-    folder = tmp_path / "late"
-    out = _run(tmp_path, {"CLONESWEEP_JAX_CACHE": str(folder)},
+    folder = tmp_path / "late" / KIND
+    out = _run(tmp_path, {"CLONESWEEP_JAX_CACHE": str(folder.parent)},
                before="import jax\nassert 'JAX_COMPILATION_CACHE_DIR' not in os.environ\n"
                       "jax_compilation_cache()")
     assert f"DIR {folder}" in out
     assert _entries(folder)
+
+
+X86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 {extra}\n\n" \
+      "processor\t: 1\nflags\t\t: fpu sse2 avx2 {extra}\n"
+
+
+def test_hosts_of_other_cpu_features_get_their_own_folders() -> None:
+    # Nodes sharing a home folder: the same flags (in any order) share, others do not.
+    plain = host_kind(X86.format(extra=""))
+    assert plain == host_kind("flags : avx2 fpu sse2\n")
+    assert host_kind(X86.format(extra="avx512f avx512bw")) != plain
+    assert host_kind("Features\t: fp asimd evtstrm aes\n") != plain
+    assert plain.startswith(f"{__import__('platform').machine()}-") and "/" not in plain
+    assert host_kind() == host_kind()  # this machine's, read from /proc/cpuinfo
