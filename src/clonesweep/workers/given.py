@@ -1,5 +1,6 @@
-"""The data loader of in-memory data (``clonesweep.run(..., data=arrays)``), and the arrays
-a driver loads once to share with its workers (:func:`shared_arrays`).
+"""The data loader of in-memory data (``clonesweep.run(..., data=arrays)``), the arrays a
+driver's checks loaded (:class:`Checked`), and the arrays a driver shares with its workers
+(:func:`shared_arrays`).
 
 A sweep file names its loader as ``module:function``; data handed to the Python API has no
 such home, so the job carries the arrays themselves as this loader's argument. Only the
@@ -15,15 +16,57 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clonesweep.spec.model import DataSpec
 
-__all__ = ["GIVEN_LOADER", "arrays", "shared_arrays"]
+__all__ = ["CHECKED_LOADER", "GIVEN_LOADER", "Checked", "arrays", "checked", "shared_arrays"]
 
 #: The ``data.loader`` of a sweep whose data was given in memory.
 GIVEN_LOADER = "clonesweep.workers.given:arrays"
+#: The ``data.loader`` of a sweep whose loader the driver's checks already called.
+CHECKED_LOADER = "clonesweep.workers.given:checked"
 
 
 def arrays(arrays: Any) -> Any:
     """Return ``arrays`` as given: ``(x_train, y_train, x_val, y_val)``."""
     return arrays
+
+
+class Checked:
+    """What a sweep's loader returned to the driver's checks (``run``'s ``validate --data``
+    checks), for the workers, so the loader is not called a second time.
+
+    Handed over once: the Ray backend :meth:`take` s the arrays to put them in the object
+    store, and the driver then holds no copy of its own (the store's is the one); in
+    process, the worker uses them as they are. Once taken, :func:`checked` calls the loader
+    again (a backend started a second time in the same process).
+    """
+
+    def __init__(self, arrays: Any, loader: str, kwargs: dict[str, Any]) -> None:
+        self._arrays = arrays
+        self.loader = loader
+        self.kwargs = kwargs
+
+    def take(self) -> Any | None:
+        """The arrays, which this box then no longer holds (None: already taken)."""
+        arrays, self._arrays = self._arrays, None
+        return arrays
+
+    def peek(self) -> Any | None:
+        """The arrays, still held (None: taken)."""
+        return self._arrays
+
+    def __repr__(self) -> str:
+        state = "taken" if self._arrays is None else "held"
+        return f"Checked({self.loader!r}, {state})"
+
+
+def checked(box: Checked) -> Any:
+    """The loader of :data:`CHECKED_LOADER`: the checked arrays while the box holds them,
+    else what the sweep's own loader returns now."""
+    held = box.peek()
+    if held is not None:
+        return held
+    from clonesweep.workers.runner import import_object
+
+    return import_object(box.loader)(**box.kwargs)
 
 
 def shared_arrays(data: DataSpec) -> Any | None:
@@ -37,6 +80,11 @@ def shared_arrays(data: DataSpec) -> Any | None:
 
     if data.loader == GIVEN_LOADER:
         return data.kwargs["arrays"]
+    if data.loader == CHECKED_LOADER:
+        taken = data.kwargs["box"].take()
+        if taken is not None:
+            return taken
+        data = type(data)(data.kwargs["box"].loader, data.kwargs["box"].kwargs)
     try:
         loaded = import_object(data.loader)(**data.kwargs)
         if stream_of(loaded) is not None:

@@ -48,6 +48,7 @@ from clonesweep.orchestrator.study.check import (
 from clonesweep.orchestrator.study.compat import check_resume_compatible
 from clonesweep.spec.model import SweepSpec
 from clonesweep.spec.settings import mask_url
+from clonesweep.workers.given import GIVEN_LOADER
 
 __all__ = ["ValidationReport", "check_places", "check_resume_compatible", "check_storage",
            "validate_sweep"]
@@ -71,13 +72,16 @@ class ValidationReport:
     def with_data(self, spec: SweepSpec) -> SweepSpec:
         """``spec`` whose workers get the arrays checked here instead of calling the loader
         again: the loader runs once on the driver (``run``), however slow or random it is.
-        Datasets (and a check without ``data=True``) leave ``spec`` as it is."""
-        if self.arrays is None:
+        The arrays go in a :class:`~clonesweep.workers.given.Checked` box, handed over once
+        (on Ray the driver keeps no copy beside the object store's). Datasets (and a check
+        without ``data=True``) leave ``spec`` as it is."""
+        if self.arrays is None or spec.data.loader == GIVEN_LOADER:
             return spec
         from clonesweep.spec.model import DataSpec
-        from clonesweep.workers.given import GIVEN_LOADER
+        from clonesweep.workers.given import CHECKED_LOADER, Checked
 
-        return dataclasses.replace(spec, data=DataSpec(GIVEN_LOADER, {"arrays": self.arrays}))
+        box = Checked(self.arrays, spec.data.loader, dict(spec.data.kwargs))
+        return dataclasses.replace(spec, data=DataSpec(CHECKED_LOADER, {"box": box}))
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "file": self.file, "storage": self.storage,
