@@ -33,10 +33,11 @@ class Checked:
     """What a sweep's loader returned to the driver's checks (``run``'s ``validate --data``
     checks), for the workers, so the loader is not called a second time.
 
-    Handed over once: the Ray backend :meth:`take` s the arrays to put them in the object
-    store, and the driver then holds no copy of its own (the store's is the one); in
-    process, the worker uses them as they are. Once taken, :func:`checked` calls the loader
-    again (a backend started a second time in the same process).
+    Handed over once, so that the driver keeps no copy of its own for the run: the Ray
+    backend :meth:`take` s the arrays to put them in the object store (the store's copy is
+    then the one); in process, the worker takes them and keeps them for all its trials.
+    Once taken, :func:`checked` calls the loader again (a backend started a second time in
+    the same process).
     """
 
     def __init__(self, arrays: Any, loader: str, kwargs: dict[str, Any]) -> None:
@@ -59,9 +60,9 @@ class Checked:
 
 
 def checked(box: Checked) -> Any:
-    """The loader of :data:`CHECKED_LOADER`: the checked arrays while the box holds them,
-    else what the sweep's own loader returns now."""
-    held = box.peek()
+    """The loader of :data:`CHECKED_LOADER`: the checked arrays, taken from the box, while it
+    holds them; else what the sweep's own loader returns now."""
+    held = box.take()
     if held is not None:
         return held
     from clonesweep.workers.runner import import_object
