@@ -125,9 +125,9 @@ def host_kind(cpuinfo: str | None = None) -> str:
         except OSError:
             cpuinfo = ""
     # x86 lists "flags", ARM "Features"; the first CPU's line stands for all of them.
-    flags = next((line.split(":", 1)[1] for line in cpuinfo.splitlines()
-                  if line.split(":", 1)[0].strip() in ("flags", "Features") and ":" in line),
-                 platform.processor())
+    fields = (line.partition(":") for line in cpuinfo.splitlines())
+    flags = next((value for key, sep, value in fields
+                  if sep and key.strip() in ("flags", "Features")), platform.processor())
     digest = hashlib.sha1(" ".join(sorted(flags.split())).encode()).hexdigest()[:10]
     return f"{platform.machine() or 'cpu'}-{digest}"
 
