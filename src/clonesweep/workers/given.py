@@ -40,23 +40,18 @@ class Checked:
     the same process).
     """
 
-    def __init__(self, arrays: Any, loader: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, arrays: Any, origin: DataSpec) -> None:
         self._arrays = arrays
-        self.loader = loader
-        self.kwargs = kwargs
+        self.origin = origin  # the sweep's own loader and its kwargs
 
     def take(self) -> Any | None:
         """The arrays, which this box then no longer holds (None: already taken)."""
         arrays, self._arrays = self._arrays, None
         return arrays
 
-    def peek(self) -> Any | None:
-        """The arrays, still held (None: taken)."""
-        return self._arrays
-
     def __repr__(self) -> str:
         state = "taken" if self._arrays is None else "held"
-        return f"Checked({self.loader!r}, {state})"
+        return f"Checked({self.origin.loader!r}, {state})"
 
 
 def checked(box: Checked) -> Any:
@@ -67,7 +62,7 @@ def checked(box: Checked) -> Any:
         return held
     from clonesweep.workers.runner import import_object
 
-    return import_object(box.loader)(**box.kwargs)
+    return import_object(box.origin.loader)(**box.origin.kwargs)
 
 
 def shared_arrays(data: DataSpec) -> Any | None:
@@ -82,10 +77,11 @@ def shared_arrays(data: DataSpec) -> Any | None:
     if data.loader == GIVEN_LOADER:
         return data.kwargs["arrays"]
     if data.loader == CHECKED_LOADER:
-        taken = data.kwargs["box"].take()
+        box: Checked = data.kwargs["box"]
+        taken = box.take()
         if taken is not None:
             return taken
-        data = type(data)(data.kwargs["box"].loader, data.kwargs["box"].kwargs)
+        data = box.origin
     try:
         loaded = import_object(data.loader)(**data.kwargs)
         if stream_of(loaded) is not None:

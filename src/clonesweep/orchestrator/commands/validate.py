@@ -80,7 +80,7 @@ class ValidationReport:
         from clonesweep.spec.model import DataSpec
         from clonesweep.workers.given import CHECKED_LOADER, Checked
 
-        box = Checked(self.arrays, spec.data.loader, dict(spec.data.kwargs))
+        box = Checked(self.arrays, spec.data)
         return dataclasses.replace(spec, data=DataSpec(CHECKED_LOADER, {"box": box}))
 
     def as_dict(self) -> dict[str, Any]:
