@@ -79,9 +79,10 @@ def jax_compilation_cache() -> str | None:
     ``$XDG_CACHE_HOME/clonesweep/jax`` (``~/.cache/clonesweep/jax``), in a subfolder per kind
     of host CPU (:func:`host_kind`), capped at 1 GiB (JAX evicts the least recently used).
     A cluster's nodes often share one home folder: XLA compiles CPU code for the host's
-    instruction set and refuses, with an error line, to load a program compiled for
-    features the host lacks, so nodes of different CPUs would overwrite and refuse each
-    other's entries; each kind keeps its own. JAX's own ``JAX_COMPILATION_CACHE_DIR`` and
+    instruction set, and its CPU loader refuses, with an error line, a program compiled for
+    features the host lacks (the message is quoted in openxla/xla issue 44565; not reproduced
+    here, which has one kind of CPU), so nodes of different CPUs would overwrite and refuse
+    each other's entries; each kind keeps its own. JAX's own ``JAX_COMPILATION_CACHE_DIR`` and
     ``JAX_PERSISTENT_CACHE_*`` variables, when set, win. Set before JAX is imported (the
     environment), or through ``jax.config`` in a process that already imported it.
     """
