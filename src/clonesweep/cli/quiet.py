@@ -98,9 +98,13 @@ def native_lines_filtered() -> Iterator[None]:
 
 
 def import_keras_quietly() -> None:
-    """Import Keras (and its backend) now, without the backend's native start-up lines."""
+    """Import Keras (and its backend) now, without the backend's native start-up lines and
+    without the packages the command-line driver never uses (the workers' way:
+    :func:`clonesweep.workers.backend_setup.import_keras`)."""
+    from clonesweep.workers.backend_setup import import_keras
+
     with native_stderr_muted():
-        import keras  # noqa: F401
+        import_keras(own_process=True, jax_cache=False)
 
 
 def quiet_logs() -> None:

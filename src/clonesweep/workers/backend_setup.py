@@ -20,7 +20,7 @@ import numpy as np
 from clonesweep.workers.versions import runtime_versions
 
 __all__ = ["JAX_CACHE_ENV", "configure_backend", "environment", "host_kind", "import_keras",
-           "import_tensorflow", "jax_compilation_cache"]
+           "import_tensorflow", "import_without", "jax_compilation_cache"]
 
 #: Where JAX workers keep compiled programs between processes: a folder, or ``off``.
 JAX_CACHE_ENV = "CLONESWEEP_JAX_CACHE"
@@ -133,14 +133,24 @@ def host_kind(cpuinfo: str | None = None) -> str:
     return f"{platform.machine() or 'cpu'}-{digest}"
 
 
-def _unused(backend: str) -> list[str]:
+def _unused(backend: str, own_process: bool = False) -> list[str]:
     """Packages that TensorFlow or Keras import whenever they are installed and that a
     worker never uses: JAX, which TensorFlow loads for TFLite's JAX converter alone (not on
     the JAX backend, of course), and IPython, which Keras loads to show a weights-file
     editor in notebooks. Together ~1 s of CPU in every worker process (measured on a 2-core
-    machine: ``import keras`` 5.3-6.2 s -> 4.8-4.9 s wall without JAX alone)."""
+    machine: ``import keras`` 5.3-6.2 s -> 4.8-4.9 s wall without JAX alone).
+
+    With ``own_process`` (a Ray worker, the command-line driver: processes that run no
+    user code but the sweep's), also matplotlib and scikit-learn, which Keras imports for
+    its image-gallery plots and its scikit-learn wrappers (each ``try: import ... except
+    ImportError``): ~1.2 s more of CPU per process (bench/README.md, "Start-up"). Keras
+    keeps ``None`` for them after that, so the process that imported Keras this way cannot
+    use those two helpers; a user's own process (a notebook, the Python API) keeps them.
+    pandas stays: Keras's array adapters use it to take DataFrames."""
     names = ["IPython"] + (["jax"] if backend == "tensorflow" else [])
-    return [name for name in names if name not in sys.modules]
+    if own_process:
+        names += ["matplotlib", "sklearn"]
+    return names
 
 
 @contextlib.contextmanager
@@ -157,22 +167,37 @@ def _hidden(names: list[str]) -> Iterator[None]:
                 del sys.modules[name]
 
 
+def import_without(module: str, names: list[str]) -> Any:
+    """``importlib.import_module(module)`` with the packages ``names`` hidden while it runs
+    (see :func:`_hidden`); ``names`` already imported are left alone. A release of the
+    library that imports one of them without expecting an ImportError is imported again
+    with nothing hidden: slower, never broken."""
+    names = [name for name in names if name not in sys.modules]
+    if module in sys.modules or not names:
+        return importlib.import_module(module)
+    try:
+        with _hidden(names):
+            return importlib.import_module(module)
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in names:
+            raise
+        return importlib.import_module(module)  # what failed is gone from sys.modules
+
+
 def import_tensorflow() -> Any:
     """Import TensorFlow without the packages it would load for nothing (:func:`_unused`)."""
-    with _hidden([] if "tensorflow" in sys.modules else _unused("tensorflow")):
-        import tensorflow as tf
-    return tf
+    return import_without("tensorflow", _unused("tensorflow"))
 
 
-def import_keras() -> Any:
-    """Import Keras (and its backend) without the packages it would load for nothing; on
-    JAX, with the persistent compilation cache set up first (:func:`jax_compilation_cache`)."""
+def import_keras(own_process: bool = False, jax_cache: bool = True) -> Any:
+    """Import Keras (and its backend) without the packages it would load for nothing
+    (:func:`_unused`; ``own_process``: a process of the sweep's own, not the user's); on
+    JAX, with the persistent compilation cache set up first (:func:`jax_compilation_cache`)
+    unless ``jax_cache`` is False (the driver, which trains nothing)."""
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend == "jax":
+    if backend == "jax" and jax_cache:
         jax_compilation_cache()
-    with _hidden([] if "keras" in sys.modules else _unused(backend)):
-        import keras
-    return keras
+    return import_without("keras", _unused(backend, own_process))
 
 
 def environment() -> dict[str, str]:

@@ -16,4 +16,4 @@ import os
 if not os.environ.get("CLONESWEEP_NO_PRELOAD"):
     from clonesweep.workers.backend_setup import import_keras
 
-    import_keras()  # without the packages a worker never uses (see there)
+    import_keras(own_process=True)  # without the packages a worker never uses

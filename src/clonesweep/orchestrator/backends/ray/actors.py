@@ -66,8 +66,10 @@ class _WorkerActor:
     def __init__(self, job: WorkerJob, name: str) -> None:
         import ray
 
+        from clonesweep.workers.backend_setup import import_keras
         from clonesweep.workers.runner import TrialRunner
 
+        import_keras(own_process=True)  # a no-op where the preload imported it
         ctx = ray.get_runtime_context()
         self.node = ctx.get_node_id()
         self.name = name
