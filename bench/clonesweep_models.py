@@ -20,9 +20,12 @@ which on JAX trains un-jitted; Keras's own ``"auto"`` jits on JAX and does not j
 TensorFlow on a CPU, which is what the other tools get). JAX workers keep a persistent
 compilation cache: each run gets a fresh folder (a first sweep, ``jax_cache: cold``) unless
 ``--jax-cache DIR`` names one kept across runs (``warm`` once an earlier run filled it), or
-``off``.
+``off``. ``--pack N`` packs up to N trials per group (``training.pack``: the workers run
+JAX whatever the driver's backend, each group one vmapped program; a fresh cache folder as
+above): the tool ``clonesweep-packed``.
 
     python bench/clonesweep_models.py --model cnn [--keras-backend jax] [--trials 2 --epochs 1]
+    python bench/clonesweep_models.py --model cnn --pack 8
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from timing import timed  # type: ignore[import-not-found]  # noqa: E402
 
 
 def sweep_file(model: str, trials: list[dict[str, float]], epochs: int,
-               jit_compile: bool) -> dict[str, Any]:
-    """The sweep, as the mapping its YAML file holds (JSON is YAML)."""
-    return {
+               jit_compile: bool, pack: int = 0) -> dict[str, Any]:
+    """The sweep, as the mapping its YAML file holds (JSON is YAML); ``pack`` > 0 packs up
+    to that many trials per group (``training.pack``: JAX workers, one vmapped program)."""
+    sweep = {
         "name": f"anchors-{model}",
         "model": {"config": str(models.CONFIGS[model])},
         "data": {"loader": "clonesweep.datasets:digits_images"},
@@ -60,6 +64,9 @@ def sweep_file(model: str, trials: list[dict[str, float]], epochs: int,
         "sweep": {"trials": len(trials), "parallel": models.PARALLEL,
                   "sampler": {"name": "random", "seed": 0}, "pruner": "none", "seed": 0},
     }
+    if pack:
+        sweep["training"]["pack"] = {"enabled": True, "max_trials": pack, "mode": "vmap"}
+    return sweep
 
 
 def environment(backend: str, cache: str) -> dict[str, str]:
@@ -76,7 +83,9 @@ def run(args: Any, folder: Path) -> dict[str, Any]:
     jit = args.keras_backend == "jax" if args.jit_compile == "auto" else \
         args.jit_compile == "true"
     path = folder / "sweep.yaml"
-    path.write_text(json.dumps(sweep_file(args.model, trials, args.epochs, jit), indent=1))
+    path.write_text(json.dumps(sweep_file(args.model, trials, args.epochs, jit, args.pack),
+                               indent=1))
+    tool = "clonesweep-packed" if args.pack else f"clonesweep-{args.keras_backend}"
     cache = args.jax_cache or str(folder / "jax-cache")
     cache_state = "off" if cache == "off" else \
         "warm" if Path(cache).is_dir() and any(Path(cache).iterdir()) else "cold"
@@ -97,7 +106,7 @@ def run(args: Any, folder: Path) -> dict[str, Any]:
     rc, wall = done.rc, done.wall_s
     if rc != 0 or "summary" not in events:
         tail = (folder / "stderr.txt").read_text()[-3000:]
-        return {"tool": f"clonesweep-{args.keras_backend}", "model": args.model, "rc": rc,
+        return {"tool": tool, "model": args.model, "rc": rc,
                 "wall_s": round(wall, 3), "stderr_tail": tail}
     records = [json.loads(p.read_text()) for p in
                sorted((folder / "runs" / f"anchors-{args.model}" / "trials").glob("*.json"))]
@@ -108,10 +117,10 @@ def run(args: Any, folder: Path) -> dict[str, Any]:
     seen_at, epoch = events.get("epoch", (None, None))
     best = summary["best"]
     return {
-        "tool": f"clonesweep-{args.keras_backend}", "model": args.model, "rc": rc,
+        "tool": tool, "model": args.model, "rc": rc, "pack": args.pack,
         "trials": len(records), "epochs": args.epochs, "parallel": models.PARALLEL,
         "keras_backend": args.keras_backend, "jit_compile": jit,
-        "jax_cache": cache_state if args.keras_backend == "jax" else None,
+        "jax_cache": cache_state if args.keras_backend == "jax" or args.pack else None,
         "wall_s": round(wall, 3), "fit_eval_sum_s": round(fit_eval, 3),
         "build_sum_s": round(sum(r["build_s"] for r in records), 3),
         "overhead_s": round(wall - fit_eval / models.PARALLEL, 3),
@@ -144,6 +153,9 @@ def main() -> None:
     parser.add_argument("--jax-cache", default="",
                         help="JAX workers' compilation-cache folder kept across runs (warm), "
                              "or 'off'; default: a fresh folder per run (cold)")
+    parser.add_argument("--pack", type=int, default=0,
+                        help="training.pack with this max_trials (JAX workers; the driver's "
+                             "backend stays as --keras-backend says); 0: off")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         line = run(args, Path(tmp))

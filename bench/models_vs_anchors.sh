@@ -11,6 +11,7 @@
 #
 #   bash bench/models_vs_anchors.sh [REPEATS] [MODELS]     # MODELS: "cnn transformer"
 #   WARM=1 ...   also a warm JAX run after each cold one (the same cache folder, filled)
+#   PACK=1 ...   also clonesweep with packed trials (training.pack, max_trials 8: JAX workers)
 #   SMOKE=1 ...  2 trials, 1 epoch (checks the pieces; its numbers mean nothing)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +21,7 @@ results=${RESULTS:-$here/results.jsonl}
 size=()
 [ "${SMOKE:-0}" = 1 ] && size=(--trials 2 --epochs 1)
 tools=(floor clonesweep-tf clonesweep-jax raytune optuna)
+[ "${PACK:-0}" = 1 ] && tools=(floor clonesweep-tf clonesweep-jax clonesweep-packed raytune optuna)
 status=0
 for r in $(seq 0 $((repeats - 1))); do
     order=("${tools[@]}")

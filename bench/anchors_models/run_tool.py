@@ -4,12 +4,12 @@
         [--round R] [--results bench/results.jsonl] [-- EXTRA ARGS FOR THE TOOL]
 
 TOOL: ``floor``, ``raytune``, ``optuna`` (the scripts of this folder) or ``clonesweep-tf``,
-``clonesweep-jax`` (bench/clonesweep_models.py; extra args such as ``--jax-cache DIR`` pass
-through). Every command is timed from its start to its exit (timing.py): for the scripts
-here ``wall_s`` is replaced by that figure (the script's own, taken when it printed, is kept
-as ``wall_at_print_s``) and ``overhead_s`` recomputed from it; clonesweep_models.py already
-times ``clonesweep run`` that way. Appends ``{"label": "models", "round": R, ...}`` to the
-results file and prints it.
+``clonesweep-jax``, ``clonesweep-packed`` (bench/clonesweep_models.py; extra args such as
+``--jax-cache DIR`` pass through). Every command is timed from its start to its exit
+(timing.py): for the scripts here ``wall_s`` is replaced by that figure (the script's own,
+taken when it printed, is kept as ``wall_at_print_s``) and ``overhead_s`` recomputed from
+it; clonesweep_models.py already times ``clonesweep run`` that way. Appends ``{"label":
+"models", "round": R, ...}`` to the results file and prints it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from timing import timed
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"floor": "floor.py", "raytune": "raytune.py", "optuna": "optuna_threads.py"}
-TOOLS = [*SCRIPTS, "clonesweep-tf", "clonesweep-jax"]
+TOOLS = [*SCRIPTS, "clonesweep-tf", "clonesweep-jax", "clonesweep-packed"]
 
 
 def command(tool: str, args: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -35,8 +35,9 @@ def command(tool: str, args: argparse.Namespace, extra: list[str]) -> list[str]:
     if tool in SCRIPTS:
         return [sys.executable, str(HERE / SCRIPTS[tool]), *common, *extra]
     backend = "jax" if tool == "clonesweep-jax" else "tensorflow"
+    pack = ["--pack", str(args.pack)] if tool == "clonesweep-packed" else []
     return [sys.executable, str(HERE.parent / "clonesweep_models.py"), *common,
-            "--keras-backend", backend, *extra]
+            "--keras-backend", backend, *pack, *extra]
 
 
 def measure(tool: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
@@ -60,6 +61,8 @@ def main() -> None:
     parser = models.arguments(__doc__.splitlines()[0])
     parser.add_argument("tool", choices=TOOLS)
     parser.add_argument("--round", type=int, default=0)
+    parser.add_argument("--pack", type=int, default=8,
+                        help="clonesweep-packed: the most trials per packed group")
     parser.add_argument("--results", type=Path, default=None,
                         help="append the line to this file (default: print only)")
     parser.add_argument("--stderr", type=Path, default=None,

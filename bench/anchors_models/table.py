@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["floor", "clonesweep-tf", "clonesweep-jax", "clonesweep-jax (warm)", "raytune",
-         "optuna"]
+ORDER = ["floor", "clonesweep-tf", "clonesweep-jax", "clonesweep-jax (warm)",
+         "clonesweep-packed", "raytune", "optuna"]
 TARGETS = {"wall_s": 0.7, "overhead_s": 0.5, "first_epoch_s": 0.5}
 
 
