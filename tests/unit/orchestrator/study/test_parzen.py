@@ -81,3 +81,100 @@ def test_log_gauss_mass_equals_optunas_in_every_case() -> None:
     # A mass within 1e-15 of 1 (a log near 0): Optuna's own error function loses those last
     # digits (scipy's ndtr keeps them), so that case is compared absolutely.
     np.testing.assert_allclose(parzen.log_gauss_mass(a, b), theirs, rtol=1e-12, atol=1e-15)
+
+
+# The log-density written plainly, each matrix a fresh array (what log_pdf computed before
+# its work buffers): the buffers must change nothing, bit for bit.
+def _fresh(x: np.ndarray, weights: np.ndarray, kernels: list[parzen.Kernels]) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        per_kernel = np.log(weights)
+        per_pair = np.zeros((len(x), len(weights)))
+        for j, k in enumerate(kernels):
+            if k.choices is not None:
+                per_pair += np.log(k.choices)[:, x[:, j].astype(np.int64)].T
+                continue
+            per_kernel -= parzen.log_gauss_mass((k.low - k.mu) / k.sigma,
+                                                (k.high - k.mu) / k.sigma)
+            v = np.log(x[:, j]) if k.log else x[:, j]
+            if k.step == 0.0:
+                z = (v[:, None] - k.mu) / k.sigma
+                a, b = (k.low - k.mu) / k.sigma, (k.high - k.mu) / k.sigma
+                term = -0.5 * np.square(z)
+                term[(z < a) | (z > b)] = -np.inf
+                term[:, a == b] = np.nan
+                per_kernel -= parzen._LOG_SQRT_2PI + np.log(k.sigma)
+            else:
+                left, right = x[:, j] - k.step / 2, x[:, j] + k.step / 2
+                if k.log:
+                    left, right = np.log(left), np.log(right)
+                term = parzen.log_gauss_mass((left[:, None] - k.mu) / k.sigma,
+                                             (right[:, None] - k.mu) / k.sigma)
+            per_pair += term
+        per_pair += per_kernel
+        top = per_pair.max(axis=1)
+        top[np.isneginf(top)] = 0
+        return np.log(np.exp(per_pair - top[:, None]).sum(axis=1)) + top
+
+
+def _random_case(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, np.ndarray,
+                                                                    list[parzen.Kernels]]:
+    cols, kernels = [], []
+    for kind in rng.permutation(["plain", "log", "step", "choice"])[:rng.integers(1, 5)]:
+        if kind == "choice":
+            kernels.append(parzen.Kernels(choices=rng.dirichlet(np.ones(3), n)))
+            cols.append(rng.integers(0, 3, m).astype(float))
+            continue
+        low, high = sorted(rng.uniform(-3, 3, 2))
+        step = 0.5 if kind == "step" else 0.0
+        if kind == "step":
+            low = float(np.floor(low)) - 0.25
+            high = low + 0.5 * int(rng.integers(1, 9))
+        sigma = rng.uniform(0.05, 2, n)
+        sigma[rng.integers(0, n)] = rng.choice([sigma[0], 0.0])  # a kernel of no width
+        if kind == "log":
+            x = np.exp(rng.uniform(low - 0.2, high + 0.2, m))  # some outside the bounds
+        elif kind == "step":
+            x = low + 0.25 + 0.5 * rng.integers(0, int((high - low) / 0.5) + 1, m)
+        else:
+            x = rng.uniform(low - 0.2, high + 0.2, m)
+            x[0] = low
+        kernels.append(parzen.Kernels(mu=rng.uniform(low - 1, high + 1, n), sigma=sigma,
+                                      low=low, high=high, step=step, log=kind == "log"))
+        cols.append(x)
+    return np.stack(cols, axis=1), rng.dirichlet(np.ones(n)), kernels
+
+
+def test_log_pdf_is_bitwise_the_plain_computation_as_shapes_grow_and_shrink() -> None:
+    rng = np.random.default_rng(0)
+    # Growing histories (the buffers grow), then smaller ones (views of bigger buffers).
+    for n, m in [(1, 1), (5, 24), (40, 24), (300, 24), (301, 24), (2000, 24), (7, 3),
+                 (2500, 48), (2, 24)]:
+        for _ in range(5):
+            x, weights, kernels = _random_case(rng, n, m)
+            got = parzen.log_pdf(x, weights, kernels)
+            assert np.array_equal(got, _fresh(x, weights, kernels), equal_nan=True)
+
+
+def test_log_pdf_threads_keep_their_own_buffers() -> None:
+    # Optuna's study.optimize(n_jobs=...) asks from several threads at once.
+    import threading
+
+    rng = np.random.default_rng(1)
+    cases = [_random_case(rng, n, 24) for n in (50, 900, 2000, 3, 1200, 640)]
+    expected = [_fresh(*case) for case in cases]
+    failures: list[int] = []
+    start = threading.Barrier(len(cases))
+
+    def check(i: int) -> None:
+        start.wait()
+        for _ in range(30):
+            if not np.array_equal(parzen.log_pdf(*cases[i]), expected[i], equal_nan=True):
+                failures.append(i)
+                return
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
