@@ -81,7 +81,7 @@ def log_pdf(x: np.ndarray, weights: np.ndarray, kernels: Sequence[Kernels]) -> n
         per_kernel = np.log(weights)  # terms that depend on the kernel alone
         per_pair = _work(0, shape)  # candidates x kernels
         per_pair.fill(0.0)
-        term = _work(1, shape) if kernels else per_pair
+        term = _work(1, shape)
         for j, k in enumerate(kernels):
             if k.choices is not None:
                 np.take(np.log(k.choices).T, x[:, j].astype(np.int64), axis=0, out=term)
