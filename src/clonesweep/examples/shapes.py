@@ -1,11 +1,11 @@
-"""Three model shapes over the digits data: an MLP, a Conv+BatchNorm CNN and a small
-Transformer block, each ending in a 10-class softmax ``out``.
+"""Four model shapes over the digits data: an MLP, a Conv+BatchNorm CNN, a small
+Transformer block and an LSTM, each ending in a 10-class softmax ``out``.
 
 They show an engine on more than one kind of layer (Dense, Conv2D, BatchNormalization,
-MultiHeadAttention, LayerNormalization, Dropout): the JAX fused-members test and
+MultiHeadAttention, LayerNormalization, LSTM with its own dropouts, Dropout): the JAX fused-members test and
 ``bench/fused_any.py`` build theirs here, at their own sizes. Each takes the digits reshaped
-to its :data:`INPUT_SHAPES` entry (64 features; 8x8 images of one channel; 8 tokens of 8
-features).
+to its :data:`INPUT_SHAPES` entry (64 features; 8x8 images of one channel; 8 tokens or time steps
+of 8 features).
 
 >>> model = digits_shape("cnn", filters=4)
 >>> model.input_shape, model.get_layer("conv").filters
@@ -18,9 +18,9 @@ from typing import Any
 
 __all__ = ["INPUT_SHAPES", "KINDS", "digits_shape"]
 
-KINDS = ("mlp", "cnn", "transformer")
+KINDS = ("mlp", "cnn", "transformer", "recurrent")
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {"mlp": (64,), "cnn": (8, 8, 1),
-                                            "transformer": (8, 8)}
+                                            "transformer": (8, 8), "recurrent": (8, 8)}
 
 
 def digits_shape(kind: str = "mlp", *, hidden: int = 32, filters: int = 8, embed: int = 16,
@@ -28,8 +28,10 @@ def digits_shape(kind: str = "mlp", *, hidden: int = 32, filters: int = 8, embed
     """One of :data:`KINDS`: ``mlp`` (Dense ``hidden`` units, Dropout 0.2), ``cnn`` (Conv2D of
     ``filters`` 3x3 filters, BatchNormalization, Dropout 0.2) or ``transformer`` (a Dense
     ``embed`` of each token, MultiHeadAttention of ``heads`` heads of size 8 with a residual
-    LayerNormalization, Dropout 0.1, average over tokens). Layers are named ``hidden`` /
-    ``conv``, ``bn`` / ``embed``, ``mha``, ``ln``; then ``drop`` and ``out``."""
+    LayerNormalization, Dropout 0.1, average over tokens) or ``recurrent`` (an LSTM of
+    ``hidden`` units over the 8 rows, with input and recurrent dropout 0.1, then Dropout
+    0.2). Layers are named ``hidden`` / ``conv``, ``bn`` / ``embed``, ``mha``, ``ln`` /
+    ``rnn``; then ``drop`` and ``out``."""
     import keras
 
     if kind not in INPUT_SHAPES:
@@ -44,6 +46,9 @@ def digits_shape(kind: str = "mlp", *, hidden: int = 32, filters: int = 8, embed
         h = layers.BatchNormalization(name="bn")(h)
         h = layers.Activation("relu")(h)
         h = layers.Flatten()(h)
+        h = layers.Dropout(0.2, name="drop")(h)
+    elif kind == "recurrent":
+        h = layers.LSTM(hidden, dropout=0.1, recurrent_dropout=0.1, name="rnn")(inputs)
         h = layers.Dropout(0.2, name="drop")(h)
     else:
         t = layers.Dense(embed, name="embed")(inputs)

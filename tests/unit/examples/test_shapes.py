@@ -1,4 +1,4 @@
-"""The three digits model shapes: each builds at its input shape, at the sizes asked."""
+"""The four digits model shapes: each builds at its input shape, at the sizes asked."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def test_each_kind_predicts_ten_classes_from_its_input_shape(kind: str) -> None:
 def test_sizes_reach_their_layers() -> None:
     assert digits_shape("mlp", hidden=5).get_layer("hidden").units == 5
     assert digits_shape("transformer", heads=3).get_layer("mha").num_heads == 3
+    assert digits_shape("recurrent", hidden=6).get_layer("rnn").units == 6
 
 
 def test_an_unknown_kind_names_the_kinds() -> None:

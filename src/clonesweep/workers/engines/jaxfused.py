@@ -209,6 +209,11 @@ def _validate(step: _Steps, stacked: Stacked, x: Any, y: Any,
             state = step.eval_all(state, xb, yb)
         else:
             state = step.one_by_one(step.eval_one, state, xb, yb, per_member=False)
+    # ``evaluate`` writes the non-trainable state back, and so does this: a recurrent layer
+    # with its own ``dropout`` draws its masks at inference too, advancing its seed
+    # generator, and the next epoch's masks follow from there (BatchNorm and Dropout leave
+    # it as it was).
+    stacked.non_trainable = list(state[1])
     return [{f"val_{k}": v for k, v in logs.items()}
             for logs in metric_logs(stacked.template, state[2])]
 
