@@ -273,6 +273,8 @@ _KERAS_COMMANDS = ("validate", "repro")
 
 
 def _import_keras_first(spec: SweepSpec, args: argparse.Namespace) -> None:
+    if args.command == "repro":
+        _backend_of_trial(spec, args.trial)
     # run and resume rebuild the model at the corners before anything exists (validate's
     # checks), so they import Keras on the driver whatever the backend.
     needs = args.command in (*_KERAS_COMMANDS, "run", "resume")
@@ -379,3 +381,20 @@ def _print_payload(payload: dict[str, Any], out: TextIO, indent: str = "") -> No
             _print_payload(value, out, indent + "  ")
         else:
             print(f"{indent}{key}: {value}", file=out)
+
+
+def _backend_of_trial(spec: SweepSpec, number: int) -> None:
+    """Retrain a trial on the Keras backend it trained on (its recorded environment), unless
+    ``KERAS_BACKEND`` is set or Keras is already imported; the study and trial are looked up
+    again, with their errors, by the command itself."""
+    if os.environ.get("KERAS_BACKEND") or "keras" in sys.modules:
+        return
+    from clonesweep.orchestrator.commands.report import open_study_of
+    from clonesweep.orchestrator.commands.repro import recorded_backend
+
+    try:
+        backend = recorded_backend(open_study_of(spec), number)
+    except CloneSweepError:
+        return  # no study yet: the command says so
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend

@@ -2,10 +2,10 @@
 Transformer block and an LSTM, each ending in a 10-class softmax ``out``.
 
 They show an engine on more than one kind of layer (Dense, Conv2D, BatchNormalization,
-MultiHeadAttention, LayerNormalization, LSTM with its own dropouts, Dropout): the JAX fused-members test and
-``bench/fused_any.py`` build theirs here, at their own sizes. Each takes the digits reshaped
-to its :data:`INPUT_SHAPES` entry (64 features; 8x8 images of one channel; 8 tokens or time steps
-of 8 features).
+MultiHeadAttention, LayerNormalization, LSTM with its own dropouts, Dropout): the JAX
+fused-members test and ``bench/fused_any.py`` build theirs here, at their own sizes. Each
+takes the digits reshaped to its :data:`INPUT_SHAPES` entry (64 features; 8x8 images of one
+channel; 8 tokens or time steps of 8 features).
 
 >>> model = digits_shape("cnn", filters=4)
 >>> model.input_shape, model.get_layer("conv").filters

@@ -10,6 +10,7 @@ The sweep files are written here, not taken from configs/.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -148,3 +149,32 @@ def test_an_old_study_without_the_record_is_replayed_from_the_file(
                                     user_attrs=stored, value=0.0)
     record = read_in(study, old, spec.parameters)
     assert record.legacy and record.applied == read_in(study, trial).applied
+
+
+def test_repro_retrains_on_the_backend_the_trial_trained_on(
+        sweep: Callable[..., Path]) -> None:
+    """A trial trained on JAX (packed trials, fused members, `KERAS_BACKEND=jax` sweeps) is
+    retrained on JAX by `clonesweep repro`, whose own Keras would be TensorFlow: before, it
+    said NOT reproduced for every such trial. `KERAS_BACKEND` set by the user still wins."""
+    parameters, _, model = SPACES["plain"]
+    path = sweep(name="onjax", parameters=parameters, model=model, trials=1, epochs=2,
+                 limit=300, sweep="sampler: {name: random, seed: 4}")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "clonesweep", *args],
+                              cwd=path.parent, env={**env, **extra}, capture_output=True,
+                              text=True, timeout=300)
+
+    done = cli("run", str(path), "--backend", "inprocess", KERAS_BACKEND="jax")
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = load_study(load_sweep(path).name, storage_url(load_sweep(path)))
+    assert study.trials[0].user_attrs["environment"]["keras_backend"] == "jax"
+    done = cli("repro", str(path), "0", "--train", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["history_match"], report
+    assert "keras_backend" not in report["environment_diff"], report
+    done = cli("repro", str(path), "0", "--json", KERAS_BACKEND="tensorflow")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert json.loads(done.stdout)["environment_diff"]["keras_backend"] == ["jax", "tensorflow"]

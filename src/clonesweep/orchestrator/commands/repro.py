@@ -14,7 +14,7 @@ from clonesweep.orchestrator.sweep import worker_job
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import TrialSpec, TrialState
 
-__all__ = ["ReproReport", "reproduce"]
+__all__ = ["ReproReport", "recorded_backend", "reproduce"]
 
 
 @dataclass
@@ -63,6 +63,22 @@ class _Replay:
 
     def report(self, step: int, value: float) -> bool:
         return self.prune_at is not None and step >= self.prune_at
+
+
+def recorded_backend(study: optuna.Study, number: int) -> str | None:
+    """The Keras backend trial ``number`` trained on (its recorded environment), or None
+    when the study has no such trial or it predates the record.
+
+    A reproduction retrains on that backend: ``clonesweep repro`` starts Keras with it
+    unless ``KERAS_BACKEND`` says otherwise (packed trials, fused members and sweeps run
+    with ``KERAS_BACKEND=jax`` train on JAX workers; the command line's own Keras would be
+    TensorFlow, whose arithmetic differs).
+    """
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number == number:
+            backend = trial.user_attrs.get("environment", {}).get("keras_backend")
+            return str(backend) if backend else None
+    return None
 
 
 def reproduce(spec: SweepSpec, study: optuna.Study, number: int, *,
