@@ -32,6 +32,7 @@ from clonesweep.spec.configpaths import (
     resolve,
 )
 from clonesweep.spec.model import SweepSpec
+from clonesweep.spec.params import Distribution
 from clonesweep.trials import Intermediate, PackedGroup, TrialResult, TrialSpec
 
 __all__ = ["PackingPolicy", "group_key", "packable_keys", "packing", "worker_keras_backend"]
@@ -64,6 +65,15 @@ def packing(policy: Any, spec: SweepSpec, base_config: dict[str, Any], backend: 
                     "(packable: optimizer.learning_rate, optimizer.weight_decay, rates of "
                     "plain Dropout layers); trials that share every param value and differ "
                     "in their seed only are still packed")
+    continuous = [p.path for p in spec.parameters if p.path not in keys and p.distribution
+                  in (Distribution.UNIFORM, Distribution.LOG_UNIFORM_VALUES)]
+    if keys and continuous:
+        log.warning("training.pack: %s may not differ inside a group (packable: "
+                    "optimizer.learning_rate, optimizer.weight_decay, rates of plain Dropout "
+                    "layers) and %s a new value in every trial: almost every trial will train "
+                    "alone; make %s `values: [...]` to let trials share groups",
+                    ", ".join(continuous), "takes" if len(continuous) == 1 else "take",
+                    "it" if len(continuous) == 1 else "them")
     return PackingPolicy(policy, keys, pack.max_trials, pack.mode)
 
 

@@ -10,7 +10,7 @@ from packed_models import model_config, sweep_yaml
 
 from clonesweep.errors import SpecError
 from clonesweep.orchestrator.loop import AskedFailed
-from clonesweep.orchestrator.packing import PackingPolicy, group_key, packable_keys
+from clonesweep.orchestrator.packing import PackingPolicy, group_key, packable_keys, packing
 from clonesweep.spec import load_sweep
 from clonesweep.trials import FailReason, PackedGroup, TrialResult, TrialSpec
 
@@ -39,6 +39,31 @@ def test_packable_keys_come_from_the_spec_and_the_base_model(tmp_path: Path) -> 
     # inside Adam, attention dropout takes another code path at rate 0, units change shapes.
     assert keys == ("optimizer.learning_rate", "optimizer.weight_decay", "layers.drop.rate",
                     "layers[Dropout].rate")
+
+
+class _PackingBackend:
+    """What :func:`packing` asks of a backend: that it runs packed groups."""
+
+    def submit_packed(self, *args: Any) -> None:  # pragma: no cover - never called here
+        raise AssertionError("not called by packing()")
+
+
+@pytest.mark.parametrize("mha", ["{min: 0.0, max: 0.5}", "{values: [0.0, 0.2]}"])
+def test_a_continuous_param_that_cannot_differ_in_a_group_is_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, mha: str) -> None:
+    # Every trial draws its own attention dropout: no two trials could share a group.
+    spec = _spec(tmp_path, "transformer", f"""
+  optimizer.learning_rate: {{min: 0.001, max: 0.01}}
+  layers.mha.dropout: {mha}""")
+    with caplog.at_level("WARNING", logger="clonesweep.orchestrator.packing"):
+        policy = packing(object(), spec, model_config("transformer"), _PackingBackend())
+    assert isinstance(policy, PackingPolicy) and policy.packable == ("optimizer.learning_rate",)
+    warned = [r.getMessage() for r in caplog.records]
+    if "values" in mha:  # a few values: trials that drew the same one share a group
+        assert warned == []
+    else:
+        assert len(warned) == 1 and "layers.mha.dropout may not differ" in warned[0], warned
+        assert "almost every trial will train alone" in warned[0]
 
 
 def test_the_group_key_ignores_packable_params_only() -> None:
