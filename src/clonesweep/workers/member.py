@@ -182,14 +182,12 @@ def predict(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:
     """Inference-mode predictions in chunks, called eagerly: no predict graph to trace."""
     import keras
 
-    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    from clonesweep.workers.arrays import length, take
+
+    n = length(x)  # an array, or a dict / list / tuple of arrays (a model of several inputs)
     chunks = []
     for start in range(0, n, batch_size):
-        if isinstance(x, dict):
-            part: Any = {k: np.asarray(v)[start:start + batch_size] for k, v in x.items()}
-        else:
-            part = np.asarray(x)[start:start + batch_size]
-        out = model(part, training=False)
+        out = model(take(x, np.arange(start, min(start + batch_size, n))), training=False)
         chunks.append(np.asarray(keras.ops.convert_to_numpy(out)))
     return np.concatenate(chunks, axis=0)
 

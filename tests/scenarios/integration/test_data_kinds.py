@@ -173,6 +173,31 @@ def test_an_ensemble_member_keeps_predictions_and_targets_of_a_dataset(loader: s
     np.testing.assert_array_equal(kept.y_val, _arrays()[3])
 
 
+def two_inputs() -> tuple[Any, ...]:
+    """Arrays for a model of two inputs: x as a list [first 4 features, last 2]."""
+    x, y, xv, yv = _arrays()
+    return [x[:, :4], x[:, 4:]], y, [xv[:, :4], xv[:, 4:]], yv
+
+
+def test_an_ensemble_member_of_a_two_input_model_keeps_its_predictions() -> None:
+    # A list of input arrays was taken for one array of 2 samples (ValueError, every member).
+    a, b = keras.Input((4,), name="a"), keras.Input((2,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Dense(4)(a), b])
+    model = keras.Model([a, b], keras.layers.Dense(2, activation="softmax")(h))
+    config = json.dumps(keras.saving.serialize_keras_object(model))
+    r = TrialRunner(WorkerJob(
+        base_config_json=config, imports=(), data=DataSpec(f"{__name__}:two_inputs", {}),
+        training=TrainingSpec(epochs=1, batch_size=16, validation_batch_size=12),
+        objective=ObjectiveSpec(metric="val_accuracy"), keep_best=False, keep_members=True))
+    result = run(r)
+    kept = r.member_output(0)
+    assert kept is not None and kept.val_pred.shape == (N_VAL, 2)
+    np.testing.assert_array_equal(kept.y_val, _arrays()[3])
+    # The kept predictions give the member's own validation accuracy.
+    accuracy = float(np.mean(kept.val_pred.argmax(axis=1) == kept.y_val))
+    assert accuracy == pytest.approx(result.value, abs=1e-6)
+
+
 def failing() -> None:
     raise RuntimeError("no data here")
 
