@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from clonesweep.errors import SpecError
+from clonesweep.workers.arrays import length
 from clonesweep.workers.engines.jaxstate import (
     Stacked,
     build_members,
@@ -168,7 +169,7 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
     sample = _slice(x_tr, 0, 1), _slice(y_tr, 0, 1)
     stacked = build_members(base_config, params or {}, members, plan, sample)
     step = _Steps(stacked.template, Mode(plan.mode))
-    n, batch = _length(x_tr), plan.batch_size
+    n, batch = length(x_tr), plan.batch_size
     full, ragged = divmod(n, batch)
     orders = [epoch_orders(seed, n, 0, plan.epochs) for seed in stacked.data_seeds]
     xs, ys = jax.tree_util.tree_map(jax.numpy.asarray, (x_tr, y_tr))
@@ -201,7 +202,7 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
 def _validate(step: _Steps, stacked: Stacked, x: Any, y: Any,
               batch: int) -> list[dict[str, float]]:
     """Every member's validation logs: consecutive batches, as ``evaluate`` slices them."""
-    n = _length(x)
+    n = length(x)
     state = stacked.eval_state()
     for start in range(0, n, batch):
         xb, yb = _slice(x, start, start + batch), _slice(y, start, start + batch)
@@ -277,11 +278,10 @@ class _Steps:
         return jax.tree_util.tree_map(lambda *a: jax.numpy.stack(a), *outs)
 
 
-def _length(x: Any) -> int:
-    return int(len(x[0]) if isinstance(x, (list, tuple)) else len(x))
-
-
 def _slice(x: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of an array or a list / tuple / dict of arrays (views)."""
+    if isinstance(x, dict):
+        return {k: v[start:stop] for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return type(x)(a[start:stop] for a in x)
     return x[start:stop]

@@ -8,7 +8,7 @@ TensorFlow stacked engine does not cover; see
 :func:`~clonesweep.workers.engines.jaxfused.train_fused_jax` call and its result into one
 :class:`~clonesweep.workers.member.MemberOutput` per member, with the same fields as a
 member trained alone. It never fails a member for the engine's sake: what the engine does
-not take (callbacks, class or sample weights, dict inputs, a worker not on JAX) and any
+not take (callbacks, class or sample weights, datasets, a worker not on JAX) and any
 error of its own come back as :attr:`GroupRun.unfused`, and the runner trains those members
 one by one on Keras's fit, each saying why (:class:`~clonesweep.trials.EngineFallback`).
 
@@ -87,8 +87,6 @@ def group_declines(state: WorkerState, backend: str) -> EngineFallback | None:
         why = f"the data are {state.data.kind.value} datasets (the engine takes arrays)"
     elif state.data.weighted:
         why = "the data loader returns sample weights"
-    elif any(isinstance(a, dict) for a in (state.data.x, state.data.x_val)):
-        why = "the inputs are a dict of arrays"
     elif tr.steps_per_execution != 1:
         why = "training.steps_per_execution is not 1"
     return None if why is None else EngineFallback(ENGINE, FallbackReason.NOT_COVERED, why)

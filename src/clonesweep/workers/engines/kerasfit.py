@@ -151,7 +151,7 @@ def fit_trial(model: keras.Model, data: TrainData, plan: FitPlan, hook: EpochHoo
         (data.x, data.y, data.sample_weight)
     val = (data.x_val, data.y_val) if data.val_sample_weight is None else \
         (data.x_val, data.y_val, data.val_sample_weight)
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() == "tensorflow" or _own_fit(model):
         feed = _tf_batches(train, order, plan.batch_size, steps, feeds)
         validation = _tf_validation(val, plan.validation_batch_size, feeds)
     else:
@@ -169,6 +169,18 @@ def fit_trial(model: keras.Model, data: TrainData, plan: FitPlan, hook: EpochHoo
         raise
     finally:
         clock.total_s += time.perf_counter() - t0
+
+
+def _own_fit(model: keras.Model) -> bool:
+    """Whether ``model``'s class has a ``fit`` of its own that reads ``x`` its own way, and
+    TensorFlow is installed: keras-hub's task models (``PipelineModel``) take tf.data (or
+    grain) datasets and arrays, not the PyDataset the other backends are fed with here, and
+    slice validation arrays by 32 whatever ``validation_batch_size`` says. They get the
+    tf.data feed on every backend (the same batches, in the same order)."""
+    import importlib.util
+
+    return type(model).fit is not keras.Model.fit and \
+        importlib.util.find_spec("tensorflow") is not None
 
 
 def _tf_batches(arrays: tuple[Any, ...], order: EpochOrder, batch: int, steps: int,

@@ -5,7 +5,8 @@ differences; ``test_jaxfused.py`` asserts on it.
 
 Members: A (lr 1e-3), B and C (lr 0.06, the control pair: same settings, other seeds) and D
 (lr 1e-3, weight decay 0.05, Dropout rate 0.4 instead of the model's; for the Transformer
-only with the argument ``packed-dropout``), all with dropout.
+only with the argument ``packed-dropout``, never for ``hub``), all with dropout. ``hub`` is a
+keras-hub BertTextClassifier (its own ``fit``, dict inputs) on 250 token sequences.
 200 training samples in batches of 32 (a ragged last batch of 8) and 50 validation samples
 in batches of 32 (ragged 18), 2 epochs.
 """
@@ -43,11 +44,28 @@ PLAN = FusedPlan(epochs=2, batch_size=32, validation_batch_size=32,
 
 
 def model_config(kind: str) -> dict[str, Any]:
-    config: dict[str, Any] = keras.saving.serialize_keras_object(digits_shape(kind))
+    if kind == "hub":  # a keras-hub task model: its own fit, dict inputs
+        import keras_hub
+
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+            max_sequence_length=8)
+        model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None,
+                                                    activation="softmax")
+    else:
+        model = digits_shape(kind)
+    config: dict[str, Any] = keras.saving.serialize_keras_object(model)
     return config
 
 
 def data(kind: str) -> tuple[Any, ...]:
+    if kind == "hub":  # 200 / 50 token sequences; the class is whether the first id > 25
+        ids = np.random.default_rng(0).integers(1, 50, (250, 8)).astype("int32")
+        x = {"token_ids": ids, "segment_ids": np.zeros_like(ids),
+             "padding_mask": np.ones_like(ids)}
+        y = (ids[:, 0] > 25).astype("int32")
+        return ({k: v[:200] for k, v in x.items()}, y[:200],
+                {k: v[200:] for k, v in x.items()}, y[200:])
     x_tr, y_tr, x_va, y_va = digits(limit=250)
     shape = INPUT_SHAPES[kind]
     return (x_tr.reshape(-1, *shape), y_tr, x_va.reshape(-1, *shape), y_va)
@@ -87,7 +105,7 @@ def _values(model: Any) -> list[Any]:
 def main(kind: str, modes: list[str]) -> dict[str, Any]:
     """Each mode's fused members against the same members fitted alone (once)."""
     global MEMBERS
-    if kind == "transformer" and "packed-dropout" not in modes:
+    if kind in ("transformer", "hub") and "packed-dropout" not in modes:
         MEMBERS = PLAIN
     modes = [m for m in modes if m != "packed-dropout"]
     config, arrays = model_config(kind), data(kind)
