@@ -175,14 +175,16 @@ def run(sweep: Sweep, *, model: keras.Model | None = None, data: Any = None,
         >>> result.best.params, result.history(result.best.number)["val_accuracy"]
     """
     from clonesweep.orchestrator.model import base_model_config
+    from clonesweep.orchestrator.packing import resolve_packing
     from clonesweep.orchestrator.sweep import run_sweep
 
     _quiet(verbose)
     with _native_lines_muted(verbose), _resolved(sweep, model, data, overrides) as spec:
+        base = base_model_config(spec)
+        spec = resolve_packing(spec, base, can_pack=backend == "ray")
         view = _progress_view(spec, progress)
         try:
-            outcome = run_sweep(spec, base_model_config(spec),
-                                _backend(spec, backend, address), view)
+            outcome = run_sweep(spec, base, _backend(spec, backend, address), view)
         finally:
             getattr(view, "close", lambda: None)()  # a live view comes down on errors too
     return SweepResult(spec, outcome)

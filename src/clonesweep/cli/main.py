@@ -328,6 +328,9 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
 
         load_study(spec.name, storage_url(spec))  # StudyError: nothing to resume
     base_config = base_model_config(spec)
+    from clonesweep.orchestrator.packing import resolve_packing
+
+    spec = resolve_packing(spec, base_config, can_pack=args.backend != "inprocess")
     backend: Backend
     if args.backend == "inprocess":
         backend = InProcessBackend()

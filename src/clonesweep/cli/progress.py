@@ -58,8 +58,11 @@ class LineProgress:
         self.tracker.start(spec, already_finished)
         self._last_status = self.tracker.clock()
         resumed = f", {already_finished} already finished" if already_finished else ""
+        pack = spec.training.pack
+        packed = f", packed by up to {pack.max_trials} on JAX" if pack.enabled else ""
         self._line(f"sweep {spec.name}: {spec.sweep.trials} trials, {spec.sweep.parallel} at a "
-                   f"time, {spec.objective.direction.value} {spec.objective.metric}{resumed}")
+                   f"time{packed}, {spec.objective.direction.value} {spec.objective.metric}"
+                   f"{resumed}")
         self._line(f"study: {storage}")
         self._line(f"{'trial':>5} {'state':<19} {self.tracker.metric[:12]:>12} {'epoch':>7} "
                    f"{'train s':>7} {'host':<12} params")

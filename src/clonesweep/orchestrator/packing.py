@@ -35,12 +35,74 @@ from clonesweep.spec.model import SweepSpec
 from clonesweep.spec.params import Distribution
 from clonesweep.trials import Intermediate, PackedGroup, TrialResult, TrialSpec
 
-__all__ = ["PackingPolicy", "group_key", "packable_keys", "packing", "worker_keras_backend"]
+__all__ = ["PackingPolicy", "auto_refusal", "group_key", "packable_keys", "packing",
+           "resolve_packing", "worker_keras_backend"]
 
 log = logging.getLogger(__name__)
 
 #: Optimizer settings that are optimizer variables in the packed step.
 _OPTIMIZER_KEYS = ("learning_rate", "weight_decay")
+
+def auto_refusal(spec: SweepSpec, base_config: dict[str, Any]) -> str | None:
+    """Why ``training.pack: auto`` leaves this sweep unpacked, or None: it packs.
+
+    Auto packs where packing measured faster end to end (bench/README.md, "Real models
+    against the anchors": 16 trials of a CNN+BatchNorm and of a Transformer where only the
+    learning rate, a Dropout rate and the weight decay vary, packed 1.12-1.32x faster than
+    the default path on an idle 2-core machine, a first sweep): every sampled param may
+    differ inside a group (so every batch of asks is one group), the sweep holds at least
+    two groups' worth of trials (the JAX workers' compilations are paid once per worker),
+    and nothing sends the trials to Keras's fit anyway (callbacks, class weights, a
+    learning-rate schedule, ``steps_per_execution``, datasets). ``KERAS_BACKEND`` set to
+    another backend than JAX keeps the workers where the user put them.
+    """
+    import os
+
+    from clonesweep.workers.given import CHECKED_LOADER, GIVEN_LOADER
+
+    tr, pack = spec.training, spec.training.pack
+    backend = os.environ.get("KERAS_BACKEND", "")
+    sampled = [p.path for p in spec.parameters if not p.is_fixed]
+    why = None
+    if backend not in ("", "jax"):
+        why = f"KERAS_BACKEND is {backend}"
+    elif not sampled:
+        why = "no param is sampled"
+    elif spec.sweep.trials < 2 * pack.max_trials:
+        why = (f"sweep.trials ({spec.sweep.trials}) is under two groups of "
+               f"training.pack.max_trials ({pack.max_trials})")
+    elif tr.callbacks or tr.class_weight is not None or tr.steps_per_execution != 1 or \
+            isinstance(tr.optimizer_config.get("learning_rate"), dict):
+        why = ("callbacks, class_weight, steps_per_execution or a learning-rate schedule "
+               "train on Keras's fit")
+    elif spec.data.loader not in (CHECKED_LOADER, GIVEN_LOADER):
+        why = "the data are not arrays checked on the driver (datasets train on Keras's fit)"
+    else:
+        unpackable = [k for k in sampled if k not in packable_keys(spec, base_config)]
+        if unpackable:
+            why = f"{', '.join(unpackable)} may not differ inside a group"
+    return why
+
+
+def resolve_packing(spec: SweepSpec, base_config: dict[str, Any], *,
+                    can_pack: bool = True) -> SweepSpec:
+    """``spec`` with ``training.pack.enabled`` decided: the file's true or false as they
+    are; ``auto`` (the default) on where :func:`auto_refusal` finds nothing against it and
+    the backend runs packed groups (``can_pack``: Ray, not the in-process backend)."""
+    import dataclasses
+
+    pack = spec.training.pack
+    if pack.enabled is not None:
+        return spec
+    why = auto_refusal(spec, base_config) if can_pack else "the backend runs Keras in process"
+    if why is None:
+        log.info("training.pack: auto packs this sweep (every sampled param may differ "
+                 "inside a group); `pack: {enabled: false}` turns it off")
+    else:
+        log.debug("training.pack: auto leaves this sweep unpacked: %s", why)
+    on = dataclasses.replace(pack, enabled=why is None)
+    return dataclasses.replace(spec, training=dataclasses.replace(spec.training, pack=on))
+
 
 def worker_keras_backend(spec: SweepSpec) -> str | None:
     """``jax`` for a packing sweep's workers (Keras fixes its backend per process); None:

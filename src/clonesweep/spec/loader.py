@@ -217,7 +217,8 @@ def _training(block: Block) -> TrainingSpec:
 
 
 def _pack(block: Block) -> PackSpec:
-    """``pack: {enabled: true, max_trials: 8, mode: vmap}`` (every key optional)."""
+    """``pack: {enabled: true, max_trials: 8, mode: vmap}`` (every key optional; ``enabled``
+    is ``auto`` unless given: true, false or auto)."""
     d = PackSpec()
     if not block.has("pack"):
         return d
@@ -227,7 +228,13 @@ def _pack(block: Block) -> PackSpec:
     if mode not in PACK_MODES:
         sub.fail("mode", f"expected one of {', '.join(PACK_MODES)}", mode,
                  did_you_mean(mode, PACK_MODES))
-    return PackSpec(enabled=sub.boolean("enabled", d.enabled),
+    enabled = sub.raw("enabled", "auto")
+    if enabled == "auto":
+        enabled = None
+    elif not isinstance(enabled, bool):
+        sub.fail("enabled", "expected true, false or auto (packed when it pays: see "
+                 "docs/sweep-file.md, packed trials)", enabled)
+    return PackSpec(enabled=enabled,
                     max_trials=sub.integer("max_trials", d.max_trials, low=2, high=256),
                     mode=mode)
 

@@ -111,14 +111,16 @@ class PackSpec:
 
     Attributes:
         enabled: Group trials of one structure and train each group as one vmapped program
-            on Keras's JAX backend (the sweep's workers then run Keras on JAX). Off by
-            default: see bench/README.md for when it is faster.
+            on Keras's JAX backend (the sweep's workers then run Keras on JAX). None (the
+            file leaves it out, or says ``auto``): decided when the sweep starts, on where
+            it measured faster (:func:`clonesweep.orchestrator.packing.resolve_packing`);
+            read as off until then.
         max_trials: The most trials in one group (and asked at once).
         mode: How the group's step runs its trials: ``vmap`` (fastest), ``map`` (MLPs bitwise
             equal to training alone) or ``serial`` (bitwise for every layer kind tried).
     """
 
-    enabled: bool = False
+    enabled: bool | None = None
     max_trials: int = 8
     mode: str = "vmap"
 

@@ -59,6 +59,19 @@ def test_a_packed_sweep_completes_each_trial_with_its_own_history(
         assert r["value"] == r["history"]["val_accuracy"][-1]
 
 
+def test_a_tuning_sweep_packs_by_default(ray_cluster: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # No `enabled` in the file (auto): only packable params, two groups' worth of trials.
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    records = _run(tmp_path, "mlp", sweep_yaml("mlp", trials=4, pack="{max_trials: 2}",
+                                               parameters="""
+  optimizer.learning_rate: {min: 0.001, max: 0.03, log: true}
+  layers.drop.rate: {min: 0.0, max: 0.5}"""), ray_cluster)
+    assert [r["state"] for r in records] == ["complete"] * 4
+    assert [r["engine"] for r in records] == ["packed"] * 4, records
+    assert sorted(r["packed"]["size"] for r in records) == [2, 2, 2, 2]
+
+
 def test_pruning_groups_and_lone_trials(ray_cluster: str, tmp_path: Path) -> None:
     # Trials 0-3 form one batch: 32 units (0, 1) and 48 units (2, 3) are two groups; trial 0
     # cannot learn (lr 1e-7: chance, ~0.1) and the threshold pruner stops it after its first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +11,80 @@ from packed_models import model_config, sweep_yaml
 
 from clonesweep.errors import SpecError
 from clonesweep.orchestrator.loop import AskedFailed
-from clonesweep.orchestrator.packing import PackingPolicy, group_key, packable_keys, packing
+from clonesweep.orchestrator.packing import (
+    PackingPolicy,
+    group_key,
+    packable_keys,
+    packing,
+    resolve_packing,
+)
 from clonesweep.spec import load_sweep
 from clonesweep.trials import FailReason, PackedGroup, TrialResult, TrialSpec
 
 
-def _spec(tmp_path: Path, kind: str, parameters: str, pack: str = "{enabled: true}") -> Any:
-    import json
-
+def _spec(tmp_path: Path, kind: str, parameters: str, pack: str = "{enabled: true}",
+          trials: int = 4, **extra: str) -> Any:
     (tmp_path / "model.json").write_text(json.dumps(model_config(kind)))
     path = tmp_path / "s.yaml"
-    path.write_text(sweep_yaml(kind, trials=4, parameters=parameters, pack=pack))
+    path.write_text(sweep_yaml(kind, trials=trials, parameters=parameters, pack=pack, **extra))
     return load_sweep(path)
+
+
+_TUNING = """
+  optimizer.learning_rate: {min: 0.001, max: 0.01, log: true}
+  optimizer.weight_decay: {min: 0.0, max: 0.01}
+  layers.drop.rate: {min: 0.0, max: 0.5}"""
+
+
+def _auto(spec: Any, arrays: bool = True, can_pack: bool = True) -> bool | None:
+    """What auto decides for ``spec`` once its data are arrays checked on the driver (what
+    ``run`` hands the workers) or left to a loader of datasets."""
+    import dataclasses
+
+    from clonesweep.spec.model import DataSpec
+    from clonesweep.workers.given import CHECKED_LOADER
+
+    if arrays:
+        spec = dataclasses.replace(spec, data=DataSpec(CHECKED_LOADER, {}))
+    kind = "transformer" if "mha" in json.dumps(spec.parameters, default=str) else "cnn"
+    resolved = resolve_packing(spec, model_config(kind), can_pack=can_pack)
+    return resolved.training.pack.enabled
+
+
+@pytest.mark.parametrize("pack", ["{max_trials: 4}", "{enabled: auto, max_trials: 4}"])
+def test_auto_packs_a_tuning_sweep_of_enough_trials(tmp_path: Path, pack: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    spec = _spec(tmp_path, "cnn", _TUNING, pack=pack, trials=8)
+    assert spec.training.pack.enabled is None  # auto until the run decides
+    assert _auto(spec) is True
+    assert _auto(spec, can_pack=False) is False  # the in-process backend
+    assert _auto(spec, arrays=False) is False  # datasets train on Keras's fit
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # the user's choice stands
+    assert _auto(spec) is False
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert _auto(spec) is True
+
+
+def test_auto_leaves_unpacked_what_would_train_alone(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    few = _spec(tmp_path, "cnn", _TUNING, pack="{max_trials: 4}", trials=7)
+    assert _auto(few) is False  # under two groups' worth
+    shapes = _spec(tmp_path, "cnn", _TUNING + "\n  layers.conv.filters: {values: [4, 8]}",
+                   pack="{max_trials: 4}", trials=16)
+    assert _auto(shapes) is False  # filters change shapes: groups of one or two
+    called = _spec(tmp_path, "cnn", _TUNING, pack="{max_trials: 4}", trials=16,
+                   training_extra="\n  callbacks: [{name: TerminateOnNaN}]")
+    assert _auto(called) is False  # callbacks train on Keras's fit
+    for fixed in ("{enabled: true}", "{enabled: false}"):  # the file's word stands
+        spec = _spec(tmp_path, "cnn", _TUNING, pack=fixed, trials=2)
+        assert _auto(spec) is ("true" in fixed)
+
+
+def test_pack_enabled_must_be_true_false_or_auto(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"enabled.*expected true, false or auto.*'sometimes'"):
+        _spec(tmp_path, "cnn", _TUNING, pack="{enabled: sometimes}")
 
 
 def test_packable_keys_come_from_the_spec_and_the_base_model(tmp_path: Path) -> None:
