@@ -43,6 +43,7 @@ def _print(report: Any, out: TextIO) -> None:
     print(f"  study   {report.name}: {report.study}", file=out)
     print(f"  storage {report.storage}", file=out)
     print(f"  sampler {report.sampler}, pruner {report.pruner}", file=out)
+    print(f"  packing {report.packing}", file=out)
     if report.data is not None:
         shapes = ", ".join(f"{k} {v}" for k, v in report.data.items())
         print(f"  data    {shapes}", file=out)

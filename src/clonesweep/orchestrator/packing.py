@@ -36,14 +36,15 @@ from clonesweep.spec.params import Distribution
 from clonesweep.trials import Intermediate, PackedGroup, TrialResult, TrialSpec
 
 __all__ = ["PackingPolicy", "auto_refusal", "group_key", "packable_keys", "packing",
-           "resolve_packing", "worker_keras_backend"]
+           "packing_note", "resolve_packing", "worker_keras_backend"]
 
 log = logging.getLogger(__name__)
 
 #: Optimizer settings that are optimizer variables in the packed step.
 _OPTIMIZER_KEYS = ("learning_rate", "weight_decay")
 
-def auto_refusal(spec: SweepSpec, base_config: dict[str, Any]) -> str | None:
+def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
+                 arrays: bool | None = None) -> str | None:
     """Why ``training.pack: auto`` leaves this sweep unpacked, or None: it packs.
 
     Auto packs where packing measured faster end to end (bench/README.md, "Real models
@@ -54,7 +55,9 @@ def auto_refusal(spec: SweepSpec, base_config: dict[str, Any]) -> str | None:
     two groups' worth of trials (the JAX workers' compilations are paid once per worker),
     and nothing sends the trials to Keras's fit anyway (callbacks, class weights, a
     learning-rate schedule, ``steps_per_execution``, datasets). ``KERAS_BACKEND`` set to
-    another backend than JAX keeps the workers where the user put them.
+    another backend than JAX keeps the workers where the user put them. ``arrays``: whether
+    the data are arrays (None: the spec holds the arrays checked on the driver, as ``run``
+    hands them on).
     """
     import os
 
@@ -75,13 +78,26 @@ def auto_refusal(spec: SweepSpec, base_config: dict[str, Any]) -> str | None:
             isinstance(tr.optimizer_config.get("learning_rate"), dict):
         why = ("callbacks, class_weight, steps_per_execution or a learning-rate schedule "
                "train on Keras's fit")
-    elif spec.data.loader not in (CHECKED_LOADER, GIVEN_LOADER):
+    elif not (arrays if arrays is not None else
+              spec.data.loader in (CHECKED_LOADER, GIVEN_LOADER)):
         why = "the data are not arrays checked on the driver (datasets train on Keras's fit)"
     else:
         unpackable = [k for k in sampled if k not in packable_keys(spec, base_config)]
         if unpackable:
             why = f"{', '.join(unpackable)} may not differ inside a group"
     return why
+
+
+def packing_note(spec: SweepSpec, base_config: dict[str, Any], *,
+                 arrays: bool | None = None) -> str:
+    """How ``spec`` would pack on Ray, for ``validate``: ``on``, ``off``, or auto's
+    decision with its reason."""
+    pack = spec.training.pack
+    if pack.enabled is not None:
+        return f"on, by up to {pack.max_trials}" if pack.enabled else "off"
+    why = auto_refusal(spec, base_config, arrays=arrays)
+    return (f"auto: on, by up to {pack.max_trials} on JAX workers" if why is None
+            else f"auto: off ({why})")
 
 
 def resolve_packing(spec: SweepSpec, base_config: dict[str, Any], *,

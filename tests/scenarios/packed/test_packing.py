@@ -16,6 +16,7 @@ from clonesweep.orchestrator.packing import (
     group_key,
     packable_keys,
     packing,
+    packing_note,
     resolve_packing,
 )
 from clonesweep.spec import load_sweep
@@ -58,6 +59,8 @@ def test_auto_packs_a_tuning_sweep_of_enough_trials(tmp_path: Path, pack: str,
     spec = _spec(tmp_path, "cnn", _TUNING, pack=pack, trials=8)
     assert spec.training.pack.enabled is None  # auto until the run decides
     assert _auto(spec) is True
+    assert packing_note(spec, model_config("cnn"), arrays=True) == \
+        "auto: on, by up to 4 on JAX workers"
     assert _auto(spec, can_pack=False) is False  # the in-process backend
     assert _auto(spec, arrays=False) is False  # datasets train on Keras's fit
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # the user's choice stands
@@ -74,6 +77,9 @@ def test_auto_leaves_unpacked_what_would_train_alone(tmp_path: Path,
     shapes = _spec(tmp_path, "cnn", _TUNING + "\n  layers.conv.filters: {values: [4, 8]}",
                    pack="{max_trials: 4}", trials=16)
     assert _auto(shapes) is False  # filters change shapes: groups of one or two
+    # `validate` says which param keeps it unpacked.
+    assert packing_note(shapes, model_config("cnn"), arrays=True) == \
+        "auto: off (layers.conv.filters may not differ inside a group)"
     called = _spec(tmp_path, "cnn", _TUNING, pack="{max_trials: 4}", trials=16,
                    training_extra="\n  callbacks: [{name: TerminateOnNaN}]")
     assert _auto(called) is False  # callbacks train on Keras's fit

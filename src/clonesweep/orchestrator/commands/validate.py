@@ -66,6 +66,8 @@ class ValidationReport:
     pruner: str
     corners: tuple[Corner, ...]
     data: dict[str, Any] | None = field(default=None, hash=False)
+    # How the sweep would pack its trials on Ray (``training.pack``; auto's decision).
+    packing: str = "off"
     # What the loader returned, when arrays (``data=True`` only): see :meth:`with_data`.
     arrays: Any = field(default=None, hash=False, compare=False, repr=False)
 
@@ -86,6 +88,7 @@ class ValidationReport:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "file": self.file, "storage": self.storage,
                 "study": self.study, "sampler": self.sampler, "pruner": self.pruner,
+                "packing": self.packing,
                 "corners": [{"label": c.label, "params": c.params,
                              "param_count": c.param_count} for c in self.corners],
                 "data": self.data, "ok": True}
@@ -131,10 +134,16 @@ def validate_sweep(spec: SweepSpec, *, data: bool = False,
         from clonesweep.workers.rebuild import rebuild
 
         checked, arrays = check_data(spec, rebuild(base_config, {}, seed=seed).model)
+    from clonesweep.orchestrator.packing import packing_note
+
+    # Without --data the loader is not called: auto is told the data are arrays.
+    packs = packing_note(spec, base_config, arrays=arrays is not None if data else True)
+    if not data and packs.startswith("auto: on"):
+        packs += " if the loader returns arrays"
     return ValidationReport(
         name=spec.name, file=str(spec.file), storage=mask_url(url), study=study,
         sampler=spec.sweep.sampler.name, pruner=spec.sweep.pruner.name,
-        corners=tuple(built), data=checked, arrays=arrays)
+        corners=tuple(built), data=checked, packing=packs, arrays=arrays)
 
 
 # -- places --------------------------------------------------------------------------------
