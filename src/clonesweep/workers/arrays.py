@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["data_fingerprint", "length", "take"]
+__all__ = ["as_arrays", "data_fingerprint", "length", "take"]
 
 
 def length(x: Any) -> int:
@@ -29,6 +29,16 @@ def take(x: Any, order: np.ndarray) -> Any:
     if isinstance(x, (tuple, list)):
         return type(x)(np.asarray(v)[order] for v in x)
     return np.asarray(x)[order]
+
+
+def as_arrays(x: Any) -> Any:
+    """``x`` as numpy arrays in the same structure (an array, or a dict / list / tuple of
+    arrays: the targets or predictions of a model of several outputs)."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(np.asarray(v) for v in x)
+    return np.asarray(x)
 
 
 def data_fingerprint(arrays: Any) -> str:

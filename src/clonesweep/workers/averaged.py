@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import keras
@@ -61,7 +61,22 @@ def average_models(member_files: Sequence[Path | str], out: Path | str) -> Path:
     inp = keras.tree.map_structure(
         lambda t: keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name), structure)
     outputs = [m(inp) for m in members]
-    avg = keras.layers.Average(name="average")(outputs) if len(outputs) > 1 else outputs[0]
+    avg = _average(keras, outputs)
     model = keras.Model(inp, avg, name="ensemble")
     model.save(str(out))
     return Path(out)
+
+
+def _average(keras: Any, outputs: list[Any]) -> Any:
+    """The members' outputs averaged, output by output for a model of several (a dict or a
+    list of outputs: one ``Average`` layer each)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    first = outputs[0]
+    if isinstance(first, dict):
+        return {k: keras.layers.Average(name=f"average_{k}")([o[k] for o in outputs])
+                for k in first}
+    if isinstance(first, (list, tuple)):
+        return [keras.layers.Average(name=f"average_{i}")([o[i] for o in outputs])
+                for i in range(len(first))]
+    return keras.layers.Average(name="average")(outputs)

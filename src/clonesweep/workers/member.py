@@ -28,6 +28,7 @@ from clonesweep.trials import (
     TrialSpec,
     TrialState,
 )
+from clonesweep.workers.arrays import as_arrays
 from clonesweep.workers.oom import oom_reason
 
 if TYPE_CHECKING:
@@ -72,8 +73,10 @@ class MemberOutput:
     """A completed member, as its worker kept it.
 
     Attributes:
-        val_pred: The trained model's predictions on the validation inputs.
-        y_val: The validation targets they are scored against (the driver checks that every
+        val_pred: The trained model's predictions on the validation inputs: an array, or a
+            dict / list of arrays for a model of several outputs (its outputs' structure).
+        y_val: The validation targets they are scored against, in the same structure (the
+            driver checks that every
             member saw the same ones: a data loader that splits differently per process would
             make the ensemble metric meaningless).
         model_bytes: The trained member as a ``.keras`` archive.
@@ -83,8 +86,8 @@ class MemberOutput:
         fused: True when the member was trained inside a fused model.
     """
 
-    val_pred: np.ndarray
-    y_val: np.ndarray
+    val_pred: Any
+    y_val: Any
     model_bytes: bytes
     result: TrialResult | None = None
     fused: bool = False
@@ -173,13 +176,14 @@ def member_output(state: WorkerState, spec: TrialSpec, mat: Materialized, model:
         worker=state.worker, attempt=spec.attempt, engine=engine, engine_fallback=fallback)
     pred = val_pred if val_pred is not None else \
         predict(model, val[0], state.job.training.validation_batch_size)
-    return MemberOutput(pred, np.asarray(val[1]),
+    return MemberOutput(pred, as_arrays(val[1]),
                         model_bytes(model, f"member-{spec.number}") if ok else b"",
                         result=result, fused=True)
 
 
-def predict(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:
-    """Inference-mode predictions in chunks, called eagerly: no predict graph to trace."""
+def predict(model: keras.Model, x: Any, batch_size: int) -> Any:
+    """Inference-mode predictions in chunks, called eagerly: no predict graph to trace. One
+    array, or the outputs' dict / list of arrays for a model of several outputs."""
     import keras
 
     from clonesweep.workers.arrays import length, take
@@ -188,11 +192,12 @@ def predict(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:
     chunks = []
     for start in range(0, n, batch_size):
         out = model(take(x, np.arange(start, min(start + batch_size, n))), training=False)
-        chunks.append(np.asarray(keras.ops.convert_to_numpy(out)))
-    return np.concatenate(chunks, axis=0)
+        chunks.append(keras.tree.map_structure(
+            lambda t: np.asarray(keras.ops.convert_to_numpy(t)), out))
+    return keras.tree.map_structure(lambda *parts: np.concatenate(parts, axis=0), *chunks)
 
 
-def predict_stream(model: Any, ds: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def predict_stream(model: Any, ds: Any, batch_size: int) -> tuple[Any, Any]:
     """Predictions over a validation dataset in one pass, with the targets it yielded
     alongside (a dataset that reshuffles gives them in another order each pass, so they
     are read in the same pass). An unbatched tf.data dataset is batched by ``batch_size``."""
@@ -207,9 +212,12 @@ def predict_stream(model: Any, ds: Any, batch_size: int) -> tuple[np.ndarray, np
     preds, targets = [], []
     for item in items:
         x, y = item[0], item[1]
-        preds.append(np.asarray(keras.ops.convert_to_numpy(model(x, training=False))))
-        targets.append(np.asarray(y))
-    return np.concatenate(preds, axis=0), np.concatenate(targets, axis=0)
+        preds.append(keras.tree.map_structure(
+            lambda t: np.asarray(keras.ops.convert_to_numpy(t)), model(x, training=False)))
+        targets.append(keras.tree.map_structure(np.asarray, y))
+    joined = [keras.tree.map_structure(lambda *parts: np.concatenate(parts, axis=0), *chunks)
+              for chunks in (preds, targets)]
+    return joined[0], joined[1]
 
 
 def model_bytes(model: keras.Model, name: str = "member") -> bytes:

@@ -384,6 +384,7 @@ class TrialRunner:
     def _keep_member(self, number: int, model: keras.Model) -> None:
         if not self.job.keep_members:
             return
+        from clonesweep.workers.arrays import as_arrays
         from clonesweep.workers.member import MemberOutput, model_bytes, predict, predict_stream
 
         data = self._load_data()
@@ -391,7 +392,7 @@ class TrialRunner:
             pred, y_val = predict_stream(model, data.val, self.job.training.validation_batch_size)
         else:
             pred = predict(model, data.x_val, self.job.training.validation_batch_size)
-            y_val = np.asarray(data.y_val)
+            y_val = as_arrays(data.y_val)
         self._members[number] = MemberOutput(pred, y_val, model_bytes(model, f"member-{number}"))
 
     def member_output(self, number: int) -> MemberOutput | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import traceback
 from typing import Protocol
 
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec
@@ -96,17 +97,26 @@ class InProcessBackend:
             runner, broken = None, f"worker failed to start: {type(exc).__name__}: {exc}"
         self._runner = runner
         while (spec := self._todo.get()) is not None:
-            if isinstance(spec, FusedGroup):  # ensembles: see submit_fused
-                self._events.put(runner.run_fused(spec) if runner is not None else
-                                 TrialResult.failed(spec.as_spec(), FailReason.USER_ERROR,
-                                                    broken))
-                continue
-            if runner is None:
-                self._events.put(TrialResult.failed(spec, FailReason.USER_ERROR, broken))
-                continue
-            reporter = _QueueReporter(spec.number, self._events, self._answers,
-                                      runner.job.await_pruning)
-            self._events.put(runner.run(spec, reporter))
+            try:
+                self._events.put(self._one(runner, broken, spec))
+            except Exception as exc:
+                # Reported, as a Ray worker's call that raised is (RayTaskError): a thread
+                # ended by it would leave the driver waiting for a result forever.
+                failed = spec.as_spec() if isinstance(spec, FusedGroup) else spec
+                where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+                self._events.put(TrialResult.failed(
+                    failed, FailReason.USER_ERROR, f"{type(exc).__name__}: {exc}\n{where}"))
+
+    def _one(self, runner: TrialRunner | None, broken: str,
+             spec: TrialSpec | FusedGroup) -> TrialResult:
+        if isinstance(spec, FusedGroup):  # ensembles: see submit_fused
+            return runner.run_fused(spec) if runner is not None else \
+                TrialResult.failed(spec.as_spec(), FailReason.USER_ERROR, broken)
+        if runner is None:
+            return TrialResult.failed(spec, FailReason.USER_ERROR, broken)
+        reporter = _QueueReporter(spec.number, self._events, self._answers,
+                                  runner.job.await_pruning)
+        return runner.run(spec, reporter)
 
     def free_slots(self) -> int:
         return self._slots - self._in_flight

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 
 from clonesweep.errors import SpecError, StudyError, SweepFailed
@@ -239,21 +238,23 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
                            time.monotonic() - started, loop.retried, storage_url=url)
 
 
-def check_targets(members: list[Member]) -> np.ndarray:
+def check_targets(members: list[Member]) -> Any:
     """The validation targets every held member was scored on (they must be the same).
 
     Raises:
         SweepFailed: members saw different validation data.
     """
-    held = [m for m in members if m.output is not None and m.output.y_val.size]
+    from clonesweep.workers.arrays import data_fingerprint, length
+
+    held = [m for m in members if m.output is not None and length(m.output.y_val)]
     if not held:
         raise SweepFailed("no member of the ensemble completed")
     first = held[0].output
     assert first is not None
+    targets = data_fingerprint(first.y_val)  # dtypes, shapes and bytes, any structure
     for m in held[1:]:
         assert m.output is not None
-        if m.output.y_val.shape != first.y_val.shape or not np.array_equal(m.output.y_val,
-                                                                           first.y_val):
+        if data_fingerprint(m.output.y_val) != targets:
             raise SweepFailed("members saw different validation targets: the data loader "
                               "must return the same split in every process (seed it)")
     return first.y_val

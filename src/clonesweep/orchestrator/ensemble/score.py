@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["MetricRow", "score", "summarize"]
+__all__ = ["MetricRow", "score", "score_outputs", "summarize"]
 
 _MSE = frozenset({"mse", "mean_squared_error", "MeanSquaredError"})
 _MAE = frozenset({"mae", "mean_absolute_error", "MeanAbsoluteError"})
@@ -71,14 +72,54 @@ class MetricRow:
     max: float
 
 
-def summarize(loss: str, y: np.ndarray, member_preds: Sequence[np.ndarray]
+def summarize(loss: str, y: Any, member_preds: Sequence[Any]
               ) -> tuple[dict[str, float], list[dict[str, float]], list[MetricRow]]:
     """Score every member and the ensemble (mean prediction); returns
-    ``(ensemble scores, member scores, table rows)``."""
-    members = [score(loss, y, p) for p in member_preds]
-    ensemble = score(loss, y, np.mean(np.stack([np.asarray(p, np.float64)
-                                                for p in member_preds]), axis=0))
+    ``(ensemble scores, member scores, table rows)``.
+
+    A model of several outputs (``y`` and each prediction a dict, or a list, of arrays) is
+    scored output by output with ``loss``, as Keras names its metrics: ``val_<output>_loss``,
+    ``val_<output>_accuracy`` (``<output>`` the dict key, or ``output_<i>`` for a list), and
+    ``val_loss`` the sum of the outputs' losses; the ensemble averages each output.
+
+    Example:
+        >>> y = {"a": np.array([1]), "b": np.array([0])}
+        >>> p = {"a": np.array([[0.2, 0.8]]), "b": np.array([[0.6, 0.4]])}
+        >>> summarize("sparse_categorical_crossentropy", y, [p])[0]["val_b_accuracy"]
+        1.0
+    """
+    members = [score_outputs(loss, y, p) for p in member_preds]
+    ensemble = score_outputs(loss, y, _mean(member_preds))
     return ensemble, members, _rows(ensemble, members)
+
+
+def score_outputs(loss: str, y: Any, pred: Any) -> dict[str, float]:
+    """:func:`score` of one output, or of each output of a model of several."""
+    if not isinstance(y, (dict, list, tuple)):
+        return score(loss, y, pred)
+    keys = list(y) if isinstance(y, dict) else list(range(len(y)))
+    out: dict[str, float] = {}
+    total: float | None = 0.0
+    for key in keys:
+        name = key if isinstance(y, dict) else f"output_{key}"
+        scores = score(loss, y[key], pred[key])
+        for metric, value in scores.items():
+            out[f"val_{name}_{metric.removeprefix('val_')}"] = value
+        total = None if total is None or "val_loss" not in scores else \
+            total + scores["val_loss"]
+    if total is not None:
+        out = {"val_loss": total, **out}
+    return out
+
+
+def _mean(preds: Sequence[Any]) -> Any:
+    """The members' mean prediction, output by output."""
+    first = preds[0]
+    if isinstance(first, dict):
+        return {k: _mean([p[k] for p in preds]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return [_mean([p[i] for p in preds]) for i in range(len(first))]
+    return np.mean(np.stack([np.asarray(p, np.float64) for p in preds]), axis=0)
 
 
 def _rows(ensemble: Mapping[str, float], members: Sequence[Mapping[str, float]]

@@ -21,6 +21,7 @@ import numpy as np
 from clonesweep.errors import SpecError
 from clonesweep.workers.rebuild import rebuild
 from clonesweep.workers.seeding import DATA_ORDER
+from clonesweep.workers.training import metrics_for
 
 #: The param that sets a member's rate on every plain Dropout layer (materialize syntax).
 DROPOUT = "layers[Dropout].rate"
@@ -84,7 +85,8 @@ def build_members(base_config: dict[str, Any], params: Mapping[str, Any],
             own[DROPOUT] = member.dropout
         variant = rebuild(base_config, own, seed=member.seed)
         optimizer = member_optimizer(plan, member)
-        variant.model.compile(optimizer=optimizer, loss=plan.loss, metrics=list(plan.metrics))
+        variant.model.compile(optimizer=optimizer, loss=plan.loss,
+                              metrics=metrics_for(variant.model, tuple(plan.metrics)))
         optimizer.build(variant.model.trainable_variables)
         models.append(variant.model)
         optimizers.append(optimizer)
@@ -118,7 +120,8 @@ def _template(base_config: dict[str, Any], params: Mapping[str, Any], member: An
     if rated:
         template = keras.models.clone_model(template, clone_function=_rated)
     optimizer = member_optimizer(plan, member)
-    template.compile(optimizer=optimizer, loss=plan.loss, metrics=list(plan.metrics))
+    template.compile(optimizer=optimizer, loss=plan.loss,
+                     metrics=metrics_for(template, tuple(plan.metrics)))
     optimizer.build(template.trainable_variables)
     if optimizer.weight_decay is None:
         optimizer.weight_decay = 0.0

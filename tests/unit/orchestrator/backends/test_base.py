@@ -96,3 +96,26 @@ def test_best_model_comes_back_as_keras_bytes(backend: Backend) -> None:
     assert results[3].state is TrialState.COMPLETE
     data = backend.fetch_model(3)
     assert data is not None and data[:2] == b"PK"  # a .keras file is a zip archive
+
+
+def test_an_error_the_runner_lets_out_fails_that_trial_and_the_worker_goes_on(
+        sweep_file: Any, start_backend: Callable[..., Backend],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process worker thread used to end on it, and the driver waited forever (an
+    ensemble of a two-output model did, before members kept several outputs). A Ray
+    worker's call that raises comes back the same way (RayTaskError: user_error)."""
+    from clonesweep.workers.runner import TrialRunner
+
+    original = TrialRunner.run
+
+    def run(self: TrialRunner, spec: TrialSpec, reporter: Any) -> TrialResult:
+        if spec.number == 0:
+            raise RuntimeError("an error no trial-level handler caught")
+        return original(self, spec, reporter)
+
+    monkeypatch.setattr(TrialRunner, "run", run)  # the runner runs in this process here
+    backend = start_backend("inprocess", load_sweep(sweep_file(epochs=1)))
+    results, _ = drive(backend, [TrialSpec(0, {}, seed=1), TrialSpec(1, {}, seed=2)])
+    assert results[0].state is TrialState.FAIL and results[0].reason is FailReason.USER_ERROR
+    assert "RuntimeError: an error no trial-level handler caught" in results[0].message
+    assert results[1].state is TrialState.COMPLETE
