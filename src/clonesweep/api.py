@@ -323,8 +323,10 @@ def _write_model(model: Any, folder: Path) -> str:
     if not isinstance(model, keras.Model):
         raise SpecError(f"model= takes a keras.Model, not {type(model).__name__}",
                         file="<model>", field="model", value=type(model).__name__)
+    from clonesweep.orchestrator.model import serialized
+
     path = folder / "model.json"
-    path.write_text(json.dumps(keras.saving.serialize_keras_object(model)), encoding="utf-8")
+    path.write_text(json.dumps(serialized(model)), encoding="utf-8")
     return str(path)
 
 

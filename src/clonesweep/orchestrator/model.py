@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from typing import Any
 
 from clonesweep.errors import SpecError
@@ -12,7 +13,9 @@ from clonesweep.spec.configpaths import is_layer_graph
 from clonesweep.spec.model import ModelSource, SweepSpec
 from clonesweep.workers.runner import import_object
 
-__all__ = ["base_factory_args", "base_model_config", "build_structure"]
+__all__ = ["base_factory_args", "base_model_config", "build_structure", "serialized"]
+
+log = logging.getLogger(__name__)
 
 
 def base_model_config(spec: SweepSpec) -> dict[str, Any]:
@@ -30,6 +33,14 @@ def base_model_config(spec: SweepSpec) -> dict[str, Any]:
     """
     if spec.model.source is not ModelSource.FACTORY:
         assert spec.model.config is not None
+        if spec.model.source is ModelSource.FILE and _normalizes(spec.model.config):
+            return _archive_config(spec)
+        if _normalizes(spec.model.config):
+            log.warning("%s: a Normalization layer has no mean or variance in model.config: "
+                        "if it was adapted, its statistics are weights, not in the config, "
+                        "and every trial normalizes by mean 0 and variance 1; pass mean= and "
+                        "variance= to the layer, or give the model as a .keras archive "
+                        "(model.file) or a factory", spec.file)
         return spec.model.config
     args = base_factory_args(spec)
     config = _call_factory(spec, args)
@@ -79,8 +90,7 @@ def _call_factory(spec: SweepSpec, args: dict[str, Any] | None = None) -> dict[s
         raise SpecError(f"the model factory returned {type(model).__name__}, not a keras.Model",
                         file=str(spec.file), field="model.factory", value=ref)
     try:
-        config: dict[str, Any] = json.loads(
-            json.dumps(keras.saving.serialize_keras_object(model), allow_nan=False))
+        config: dict[str, Any] = json.loads(json.dumps(serialized(model), allow_nan=False))
     except (TypeError, ValueError, NotImplementedError) as exc:
         raise SpecError(f"the factory's model cannot be serialized: {type(exc).__name__}: "
                         f"{exc}", file=str(spec.file), field="model.factory", value=ref,
@@ -94,4 +104,75 @@ def _call_factory(spec: SweepSpec, args: dict[str, Any] | None = None) -> dict[s
         from clonesweep.workers.rebuild import graph_config
 
         config = graph_config(model) or config
+    return config
+
+
+def serialized(model: Any) -> dict[str, Any]:
+    """``keras.saving.serialize_keras_object(model)``, with what ``adapt`` learnt in the
+    config: an adapted ``Normalization`` layer keeps its statistics in weights, which a
+    rebuild from the config does not have (every trial would normalize by mean 0 and
+    variance 1, silently), so they go in as its ``mean`` and ``variance`` arguments (the
+    layer computes the same normalization from them; the model itself is left as it was).
+    """
+    import keras
+    import numpy as np
+
+    inlined = []
+    for layer in _all_layers(model):
+        mean, variance = (getattr(layer, name, None) for name in ("adapt_mean", "adapt_variance"))
+        if not isinstance(layer, keras.layers.Normalization) or layer.input_mean is not None \
+                or mean is None or variance is None:
+            continue
+        mean, variance = np.asarray(mean), np.asarray(variance)
+        if np.all(mean == 0) and np.all(variance == 1):
+            continue  # never adapted: the config's rebuild is the same
+        inlined.append(layer)
+        layer.input_mean, layer.input_variance = mean, variance
+    try:
+        config: dict[str, Any] = keras.saving.serialize_keras_object(model)
+    finally:
+        for layer in inlined:
+            layer.input_mean = layer.input_variance = None
+    return config
+
+
+def _all_layers(model: Any) -> list[Any]:
+    """Every layer of ``model``, nested models' layers too."""
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(_all_layers(layer))
+    return out
+
+
+def _normalizes(config: Any) -> bool:
+    """Whether a config holds a ``Normalization`` layer without ``mean`` in its config (one
+    whose statistics, when adapted, are weights)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "Normalization" and isinstance(
+                config.get("config"), dict) and config["config"].get("mean") is None:
+            return True
+        return any(_normalizes(v) for v in config.values())
+    if isinstance(config, list):
+        return any(_normalizes(v) for v in config)
+    return False
+
+
+def _archive_config(spec: SweepSpec) -> dict[str, Any]:
+    """The ``.keras`` archive's model loaded with its weights and serialized by
+    :func:`serialized`: an adapted ``Normalization``'s statistics are weights in the archive
+    and would be lost by its ``config.json`` alone."""
+    import keras
+
+    for module in spec.model.imports:
+        importlib.import_module(module)
+    try:
+        model = keras.saving.load_model(spec.model.ref, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise SpecError(f"the .keras archive cannot be loaded: {type(exc).__name__}: {exc}",
+                        file=str(spec.file), field="model.file", value=spec.model.ref,
+                        hint="its Normalization layer's adapted statistics are read from its "
+                             "weights; list the modules of its custom objects under "
+                             "model.imports") from exc
+    config: dict[str, Any] = json.loads(json.dumps(serialized(model), allow_nan=False))
     return config

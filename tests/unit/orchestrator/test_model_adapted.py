@@ -1,0 +1,61 @@
+"""An adapted Normalization layer's statistics reach every trial: they are weights, which a
+rebuild from the config does not have, so the driver puts them in the layer's config (a
+factory's model, a model given in memory, a ``.keras`` archive). Before, every trial
+normalized by mean 0 and variance 1, silently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from clonesweep.orchestrator.model import base_model_config, serialized
+from clonesweep.spec import load_sweep
+from clonesweep.workers.rebuild import rebuild
+
+X = np.random.default_rng(0).normal(5.0, 3.0, size=(64, 4)).astype("float32")
+
+
+def _model(adapt: bool = True) -> keras.Model:
+    norm = keras.layers.Normalization(name="norm")
+    if adapt:
+        norm.adapt(X)
+    inner = keras.Sequential([keras.Input((4,)), norm], name="inner")  # nested: found too
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(2, name="out")(inner(inp))
+    return keras.Model(inp, out)
+
+
+def _norm_config(config: dict) -> dict:
+    inner = next(layer for layer in config["config"]["layers"] if layer["name"] == "inner")
+    found: dict = next(layer for layer in inner["config"]["layers"]
+                       if layer["class_name"] == "Normalization")["config"]
+    return found
+
+
+def test_the_statistics_go_in_the_config_and_the_rebuild_normalizes_the_same() -> None:
+    model = _model()
+    config = serialized(model)
+    norm = _norm_config(config)
+    np.testing.assert_allclose(np.ravel(norm["mean"]), X.mean(axis=0), rtol=1e-5)
+    assert model.get_layer("inner").get_layer("norm").input_mean is None  # left as it was
+    rebuilt = rebuild(json.loads(json.dumps(config)), {}, seed=1).model
+    inner, again = model.get_layer("inner"), rebuilt.get_layer("inner")
+    assert np.array_equal(np.asarray(inner(X)), np.asarray(again(X)))  # bitwise
+    # A layer never adapted keeps its config as it was.
+    assert _norm_config(serialized(_model(adapt=False)))["mean"] is None
+
+
+def test_a_keras_archive_carries_its_adapted_statistics(tmp_path: Path) -> None:
+    _model().save(tmp_path / "base.keras")
+    (tmp_path / "s.yaml").write_text("""name: adapted
+model: {file: base.keras}
+data: {loader: 'clonesweep.datasets:digits'}
+parameters:
+  layers.out.units: {values: [2]}
+""")
+    config = base_model_config(load_sweep(tmp_path / "s.yaml"))
+    np.testing.assert_allclose(np.ravel(_norm_config(config)["mean"]), X.mean(axis=0),
+                               rtol=1e-5)
