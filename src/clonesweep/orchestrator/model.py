@@ -33,14 +33,15 @@ def base_model_config(spec: SweepSpec) -> dict[str, Any]:
     """
     if spec.model.source is not ModelSource.FACTORY:
         assert spec.model.config is not None
-        if spec.model.source is ModelSource.FILE and _normalizes(spec.model.config):
+        adaptable = _adaptable(spec.model.config)
+        if spec.model.source is ModelSource.FILE and adaptable:
             return _archive_config(spec)
-        if _normalizes(spec.model.config):
-            log.warning("%s: a Normalization layer has no mean or variance in model.config: "
-                        "if it was adapted, its statistics are weights, not in the config, "
-                        "and every trial normalizes by mean 0 and variance 1; pass mean= and "
-                        "variance= to the layer, or give the model as a .keras archive "
-                        "(model.file) or a factory", spec.file)
+        if adaptable:
+            log.warning("%s: a %s layer has no %s in model.config: if it was adapted, what "
+                        "it learnt is not in the config (a Normalization would normalize by "
+                        "mean 0 and variance 1 in every trial); pass it to the layer, or give "
+                        "the model as a .keras archive (model.file) or a factory",
+                        spec.file, adaptable, _ADAPTED[adaptable])
         return spec.model.config
     args = base_factory_args(spec)
     config = _call_factory(spec, args)
@@ -112,13 +113,23 @@ def serialized(model: Any) -> dict[str, Any]:
     config: an adapted ``Normalization`` layer keeps its statistics in weights, which a
     rebuild from the config does not have (every trial would normalize by mean 0 and
     variance 1, silently), so they go in as its ``mean`` and ``variance`` arguments (the
-    layer computes the same normalization from them; the model itself is left as it was).
+    layer computes the same normalization from them); an adapted ``StringLookup`` or
+    ``IntegerLookup`` keeps its vocabulary in a table (a rebuilt one fails: "Table not
+    initialized"), so it goes in as its ``vocabulary`` (not for ``tf_idf`` output, whose
+    weights stay out). The model itself is left as it was.
     """
     import keras
     import numpy as np
 
-    inlined = []
+    inlined: list[tuple[Any, str, Any]] = []  # (layer, attribute, value to restore)
     for layer in _all_layers(model):
+        if isinstance(layer, (keras.layers.StringLookup, keras.layers.IntegerLookup)) and \
+                layer.input_vocabulary is None and layer.output_mode != "tf_idf":
+            vocabulary = layer.get_vocabulary(include_special_tokens=False)
+            if vocabulary:  # adapted (or set): the table is not in the config
+                inlined.append((layer, "input_vocabulary", None))
+                layer.input_vocabulary = list(vocabulary)
+            continue
         mean, variance = (getattr(layer, name, None) for name in ("adapt_mean", "adapt_variance"))
         if not isinstance(layer, keras.layers.Normalization) or layer.input_mean is not None \
                 or mean is None or variance is None:
@@ -126,13 +137,13 @@ def serialized(model: Any) -> dict[str, Any]:
         mean, variance = np.asarray(mean), np.asarray(variance)
         if np.all(mean == 0) and np.all(variance == 1):
             continue  # never adapted: the config's rebuild is the same
-        inlined.append(layer)
+        inlined += [(layer, "input_mean", None), (layer, "input_variance", None)]
         layer.input_mean, layer.input_variance = mean, variance
     try:
         config: dict[str, Any] = keras.saving.serialize_keras_object(model)
     finally:
-        for layer in inlined:
-            layer.input_mean = layer.input_variance = None
+        for layer, attribute, value in inlined:
+            setattr(layer, attribute, value)
     return config
 
 
@@ -145,23 +156,29 @@ def _all_layers(model: Any) -> list[Any]:
     return out
 
 
-def _normalizes(config: Any) -> bool:
-    """Whether a config holds a ``Normalization`` layer without ``mean`` in its config (one
-    whose statistics, when adapted, are weights)."""
+#: Layers whose adapted state is not in their config when ``adapt`` made it: the argument
+#: that carries it.
+_ADAPTED = {"Normalization": "mean", "StringLookup": "vocabulary",
+            "IntegerLookup": "vocabulary"}
+
+
+def _adaptable(config: Any) -> str | None:
+    """The class of a layer in ``config`` whose adapted state, if any, is not in its config
+    (a ``Normalization`` without ``mean``, a lookup without ``vocabulary``), or None."""
     if isinstance(config, dict):
-        if config.get("class_name") == "Normalization" and isinstance(
-                config.get("config"), dict) and config["config"].get("mean") is None:
-            return True
-        return any(_normalizes(v) for v in config.values())
+        name, inner = config.get("class_name"), config.get("config")
+        if name in _ADAPTED and isinstance(inner, dict) and inner.get(_ADAPTED[name]) is None:
+            return str(name)
+        return next((c for v in config.values() if (c := _adaptable(v))), None)
     if isinstance(config, list):
-        return any(_normalizes(v) for v in config)
-    return False
+        return next((c for v in config if (c := _adaptable(v))), None)
+    return None
 
 
 def _archive_config(spec: SweepSpec) -> dict[str, Any]:
     """The ``.keras`` archive's model loaded with its weights and serialized by
-    :func:`serialized`: an adapted ``Normalization``'s statistics are weights in the archive
-    and would be lost by its ``config.json`` alone."""
+    :func:`serialized`: an adapted ``Normalization``'s statistics (weights) and a lookup's
+    vocabulary (an asset) are in the archive, not in its ``config.json``."""
     import keras
 
     for module in spec.model.imports:
@@ -171,8 +188,8 @@ def _archive_config(spec: SweepSpec) -> dict[str, Any]:
     except Exception as exc:
         raise SpecError(f"the .keras archive cannot be loaded: {type(exc).__name__}: {exc}",
                         file=str(spec.file), field="model.file", value=spec.model.ref,
-                        hint="its Normalization layer's adapted statistics are read from its "
-                             "weights; list the modules of its custom objects under "
-                             "model.imports") from exc
+                        hint="what its preprocessing layers adapted is read from the archive; "
+                             "list the modules of its custom objects under model.imports")\
+            from exc
     config: dict[str, Any] = json.loads(json.dumps(serialized(model), allow_nan=False))
     return config

@@ -59,3 +59,27 @@ parameters:
     config = base_model_config(load_sweep(tmp_path / "s.yaml"))
     np.testing.assert_allclose(np.ravel(_norm_config(config)["mean"]), X.mean(axis=0),
                                rtol=1e-5)
+
+
+def test_an_adapted_lookup_s_vocabulary_goes_in_the_config(tmp_path: Path) -> None:
+    # Rebuilt without it, a lookup failed every trial: "Table not initialized".
+    words = np.array([["b"], ["a"], ["b"], ["c"], ["b"]])
+    strings = keras.layers.StringLookup(name="words")
+    strings.adapt(words)
+    numbers = keras.layers.IntegerLookup(name="ids")
+    numbers.adapt(np.array([[7], [3], [7], [9]]))
+    inp_s, inp_i = keras.Input((1,), dtype="string"), keras.Input((1,), dtype="int64")
+    model = keras.Model([inp_s, inp_i], [strings(inp_s), numbers(inp_i)])
+    model.save(tmp_path / "base.keras")
+    (tmp_path / "s.yaml").write_text("""name: lookups
+model: {file: base.keras}
+data: {loader: 'clonesweep.datasets:digits'}
+parameters:
+  layers.ids.num_oov_indices: {values: [1]}
+""")
+    for config in (serialized(model), base_model_config(load_sweep(tmp_path / "s.yaml"))):
+        rebuilt = rebuild(json.loads(json.dumps(config)), {}, seed=1).model
+        x = [words, np.array([[9], [3], [5], [7], [7]])]
+        for a, b in zip(model(x), rebuilt(x), strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert strings.input_vocabulary is None  # the base model is left as it was
