@@ -55,7 +55,8 @@ def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
     two groups' worth of trials (the JAX workers' compilations are paid once per worker),
     and nothing sends the trials to Keras's fit anyway (callbacks, class weights, a
     learning-rate schedule, ``steps_per_execution``, datasets). ``KERAS_BACKEND`` set to
-    another backend than JAX keeps the workers where the user put them. ``arrays``: whether
+    another backend than JAX keeps the workers where the user put them; trials that ask for
+    GPUs are not packed by auto (not measured there; JAX needs its CUDA plugin). ``arrays``: whether
     the data are arrays (None: the spec holds the arrays checked on the driver, as ``run``
     hands them on).
     """
@@ -69,6 +70,10 @@ def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
     why = None
     if backend not in ("", "jax"):
         why = f"KERAS_BACKEND is {backend}"
+    elif spec.sweep.resources.gpu > 0:
+        # Not measured on a GPU, and a worker whose JAX has no CUDA plugin would train on
+        # its CPU: `enabled: true` packs on GPUs (deploy/gpu_check.py checks it there).
+        why = "trials ask for GPUs (sweep.resources.gpu)"
     elif not sampled:
         why = "no param is sampled"
     elif spec.sweep.trials < 2 * pack.max_trials:

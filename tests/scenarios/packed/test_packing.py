@@ -80,6 +80,9 @@ def test_auto_leaves_unpacked_what_would_train_alone(tmp_path: Path,
     # `validate` says which param keeps it unpacked.
     assert packing_note(shapes, model_config("cnn"), arrays=True) == \
         "auto: off (layers.conv.filters may not differ inside a group)"
+    gpus = _spec(tmp_path, "cnn", _TUNING, pack="{max_trials: 4}", trials=16,
+                 sweep_extra="\n  resources: {gpu: 1}")
+    assert _auto(gpus) is False  # not measured on GPUs; JAX may lack its CUDA plugin
     called = _spec(tmp_path, "cnn", _TUNING, pack="{max_trials: 4}", trials=16,
                    training_extra="\n  callbacks: [{name: TerminateOnNaN}]")
     assert _auto(called) is False  # callbacks train on Keras's fit
