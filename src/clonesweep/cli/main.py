@@ -330,7 +330,8 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     base_config = base_model_config(spec)
     from clonesweep.orchestrator.packing import resolve_packing
 
-    spec = resolve_packing(spec, base_config, can_pack=args.backend != "inprocess")
+    spec = resolve_packing(spec, base_config, can_pack=args.backend != "inprocess",
+                           trials=args.trials)
     backend: Backend
     if args.backend == "inprocess":
         backend = InProcessBackend()

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _OPTIMIZER_KEYS = ("learning_rate", "weight_decay")
 
 def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
-                 arrays: bool | None = None) -> str | None:
+                 arrays: bool | None = None, trials: int | None = None) -> str | None:
     """Why ``training.pack: auto`` leaves this sweep unpacked, or None: it packs.
 
     Auto packs where packing measured faster end to end (bench/README.md, "Real models
@@ -56,7 +56,8 @@ def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
     and nothing sends the trials to Keras's fit anyway (callbacks, class weights, a
     learning-rate schedule, ``steps_per_execution``, datasets). ``KERAS_BACKEND`` set to
     another backend than JAX keeps the workers where the user put them; trials that ask for
-    GPUs are not packed by auto (not measured there; JAX needs its CUDA plugin). ``arrays``: whether
+    GPUs are not packed by auto (not measured there; JAX needs its CUDA plugin). ``trials``:
+    the run's budget when the command line overrides ``sweep.trials``. ``arrays``: whether
     the data are arrays (None: the spec holds the arrays checked on the driver, as ``run``
     hands them on).
     """
@@ -76,8 +77,8 @@ def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
         why = "trials ask for GPUs (sweep.resources.gpu)"
     elif not sampled:
         why = "no param is sampled"
-    elif spec.sweep.trials < 2 * pack.max_trials:
-        why = (f"sweep.trials ({spec.sweep.trials}) is under two groups of "
+    elif (budget := trials or spec.sweep.trials) < 2 * pack.max_trials:
+        why = (f"the budget of {budget} trials is under two groups of "
                f"training.pack.max_trials ({pack.max_trials})")
     elif tr.callbacks or tr.class_weight is not None or tr.steps_per_execution != 1 or \
             isinstance(tr.optimizer_config.get("learning_rate"), dict):
@@ -106,7 +107,7 @@ def packing_note(spec: SweepSpec, base_config: dict[str, Any], *,
 
 
 def resolve_packing(spec: SweepSpec, base_config: dict[str, Any], *,
-                    can_pack: bool = True) -> SweepSpec:
+                    can_pack: bool = True, trials: int | None = None) -> SweepSpec:
     """``spec`` with ``training.pack.enabled`` decided: the file's true or false as they
     are; ``auto`` (the default) on where :func:`auto_refusal` finds nothing against it and
     the backend runs packed groups (``can_pack``: Ray, not the in-process backend)."""
@@ -115,7 +116,8 @@ def resolve_packing(spec: SweepSpec, base_config: dict[str, Any], *,
     pack = spec.training.pack
     if pack.enabled is not None:
         return spec
-    why = auto_refusal(spec, base_config) if can_pack else "the backend runs Keras in process"
+    why = auto_refusal(spec, base_config, trials=trials) if can_pack else \
+        "the backend runs Keras in process"
     if why is None:
         log.info("training.pack: auto packs this sweep (every sampled param may differ "
                  "inside a group); `pack: {enabled: false}` turns it off")

@@ -74,6 +74,21 @@ def test_auto_leaves_unpacked_what_would_train_alone(tmp_path: Path,
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     few = _spec(tmp_path, "cnn", _TUNING, pack="{max_trials: 4}", trials=7)
     assert _auto(few) is False  # under two groups' worth
+    assert packing_note(few, model_config("cnn"), arrays=True) == \
+        "auto: off (the budget of 7 trials is under two groups of training.pack.max_trials (4))"
+    import dataclasses
+
+    from clonesweep.spec.model import DataSpec
+    from clonesweep.workers.given import CHECKED_LOADER
+
+    def checked(spec: Any) -> Any:
+        return dataclasses.replace(spec, data=DataSpec(CHECKED_LOADER, {}))
+
+    # `run --trials N` is the run's budget: it decides, not the file's.
+    assert resolve_packing(checked(few), model_config("cnn"), trials=8).training.pack.enabled
+    enough = checked(_spec(tmp_path, "cnn", _TUNING, pack="{max_trials: 4}", trials=8))
+    assert resolve_packing(enough, model_config("cnn")).training.pack.enabled
+    assert not resolve_packing(enough, model_config("cnn"), trials=4).training.pack.enabled
     shapes = _spec(tmp_path, "cnn", _TUNING + "\n  layers.conv.filters: {values: [4, 8]}",
                    pack="{max_trials: 4}", trials=16)
     assert _auto(shapes) is False  # filters change shapes: groups of one or two
