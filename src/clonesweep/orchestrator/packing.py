@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 #: Optimizer settings that are optimizer variables in the packed step.
 _OPTIMIZER_KEYS = ("learning_rate", "weight_decay")
 
+
 def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
                  arrays: bool | None = None, trials: int | None = None) -> str | None:
     """Why ``training.pack: auto`` leaves this sweep unpacked, or None: it packs.
