@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from clonesweep.errors import SpecError
@@ -121,29 +123,25 @@ def serialized(model: Any) -> dict[str, Any]:
     import keras
     import numpy as np
 
-    inlined: list[tuple[Any, str, Any]] = []  # (layer, attribute, value to restore)
+    inlined: list[tuple[Any, str]] = []  # (layer, attribute to set back to None)
     for layer in _all_layers(model):
-        if isinstance(layer, (keras.layers.StringLookup, keras.layers.IntegerLookup)) and \
-                layer.input_vocabulary is None and layer.output_mode != "tf_idf":
-            vocabulary = layer.get_vocabulary(include_special_tokens=False)
-            if vocabulary:  # adapted (or set): the table is not in the config
-                inlined.append((layer, "input_vocabulary", None))
+        if isinstance(layer, (keras.layers.StringLookup, keras.layers.IntegerLookup)):
+            vocabulary = layer.get_vocabulary(include_special_tokens=False) if (
+                layer.input_vocabulary is None and layer.output_mode != "tf_idf") else []
+            if vocabulary:
+                inlined.append((layer, "input_vocabulary"))  # adapted: a table, not config
                 layer.input_vocabulary = list(vocabulary)
-            continue
-        mean, variance = (getattr(layer, name, None) for name in ("adapt_mean", "adapt_variance"))
-        if not isinstance(layer, keras.layers.Normalization) or layer.input_mean is not None \
-                or mean is None or variance is None:
-            continue
-        mean, variance = np.asarray(mean), np.asarray(variance)
-        if np.all(mean == 0) and np.all(variance == 1):
-            continue  # never adapted: the config's rebuild is the same
-        inlined += [(layer, "input_mean", None), (layer, "input_variance", None)]
-        layer.input_mean, layer.input_variance = mean, variance
+        elif isinstance(layer, keras.layers.Normalization) and layer.input_mean is None and \
+                getattr(layer, "adapt_mean", None) is not None:  # built without mean=
+            mean, variance = np.asarray(layer.adapt_mean), np.asarray(layer.adapt_variance)
+            if np.any(mean != 0) or np.any(variance != 1):  # adapted: weights, not config
+                inlined += [(layer, "input_mean"), (layer, "input_variance")]
+                layer.input_mean, layer.input_variance = mean, variance
     try:
         config: dict[str, Any] = keras.saving.serialize_keras_object(model)
     finally:
-        for layer, attribute, value in inlined:
-            setattr(layer, attribute, value)
+        for layer, attribute in inlined:
+            setattr(layer, attribute, None)
     return config
 
 
@@ -178,18 +176,29 @@ def _adaptable(config: Any) -> str | None:
 def _archive_config(spec: SweepSpec) -> dict[str, Any]:
     """The ``.keras`` archive's model loaded with its weights and serialized by
     :func:`serialized`: an adapted ``Normalization``'s statistics (weights) and a lookup's
-    vocabulary (an asset) are in the archive, not in its ``config.json``."""
+    vocabulary (an asset) are in the archive, not in its ``config.json``. Loaded once per
+    process and version of the file (``run`` asks for the base config in its checks and
+    again to start the sweep)."""
+    stat = Path(spec.model.ref).stat()
+    text = _archive_json(spec.model.ref, stat.st_mtime_ns, stat.st_size, spec.model.imports,
+                         str(spec.file))
+    config: dict[str, Any] = json.loads(text)  # a fresh copy for each caller
+    return config
+
+
+@functools.lru_cache(maxsize=4)
+def _archive_json(ref: str, mtime_ns: int, size: int, imports: tuple[str, ...],
+                  file: str) -> str:
     import keras
 
-    for module in spec.model.imports:
+    for module in imports:
         importlib.import_module(module)
     try:
-        model = keras.saving.load_model(spec.model.ref, compile=False, safe_mode=True)
+        model = keras.saving.load_model(ref, compile=False, safe_mode=True)
     except Exception as exc:
         raise SpecError(f"the .keras archive cannot be loaded: {type(exc).__name__}: {exc}",
-                        file=str(spec.file), field="model.file", value=spec.model.ref,
+                        file=file, field="model.file", value=ref,
                         hint="what its preprocessing layers adapted is read from the archive; "
                              "list the modules of its custom objects under model.imports")\
             from exc
-    config: dict[str, Any] = json.loads(json.dumps(serialized(model), allow_nan=False))
-    return config
+    return json.dumps(serialized(model), allow_nan=False)

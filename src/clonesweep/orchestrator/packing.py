@@ -89,7 +89,8 @@ def auto_refusal(spec: SweepSpec, base_config: dict[str, Any], *,
               spec.data.loader in (CHECKED_LOADER, GIVEN_LOADER)):
         why = "the data are not arrays checked on the driver (datasets train on Keras's fit)"
     else:
-        unpackable = [k for k in sampled if k not in packable_keys(spec, base_config)]
+        packable = packable_keys(spec, base_config)
+        unpackable = [k for k in sampled if k not in packable]
         if unpackable:
             why = f"{', '.join(unpackable)} may not differ inside a group"
     return why

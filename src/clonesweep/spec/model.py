@@ -56,8 +56,8 @@ class Direction(str, enum.Enum):
 
 class ModelSource(str, enum.Enum):
     CONFIG = "config"    # a JSON file written from get_config / serialize_keras_object
-    FILE = "file"        # a .keras archive (its config.json; weights only for adapted
-    #                      Normalization statistics: clonesweep.orchestrator.model)
+    FILE = "file"        # a .keras archive (its config.json; weights only for what
+    #                      preprocessing layers adapted: clonesweep.orchestrator.model)
     FACTORY = "factory"  # module:function returning a keras.Model
 
 

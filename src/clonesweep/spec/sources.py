@@ -4,7 +4,7 @@ Exactly one source::
 
     model: {config: digits_mlp.json}     # JSON of keras.saving.serialize_keras_object(model)
     model: {file: base.keras}            # a .keras archive: its config.json (weights unused
-                                         # but adapted Normalization statistics)
+                                         # but what preprocessing layers adapted)
     model: {factory: "pkg.models:build"} # module:function returning a keras.Model (driver-side)
 
 A config JSON must be the envelope ``{"class_name": ..., "config": {...}, ...}``: a bare

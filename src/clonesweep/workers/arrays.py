@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_arrays", "data_fingerprint", "length", "take"]
+__all__ = ["as_arrays", "data_fingerprint", "length", "take", "window"]
 
 
 def length(x: Any) -> int:
@@ -29,6 +29,15 @@ def take(x: Any, order: np.ndarray) -> Any:
     if isinstance(x, (tuple, list)):
         return type(x)(np.asarray(v)[order] for v in x)
     return np.asarray(x)[order]
+
+
+def window(x: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of ``x``, in the same structure (views, not copies)."""
+    if isinstance(x, dict):
+        return {k: v[start:stop] for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(v[start:stop] for v in x)
+    return x[start:stop]
 
 
 def as_arrays(x: Any) -> Any:

@@ -28,7 +28,7 @@ from clonesweep.trials import (
     TrialSpec,
     TrialState,
 )
-from clonesweep.workers.arrays import as_arrays
+from clonesweep.workers.arrays import as_arrays, length, window
 from clonesweep.workers.oom import oom_reason
 
 if TYPE_CHECKING:
@@ -186,12 +186,10 @@ def predict(model: keras.Model, x: Any, batch_size: int) -> Any:
     array, or the outputs' dict / list of arrays for a model of several outputs."""
     import keras
 
-    from clonesweep.workers.arrays import length, take
-
-    n = length(x)  # an array, or a dict / list / tuple of arrays (a model of several inputs)
+    x = as_arrays(x)  # an array, or a dict / list / tuple of arrays (several inputs)
     chunks = []
-    for start in range(0, n, batch_size):
-        out = model(take(x, np.arange(start, min(start + batch_size, n))), training=False)
+    for start in range(0, length(x), batch_size):
+        out = model(window(x, start, start + batch_size), training=False)
         chunks.append(keras.tree.map_structure(
             lambda t: np.asarray(keras.ops.convert_to_numpy(t)), out))
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts, axis=0), *chunks)
@@ -214,7 +212,7 @@ def predict_stream(model: Any, ds: Any, batch_size: int) -> tuple[Any, Any]:
         x, y = item[0], item[1]
         preds.append(keras.tree.map_structure(
             lambda t: np.asarray(keras.ops.convert_to_numpy(t)), model(x, training=False)))
-        targets.append(keras.tree.map_structure(np.asarray, y))
+        targets.append(as_arrays(y))
     joined = [keras.tree.map_structure(lambda *parts: np.concatenate(parts, axis=0), *chunks)
               for chunks in (preds, targets)]
     return joined[0], joined[1]

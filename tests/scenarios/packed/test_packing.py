@@ -38,8 +38,8 @@ _TUNING = """
 
 
 def _auto(spec: Any, arrays: bool = True, can_pack: bool = True) -> bool | None:
-    """What auto decides for ``spec`` once its data are arrays checked on the driver (what
-    ``run`` hands the workers) or left to a loader of datasets."""
+    """What auto decides for ``spec`` (a sweep of the CNN) once its data are arrays checked
+    on the driver (what ``run`` hands the workers) or left to a loader of datasets."""
     import dataclasses
 
     from clonesweep.spec.model import DataSpec
@@ -47,8 +47,7 @@ def _auto(spec: Any, arrays: bool = True, can_pack: bool = True) -> bool | None:
 
     if arrays:
         spec = dataclasses.replace(spec, data=DataSpec(CHECKED_LOADER, {}))
-    kind = "transformer" if "mha" in json.dumps(spec.parameters, default=str) else "cnn"
-    resolved = resolve_packing(spec, model_config(kind), can_pack=can_pack)
+    resolved = resolve_packing(spec, model_config("cnn"), can_pack=can_pack)
     return resolved.training.pack.enabled
 
 

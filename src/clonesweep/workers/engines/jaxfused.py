@@ -46,7 +46,7 @@ import keras
 import numpy as np
 
 from clonesweep.errors import SpecError
-from clonesweep.workers.arrays import length
+from clonesweep.workers.arrays import length, window
 from clonesweep.workers.engines.jaxstate import (
     Stacked,
     build_members,
@@ -166,7 +166,7 @@ def train_fused_jax(base_config: dict[str, Any], members: Sequence[FusedMember],
     if not members:
         raise SpecError("a fused group needs at least one member", value=list(members))
     x_tr, y_tr, x_va, y_va = data
-    sample = _slice(x_tr, 0, 1), _slice(y_tr, 0, 1)
+    sample = window(x_tr, 0, 1), window(y_tr, 0, 1)
     stacked = build_members(base_config, params or {}, members, plan, sample)
     step = _Steps(stacked.template, Mode(plan.mode))
     n, batch = length(x_tr), plan.batch_size
@@ -205,7 +205,7 @@ def _validate(step: _Steps, stacked: Stacked, x: Any, y: Any,
     n = length(x)
     state = stacked.eval_state()
     for start in range(0, n, batch):
-        xb, yb = _slice(x, start, start + batch), _slice(y, start, start + batch)
+        xb, yb = window(x, start, start + batch), window(y, start, start + batch)
         if start + batch <= n:
             state = step.eval_all(state, xb, yb)
         else:
@@ -292,13 +292,3 @@ def _split(state: Any) -> tuple[Any, ...]:
 def _stack(outs: Any) -> Any:
     """The members' states stacked again along a new leading axis, in one call."""
     return jax.tree_util.tree_map(lambda *a: jax.numpy.stack(a), *outs)
-
-
-def _slice(x: Any, start: int, stop: int) -> Any:
-    """Samples ``start:stop`` of an array or a list / tuple / dict of arrays (views)."""
-    if isinstance(x, dict):
-        return {k: v[start:stop] for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(a[start:stop] for a in x)
-    return x[start:stop]
-

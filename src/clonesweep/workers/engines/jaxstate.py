@@ -86,7 +86,7 @@ def build_members(base_config: dict[str, Any], params: Mapping[str, Any],
         variant = rebuild(base_config, own, seed=member.seed)
         optimizer = member_optimizer(plan, member)
         variant.model.compile(optimizer=optimizer, loss=plan.loss,
-                              metrics=metrics_for(variant.model, tuple(plan.metrics)))
+                              metrics=metrics_for(variant.model, plan.metrics))
         optimizer.build(variant.model.trainable_variables)
         models.append(variant.model)
         optimizers.append(optimizer)
@@ -121,7 +121,7 @@ def _template(base_config: dict[str, Any], params: Mapping[str, Any], member: An
         template = keras.models.clone_model(template, clone_function=_rated)
     optimizer = member_optimizer(plan, member)
     template.compile(optimizer=optimizer, loss=plan.loss,
-                     metrics=metrics_for(template, tuple(plan.metrics)))
+                     metrics=metrics_for(template, plan.metrics))
     optimizer.build(template.trainable_variables)
     if optimizer.weight_decay is None:
         optimizer.weight_decay = 0.0
