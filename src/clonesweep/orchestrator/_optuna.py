@@ -30,7 +30,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalStorage
 # file backend, optuna-dashboard and our group-commit journal all read the same lines).
 # Public way: none; the enum is not exported from ``optuna.storages.journal``.
 from optuna.storages.journal._storage import JournalOperation
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from clonesweep.orchestrator.study import parzen
 from clonesweep.orchestrator.study.tpe import TPEScores, TrialHistory, Unsupported
@@ -295,27 +295,33 @@ class TPESampler(optuna.samplers.TPESampler):
     Three private changes, each leaving Optuna's own code to run where it does not apply:
 
     * its asks run under :func:`fast_tpe_math` (the normal log-CDF over whole arrays);
-    * its draw (``_sample``) reads the study's history through a
+    * its draw (``_sample``) and its count of finished trials against the startup trials
+      (``_sample_relative``) read the study's history through a
       :class:`~clonesweep.orchestrator.study.tpe.TrialHistory` kept across asks instead of
-      sorting and converting every trial again on each ask; Optuna's split scores, Parzen
-      estimators, candidates and random stream, given the same arrays in the same order,
-      so the draws are Optuna's (``==`` in ``tests/unit/orchestrator/study/test_tpe.py``).
-      A multi-objective study, a history it cannot split as Optuna does
-      (:class:`~clonesweep.orchestrator.study.tpe.Unsupported`) and Optuna 4 take Optuna's
-      ``_sample``;
+      sorting and converting every trial again on each ask: an ask reads only the trials
+      unfinished at the last ask or new since, from the study's list as this ask read it
+      (Optuna's cached read; under the constant liar Optuna reads it once more, uncached:
+      the same trials unless another thread tells one in between). Optuna's split scores,
+      Parzen estimators, candidates and random stream, given the same arrays in the same
+      order, so the draws are Optuna's (``==`` in
+      ``tests/unit/orchestrator/study/test_tpe.py``). A multi-objective study, a history it
+      cannot split as Optuna does (:class:`~clonesweep.orchestrator.study.tpe.Unsupported`)
+      and Optuna 4 take Optuna's ``_sample_relative`` and ``_sample``;
     * its candidates are scored (``_compute_acquisition_func``) by
       :func:`clonesweep.orchestrator.study.parzen.log_pdf`: Optuna's mixtures' log-density,
       equal to 1e-12 relative (``test_parzen.py``), from the kernels :func:`_mixture` reads.
 
-    Private: overrides ``TPESampler._sample`` and ``_compute_acquisition_func``, and reads
-    what they read: ``study._get_trials``, the sampler's ``_constant_liar``, ``_gamma``,
+    Private: overrides ``TPESampler._sample_relative``, ``_sample`` and
+    ``_compute_acquisition_func``, and reads what they read: ``study._get_trials``,
+    ``study._is_multi_objective``, the sampler's ``_n_startup_trials``, ``_constant_liar``,
+    ``_gamma``,
     ``_rng``, ``_n_ei_candidates``, ``_parzen_estimator_cls``,
     ``_parzen_estimator_parameters``, ``_compare``, ``_get_params``, the estimators'
     ``_transform`` and kernels, and ``optuna.samplers._tpe.sampler``'s ``default_gamma``,
     ``_get_infeasible_trial_score`` and ``_get_pruned_trial_score``. Public way: none
     (TPE's own internals). At 2,000 trials of history these cut an ask's CPU ~2.4x against
     the fast log-CDF alone (bench/README.md, "TPE at scale"); ``test__optuna.py`` fails if
-    either override stops being called.
+    an override stops being called.
     """
 
     _history: TrialHistory | None = None  # made at the first draw (no __init__ of our own:
@@ -331,25 +337,47 @@ class TPESampler(optuna.samplers.TPESampler):
         with fast_tpe_math():
             return super().sample_independent(study, trial, param_name, param_distribution)
 
+    def _ours(self, study: optuna.Study) -> TrialHistory | None:
+        """The history, where this ask takes clonesweep's path (single objective, Optuna 5)."""
+        if study._is_multi_objective() or not _written_for_this_tpe():
+            return None
+        if self._history is None:
+            self._history = TrialHistory()
+        return self._history
+
+    def _sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                         search_space: dict[str, Any]) -> dict[str, Any]:
+        # Optuna's, counting the finished trials from the history instead of a pass over
+        # every trial of the study.
+        history = self._ours(study)
+        if search_space == {} or history is None:
+            return super()._sample_relative(study, trial, search_space)
+        try:
+            finished = history.finished(study, study._get_trials(deepcopy=False, use_cache=True),
+                                        _tpe_scores(self))
+        except Unsupported:
+            return super()._sample_relative(study, trial, search_space)
+        if finished < self._n_startup_trials:
+            return {}
+        return self._sample(study, trial, search_space)
+
     def _sample(self, study: optuna.Study, trial: FrozenTrial,
                 search_space: dict[str, Any]) -> dict[str, Any]:
-        if study._is_multi_objective() or not _written_for_this_tpe():
+        history = self._ours(study)
+        if history is None:
             return super()._sample(study, trial, search_space)
         from optuna.samplers._tpe.sampler import default_gamma
 
-        states: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
-        if self._constant_liar:
-            states += (TrialState.RUNNING,)
-        trials = study._get_trials(deepcopy=False, states=states,
-                                   use_cache=not self._constant_liar)
+        # The study's whole list, as read once for this ask (Optuna's own read under the
+        # constant liar is another, uncached: the same trials in one thread).
+        trials = study._get_trials(deepcopy=False, use_cache=True)
         if self._gamma is None:
             self._gamma = default_gamma
-        if self._history is None:
-            self._history = TrialHistory()
         try:  # the asking trial left out, gamma of the finished ones below: as Optuna's
-            below, above = self._history.observations(
+            below, above = history.observations(
                 study, trials, trial.number, self._gamma, search_space,
-                study.direction == optuna.study.StudyDirection.MAXIMIZE, _tpe_scores(self))
+                study.direction == optuna.study.StudyDirection.MAXIMIZE, _tpe_scores(self),
+                liar=self._constant_liar)
         except Unsupported:
             return super()._sample(study, trial, search_space)
         mpe_below = self._parzen_estimator_cls(below, search_space,

@@ -203,9 +203,10 @@ def test_tpe_with_fast_math_samples_as_optunas_within_rounding() -> None:
 
 def test_tpe_draws_through_its_history_and_array_log_pdf(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """TPESampler overrides TPESampler._sample and _compute_acquisition_func: a release that
-    renames either leaves Optuna's slower code running, and fails here."""
-    from clonesweep.orchestrator.study import parzen
+    """TPESampler overrides TPESampler._sample_relative, _sample and
+    _compute_acquisition_func: a release that renames one leaves Optuna's slower code
+    running, and fails here."""
+    from clonesweep.orchestrator.study import parzen, tpe
     from clonesweep.orchestrator.study.plugins import TPESampler
 
     scored = []
@@ -215,7 +216,15 @@ def test_tpe_draws_through_its_history_and_array_log_pdf(
         scored.append(args)
         return real(*args)
 
+    counts = []
+    real_finished = tpe.TrialHistory.finished
+
+    def finished(*args: Any) -> int:
+        counts.append(real_finished(*args))
+        return counts[-1]
+
     monkeypatch.setattr(parzen, "log_pdf", counted)
+    monkeypatch.setattr(tpe.TrialHistory, "finished", finished)
     sampler = TPESampler(seed=0, n_startup_trials=3)
     study = optuna.create_study(sampler=sampler)
     for i in range(6):
@@ -224,6 +233,8 @@ def test_tpe_draws_through_its_history_and_array_log_pdf(
         study.tell(trial, float(i))
     assert sampler._history is not None and len(sampler._history) == 5
     assert len(scored) == 2 * 3  # below and above, for each of the 3 TPE asks
+    # The startup count, from the history, at each ask with a search space (not the first).
+    assert counts == [1, 2, 3, 4, 5]
 
 
 def test_mixture_reads_every_kind_of_parzen_kernel() -> None:

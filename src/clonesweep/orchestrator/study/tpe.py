@@ -5,9 +5,10 @@ finished ones into the best ("below") and the rest ("above", with the running on
 constant liar), reading each one's constraints, value or last intermediate value, then reads
 every trial's params into arrays, one ``to_internal_repr`` per trial and parameter. At 2,000
 trials that was ~2/3 of an ask's CPU, and it grows with the history (bench/README.md, "TPE
-at scale"). A finished trial (COMPLETE or PRUNED) never changes, so :class:`TrialHistory`
-reads each one once, into arrays; an ask adds only the trials finished since the last one,
-reads the few running ones afresh, and splits with array sorts.
+at scale"). A finished trial (COMPLETE, PRUNED or FAIL) never changes, so
+:class:`TrialHistory` reads each one once, into arrays; an ask looks only at the trials
+unfinished at the last ask and those created since (the study's list holds trial ``i`` at
+position ``i``), and splits with array sorts.
 
 What it hands TPE is what Optuna's own code builds, array for array and in the same order:
 the same split (a stable sort by value, then pruned trials by their last step and value,
@@ -85,7 +86,6 @@ class TrialHistory:
 
     def _reset(self, study: Any) -> None:
         self._study: weakref.ref[Any] | None = weakref.ref(study) if study is not None else None
-        self._row: dict[int, int] = {}  # trial number -> row
         self._params: list[dict[str, Any]] = []  # each row's params
         # Each row's trial number, kind and sort key (two columns) as arrays, and the rows
         # added since they were last extended.
@@ -94,6 +94,11 @@ class TrialHistory:
         self._key = np.empty((0, 2))
         self._new: list[tuple[int, int, float, float]] = []
         self._columns: dict[tuple[str, BaseDistribution], _Column] = {}
+        # The study's list as far as it was read: its length, the positions then unfinished
+        # (RUNNING or WAITING: read again at each ask), and every row ordered by trial number.
+        self._seen = 0
+        self._pending: list[int] = []
+        self._in_order = np.empty(0, dtype=np.intp)
 
     def __len__(self) -> int:
         return len(self._params)
@@ -105,48 +110,80 @@ class TrialHistory:
         self.__init__()  # type: ignore[misc]
 
     # -- one ask -----------------------------------------------------------------------------
+    def finished(self, study: Any, trials: Sequence[FrozenTrial], scores: TPEScores) -> int:
+        """How many of ``trials`` are COMPLETE or PRUNED (what TPE counts against its
+        startup trials), reading those finished since the last ask.
+
+        Args:
+            study: The study ``trials`` come from (a new study starts the history afresh).
+            trials: Every trial of the study, in its order (``study._get_trials()`` with no
+                state filter: trial ``i`` at position ``i``).
+            scores: How the sampler reads a trial.
+
+        Raises:
+            Unsupported: See :class:`Unsupported` (also: ``trials`` is not the study's whole
+                list in its order).
+        """
+        with self._lock:
+            self._update(study, trials, scores)
+            return len(self._params)
+
     def observations(self, study: Any, trials: Sequence[FrozenTrial], asking: int,
                      gamma: Callable[[int], int], search_space: dict[str, BaseDistribution],
-                     maximize: bool, scores: TPEScores) -> tuple[Observations, Observations]:
+                     maximize: bool, scores: TPEScores,
+                     liar: bool) -> tuple[Observations, Observations]:
         """The below and above observations TPE builds its two estimators from.
 
         Args:
             study: The study ``trials`` come from (a new study starts the history afresh).
-            trials: The trials TPE reads for this ask, in the study's order: finished ones
-                (COMPLETE, PRUNED) and, under the constant liar, running ones.
+            trials: Every trial of the study, in its order (as for :meth:`finished`).
             asking: The number of the trial asking, left out.
             gamma: How many finished trials go below, given how many there are.
             search_space: The parameters sampled; a trial lacking one is left out.
             maximize: The study's direction.
             scores: How the sampler reads a trial.
+            liar: Whether the running trials (the asking one aside) count above (Optuna's
+                constant liar).
 
         Raises:
-            Unsupported: Optuna's own path must be taken (see :class:`Unsupported`).
+            Unsupported: Optuna's own path must be taken (see :meth:`finished`).
         """
         with self._lock:
-            if self._study is None or self._study() is not study:
-                self._reset(study)
-            rows, running = self._rows(study, trials, asking, scores)
+            self._update(study, trials, scores)
+            rows = self._in_order
+            running = [(trials[i].number, scores.params(trials[i], study))
+                       for i in self._pending if liar and trials[i].number != asking
+                       and trials[i].state == TrialState.RUNNING]
             below = self._below(rows, gamma(len(rows)), maximize)
             columns = [(name, self._column(name, dist)) for name, dist in search_space.items()]
             return (self._read(rows[below], [], columns, search_space),
                     self._read(rows[~below], running, columns, search_space))
 
-    def _rows(self, study: Any, trials: Sequence[FrozenTrial], asking: int,
-              scores: TPEScores) -> tuple[np.ndarray, list[tuple[int, dict[str, Any]]]]:
-        """The rows of the finished trials, in the order of ``trials`` (those finished since
-        the last ask added), and the (number, params) of the running ones."""
-        known = self._row.get
-        rows = np.fromiter((known(t.number, -1) for t in trials), dtype=np.intp,
-                           count=len(trials))
-        running: list[tuple[int, dict[str, Any]]] = []
-        for i in np.flatnonzero(rows < 0).tolist():  # running, or finished since the last ask
-            trial = trials[i]
-            if trial.state != TrialState.RUNNING:
-                rows[i] = self._add(study, trial, scores)
-            elif trial.number != asking:
-                running.append((trial.number, scores.params(trial, study)))
-        return rows[rows >= 0], running
+    def _update(self, study: Any, trials: Sequence[FrozenTrial], scores: TPEScores) -> None:
+        """Add the trials finished since the last ask: among those then unfinished and those
+        created since; the rest are rows already (or failed, which TPE does not read)."""
+        if self._study is None or self._study() is not study or len(trials) < self._seen:
+            self._reset(study)
+        added = False
+        pending: list[int] = []
+        try:
+            for i in [*self._pending, *range(self._seen, len(trials))]:
+                trial = trials[i]
+                if trial.number != i:
+                    raise Unsupported(f"position {i} holds trial {trial.number}")
+                state = trial.state
+                if state == TrialState.RUNNING or state == TrialState.WAITING:
+                    pending.append(i)
+                elif state != TrialState.FAIL:
+                    self._add(study, trial, scores)
+                    added = True
+        except Unsupported:
+            self._reset(None)  # the next ask reads the whole list again
+            raise
+        self._pending, self._seen = pending, len(trials)
+        if added:
+            self._extend()
+            self._in_order = np.argsort(self._number, kind="stable")
 
     def _add(self, study: Any, trial: FrozenTrial, scores: TPEScores) -> int:
         score = scores.infeasible(trial)
@@ -162,7 +199,6 @@ class TrialHistory:
         if any(np.isnan(k) for k in key):
             raise Unsupported(f"trial {trial.number} sorts on NaN")
         row = len(self._params)
-        self._row[trial.number] = row
         self._new.append((trial.number, kind, *key))
         self._params.append(scores.params(trial, study))
         return row
@@ -170,7 +206,6 @@ class TrialHistory:
     def _below(self, rows: np.ndarray, n_below: int, maximize: bool) -> np.ndarray:
         """A mask over ``rows``: the ones that go below, as Optuna's ``_split_trials`` picks
         them (its sorts are stable over the study's order, which ``rows`` keeps)."""
-        self._extend()
         kind, key, tie = self._kind[rows], self._key[rows, 0], self._key[rows, 1]
         below = np.zeros(len(rows), dtype=bool)
         for which in (_COMPLETE, _PRUNED, _INFEASIBLE):

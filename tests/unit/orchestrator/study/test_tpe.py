@@ -205,3 +205,67 @@ def test_optuna_4_takes_optunas_own_draw(monkeypatch: pytest.MonkeyPatch) -> Non
     assert sweep(sampler, trials=20) == sweep(OptunasWithFastMath(seed=4, n_startup_trials=5),
                                               trials=20)
     assert sampler._history is None
+
+
+def test_enqueued_and_added_trials_mid_sweep_draw_as_optunas() -> None:
+    """Trials that wait (enqueued, read again until they run) and finished trials added
+    between asks (``add_trial``) reach the history as Optuna's own read sees them."""
+    def run(sampler: optuna.samplers.BaseSampler) -> list[dict[str, Any]]:
+        study = optuna.create_study(sampler=sampler)
+        rng = random.Random(3)
+        running: list[optuna.Trial] = []
+        for i in range(45):
+            if i % 9 == 4:
+                study.enqueue_trial({"units": 32, "rate": 0.1, "lr": 1e-3, "wd": 0.002,
+                                     "act": "tanh"})
+            if i % 11 == 6:
+                study.add_trial(optuna.trial.create_trial(
+                    params={"units": 64, "rate": 0.2, "lr": 1e-2, "wd": 0.0, "act": "relu"},
+                    distributions={k: v for k, v in study.trials[0].distributions.items()},
+                    value=rng.random()))
+            trial = study.ask()
+            suggest(trial, False)
+            running.append(trial)
+            if len(running) > 3:
+                study.tell(running.pop(rng.randrange(len(running))), rng.random())
+        return [t.params for t in study.trials]
+
+    assert run(TPESampler(seed=4, n_startup_trials=5)) == \
+        run(OptunasWithFastMath(seed=4, n_startup_trials=5))
+
+
+class _Counted(list):  # type: ignore[type-arg]
+    """A list that counts the positions read by index."""
+
+    read: list[int] = []
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, int):
+            _Counted.read.append(i)
+        return super().__getitem__(i)
+
+
+def test_an_ask_reads_only_the_trials_unfinished_or_new_since_the_last(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sampler = TPESampler(seed=0, n_startup_trials=5)
+    study = optuna.create_study(sampler=sampler)
+    running = []
+    for i in range(300):
+        trial = study.ask()
+        suggest(trial, False)
+        running.append(trial)
+        if len(running) > 4:
+            study.tell(running.pop(0), float(i % 17))
+    real = optuna.Study._get_trials
+
+    def counted(self: optuna.Study, *args: Any, **kwargs: Any) -> Any:
+        trials = real(self, *args, **kwargs)
+        return _Counted(trials) if kwargs.get("states") is None else trials
+
+    monkeypatch.setattr(optuna.Study, "_get_trials", counted)
+    _Counted.read = []
+    suggest(study.ask(), False)
+    # The one told since the last ask, the 4 still running and the new one, read by the
+    # startup count and again by the draw; none of the 295 the history held already.
+    assert set(_Counted.read) == {295, 296, 297, 298, 299, 300}
+    assert sampler._history is not None and len(sampler._history) == 296
