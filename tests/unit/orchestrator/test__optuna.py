@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy
 
 from clonesweep.orchestrator import _optuna
-from clonesweep.orchestrator.study.journal import journal_storage
+from clonesweep.orchestrator.study.journal import commit, journal_storage
 
 S = optuna.trial.TrialState
 
@@ -135,6 +135,40 @@ def test_sql_writer_is_none_off_rdb(tmp_path: Path) -> None:
     study = optuna.create_study(storage=journal_storage(tmp_path / "j.log"))
     assert _optuna.sql_writer(_optuna.storage_of(study)) is None
     assert _optuna.sql_writer(_optuna.storage_of(optuna.create_study())) is None
+
+
+@pytest.mark.parametrize("backend", ["group-commit", "optuna-file"])
+def test_journal_user_attrs_writes_optuna_s_lines_in_one_append(backend: str,
+                                                               tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    storage = (journal_storage(path) if backend == "group-commit" else
+               optuna.storages.JournalStorage(
+                   optuna.storages.journal.JournalFileBackend(str(path))))
+    study = optuna.create_study(storage=storage)
+    write = _optuna.journal_user_attrs(_optuna.storage_of(study))
+    assert write is not None, "Optuna's JournalStorage internals moved: batched writes are off"
+    trial = study.ask()
+    appended = []
+    real = _optuna.journal_backend(storage).append_logs  # type: ignore[union-attr]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_optuna.journal_backend(storage), "append_logs",
+                      lambda logs: (appended.append(len(logs)), real(logs))[1])
+        write(_optuna.trial_id(trial), {"k": 1, "m": "x", "n": [1, 2]})
+    assert appended == [3]
+    assert study.get_trials(deepcopy=False)[0].user_attrs == {"k": 1, "m": "x", "n": [1, 2]}
+    study.tell(trial, 1.0)
+    commit(storage)
+    reader = optuna.load_study(study_name=study.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(path))))
+    assert reader.trials[0].user_attrs == {"k": 1, "m": "x", "n": [1, 2]}
+    with pytest.raises(RuntimeError):  # a finished trial is refused, as Optuna's setter does
+        write(_optuna.trial_id(trial), {"k": 3, "m": "y"})
+
+
+def test_journal_user_attrs_is_none_off_the_journal(tmp_path: Path) -> None:
+    assert _optuna.journal_user_attrs(_optuna.storage_of(optuna.create_study())) is None
+    sqlite = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert _optuna.journal_user_attrs(_optuna.storage_of(sqlite)) is None
 
 
 def test_schema_race_reads_sqlite_s_text(tmp_path: Path) -> None:

@@ -121,17 +121,24 @@ def set_user_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
 
     On SQLite and PostgreSQL all of them go in one statement of one transaction (a told trial
     carries ~17: one commit and one upsert instead of a commit and a look-up per attribute),
-    and a trial never holds half of them. Other storages (a journal, memory, another SQL
+    and a trial never holds half of them. On a journal they go in one append, then one
+    replay, instead of one of each per attribute. Other storages (memory, another SQL
     database) take them one by one, as Optuna's own setter does; so does an Optuna whose
     internals differ from the ones used here.
     """
-    sql = _optuna.sql_writer(trial.storage)
-    if sql is None or len(attrs) < 2:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return
-    sql([(_optuna.trial_id(trial), attrs, None, None)])
-    _optuna.cache_user_attrs(trial, attrs)
+    if len(attrs) >= 2:
+        sql = _optuna.sql_writer(trial.storage)
+        if sql is not None:
+            sql([(_optuna.trial_id(trial), attrs, None, None)])
+            _optuna.cache_user_attrs(trial, attrs)
+            return
+        journal = _optuna.journal_user_attrs(trial.storage)
+        if journal is not None:
+            journal(_optuna.trial_id(trial), attrs)
+            _optuna.cache_user_attrs(trial, attrs)
+            return
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 def finish_trials(study: optuna.Study,
