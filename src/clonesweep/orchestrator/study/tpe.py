@@ -99,6 +99,7 @@ class TrialHistory:
         self._seen = 0
         self._pending: list[int] = []
         self._in_order = np.empty(0, dtype=np.intp)
+        self._live: dict[int, tuple[FrozenTrial, dict[str, Any]]] = {}  # running: params
 
     def __len__(self) -> int:
         return len(self._params)
@@ -151,13 +152,24 @@ class TrialHistory:
         with self._lock:
             self._update(study, trials, scores)
             rows = self._in_order
-            running = [(trials[i].number, scores.params(trials[i], study))
+            running = [(trials[i].number, self._running_params(trials[i], study, scores))
                        for i in self._pending if liar and trials[i].number != asking
                        and trials[i].state == TrialState.RUNNING]
             below = self._below(rows, gamma(len(rows)), maximize)
             columns = [(name, self._column(name, dist)) for name, dist in search_space.items()]
             return (self._read(rows[below], [], columns, search_space),
                     self._read(rows[~below], running, columns, search_space))
+
+    def _running_params(self, trial: FrozenTrial, study: Any,
+                        scores: TPEScores) -> dict[str, Any]:
+        """A running trial's params as TPE reads them (under the constant liar: the relative
+        params its ask drew, a JSON system attribute), read again only when the storage
+        handed a new trial object (a journal or memory storage replaces a trial's object
+        when anything of it changes; a database storage reads new objects on every ask)."""
+        held = self._live.get(trial.number)
+        if held is None or held[0] is not trial:
+            held = self._live[trial.number] = (trial, scores.params(trial, study))
+        return held[1]
 
     def _update(self, study: Any, trials: Sequence[FrozenTrial], scores: TPEScores) -> None:
         """Add the trials finished since the last ask: among those then unfinished and those
@@ -181,6 +193,9 @@ class TrialHistory:
             self._reset(None)  # the next ask reads the whole list again
             raise
         self._pending, self._seen = pending, len(trials)
+        if len(self._live) > len(pending):  # forget the params of trials no longer running
+            keep = {trials[i].number for i in pending}
+            self._live = {n: held for n, held in self._live.items() if n in keep}
         if added:
             self._extend()
             self._in_order = np.argsort(self._number, kind="stable")
