@@ -90,10 +90,15 @@ def _png_tree(root: Path, per_class: int = 8) -> Path:
 
 
 def _mlp(shape: tuple[int, ...] = (6,)) -> str:
+    # Named layers: Keras names an unnamed layer after those the process made before
+    # ("dropout_1" after another model's "dropout"), and a trial's seeds derive from its
+    # layers' names, so the config, and with it the trial, would depend on earlier tests.
     model = keras.Sequential([
-        keras.Input(shape), keras.layers.Flatten(), keras.layers.Rescaling(1.0),
-        keras.layers.Dense(8, activation="relu"), keras.layers.Dropout(0.1),
-        keras.layers.Dense(2, activation="softmax")], name="tiny")
+        keras.Input(shape), keras.layers.Flatten(name="flat"),
+        keras.layers.Rescaling(1.0, name="scale"),
+        keras.layers.Dense(8, activation="relu", name="hidden"),
+        keras.layers.Dropout(0.1, name="drop"),
+        keras.layers.Dense(2, activation="softmax", name="out")], name="tiny")
     return json.dumps(keras.saving.serialize_keras_object(model))
 
 
