@@ -128,6 +128,29 @@ def test_draws_equal_optunas_on_the_journal(tmp_path: Path) -> None:
     assert ours == theirs
 
 
+def test_draws_equal_optunas_on_sqlite_beside_another_study(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a database the trial ids of two studies interleave; each study's list still holds
+    trial ``i`` at position ``i`` (what the history relies on, and checks)."""
+    def run(sampler: optuna.samplers.BaseSampler, url: str) -> list[dict[str, Any]]:
+        study = optuna.create_study(sampler=sampler, storage=url)
+        other = optuna.create_study(storage=url)
+        for i in range(24):
+            other.enqueue_trial({"x": 0.5})
+            other.tell(other.ask(), float(i))  # an id between each two of ``study``'s
+            trial = study.ask()
+            suggest(trial, False)
+            study.tell(trial, math.log(trial.params["units"]) * trial.params["rate"])
+        return [t.params for t in study.trials]
+
+    theirs = run(OptunasWithFastMath(seed=2, n_startup_trials=5),
+                 f"sqlite:///{tmp_path / 'theirs.db'}")
+    with monkeypatch.context() as patch:  # ours must not fall back on Optuna's draw
+        patch.setattr(optuna.samplers.TPESampler, "_sample", _no_fallback)
+        ours = run(TPESampler(seed=2, n_startup_trials=5), f"sqlite:///{tmp_path / 'ours.db'}")
+    assert ours == theirs
+
+
 def test_multi_objective_takes_optunas_draw() -> None:
     def run(sampler: optuna.samplers.BaseSampler) -> list[dict[str, Any]]:
         study = optuna.create_study(sampler=sampler, directions=["minimize", "maximize"])
