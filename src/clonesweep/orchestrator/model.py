@@ -118,17 +118,26 @@ def serialized(model: Any) -> dict[str, Any]:
     layer computes the same normalization from them); an adapted ``StringLookup`` or
     ``IntegerLookup`` keeps its vocabulary in a table (a rebuilt one fails: "Table not
     initialized"), so it goes in as its ``vocabulary`` (not for ``tf_idf`` output, whose
-    weights stay out). The model itself is left as it was.
+    weights stay out); so does an adapted ``TextVectorization``'s (its config holds no
+    vocabulary after ``adapt``: it is put in the serialized config under the layer's name;
+    ``tf_idf`` output is left out, with a warning: its weights have no public reader). The
+    model itself is left as it was.
     """
     import keras
     import numpy as np
 
     inlined: list[tuple[Any, str]] = []  # (layer, attribute to set back to None)
+    texts: dict[str, list[str] | None] = {}  # an adapted TextVectorization's name: its words
     for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.TextVectorization):
+            _text_vocabulary(layer, texts)
+            continue
         if isinstance(layer, (keras.layers.StringLookup, keras.layers.IntegerLookup)):
-            vocabulary = layer.get_vocabulary(include_special_tokens=False) if (
-                layer.input_vocabulary is None and layer.output_mode != "tf_idf") else []
-            if vocabulary:
+            vocabulary = layer.get_vocabulary(include_special_tokens=False) if \
+                layer.input_vocabulary is None else []
+            if vocabulary and layer.output_mode == "tf_idf":
+                _tf_idf_warning(layer)
+            elif vocabulary:
                 inlined.append((layer, "input_vocabulary"))  # adapted: a table, not config
                 layer.input_vocabulary = list(vocabulary)
         elif isinstance(layer, keras.layers.Normalization) and layer.input_mean is None and \
@@ -142,7 +151,50 @@ def serialized(model: Any) -> dict[str, Any]:
     finally:
         for layer, attribute in inlined:
             setattr(layer, attribute, None)
+    if texts:
+        _put_text_vocabularies(config, texts)
     return config
+
+
+def _text_vocabulary(layer: Any, texts: dict[str, list[str] | None]) -> None:
+    """Note an adapted ``TextVectorization``'s vocabulary under its name (None where two
+    such layers of one name differ: neither can be told apart in the config)."""
+    if layer.get_config().get("vocabulary") is not None:
+        return  # given to the constructor: in the config already
+    words = [str(w) for w in layer.get_vocabulary(include_special_tokens=False)]
+    if not words:
+        return  # never adapted
+    if layer.get_config().get("output_mode") == "tf_idf":
+        _tf_idf_warning(layer)
+        return
+    if texts.get(layer.name, words) != words:
+        log.warning("two adapted TextVectorization layers are named %r: their vocabularies "
+                    "cannot be told apart in the config and neither is carried to the "
+                    "workers; give them names of their own", layer.name)
+        texts[layer.name] = None
+    elif layer.name not in texts:
+        texts[layer.name] = words
+
+
+def _tf_idf_warning(layer: Any) -> None:
+    log.warning("the adapted %s layer %r has tf_idf output: its document frequencies are not "
+                "in its config and cannot be carried to the workers (every trial would fail "
+                "with 'Table not initialized'); give it vocabulary= and idf_weights= when you "
+                "build it", type(layer).__name__, layer.name)
+
+
+def _put_text_vocabularies(config: Any, texts: dict[str, list[str] | None]) -> None:
+    """Put each adapted ``TextVectorization``'s vocabulary in its entry of ``config``."""
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if config.get("class_name") == "TextVectorization" and isinstance(inner, dict) \
+                and inner.get("vocabulary") is None and texts.get(inner.get("name", "")):
+            inner["vocabulary"] = list(texts[inner["name"]] or [])
+        for value in config.values():
+            _put_text_vocabularies(value, texts)
+    elif isinstance(config, list):
+        for value in config:
+            _put_text_vocabularies(value, texts)
 
 
 def _all_layers(model: Any) -> list[Any]:
@@ -157,7 +209,7 @@ def _all_layers(model: Any) -> list[Any]:
 #: Layers whose adapted state is not in their config when ``adapt`` made it: the argument
 #: that carries it.
 _ADAPTED = {"Normalization": "mean", "StringLookup": "vocabulary",
-            "IntegerLookup": "vocabulary"}
+            "IntegerLookup": "vocabulary", "TextVectorization": "vocabulary"}
 
 
 def _adaptable(config: Any) -> str | None:

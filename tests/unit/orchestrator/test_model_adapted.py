@@ -1,7 +1,8 @@
 """An adapted Normalization layer's statistics reach every trial: they are weights, which a
 rebuild from the config does not have, so the driver puts them in the layer's config (a
 factory's model, a model given in memory, a ``.keras`` archive). Before, every trial
-normalized by mean 0 and variance 1, silently."""
+normalized by mean 0 and variance 1, silently. Likewise an adapted lookup's or
+TextVectorization's vocabulary (before: every trial failed, "Table not initialized")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from clonesweep.orchestrator.model import base_model_config, serialized
 from clonesweep.spec import load_sweep
@@ -83,3 +85,47 @@ parameters:
         for a, b in zip(model(x), rebuilt(x), strict=True):
             assert np.array_equal(np.asarray(a), np.asarray(b))
     assert strings.input_vocabulary is None  # the base model is left as it was
+
+
+def _text_model(mode: str, name: str = "words") -> keras.Model:
+    text = keras.layers.TextVectorization(
+        max_tokens=30, output_mode=mode, name=name,
+        output_sequence_length=6 if mode == "int" else None)
+    text.adapt(["the cat sat on the mat", "a dog ran fast", "the dog and a cat"])
+    inp = keras.Input((1,), dtype="string")
+    inner = keras.Sequential([keras.Input((1,), dtype="string"), text], name="inner")
+    out = keras.layers.Dense(2, name="out")(keras.ops.cast(inner(inp), "float32"))
+    return keras.Model(inp, out)
+
+
+@pytest.mark.parametrize("mode", ["int", "multi_hot", "count"])
+def test_an_adapted_text_vectorization_s_vocabulary_goes_in_the_config(
+        mode: str, tmp_path: Path) -> None:
+    model = _text_model(mode)
+    model.save(tmp_path / "base.keras")
+    (tmp_path / "s.yaml").write_text("""name: text
+model: {file: base.keras}
+data: {loader: 'clonesweep.datasets:digits'}
+parameters:
+  layers.out.units: {values: [2]}
+""")
+    x = np.array([["the cat ran home"], ["zzz a mat"], ["dog"]])
+    words = model.get_layer("inner").get_layer("words")
+    for config in (serialized(model), base_model_config(load_sweep(tmp_path / "s.yaml"))):
+        rebuilt = rebuild(json.loads(json.dumps(config)), {}, seed=1).model
+        again = rebuilt.get_layer("inner").get_layer("words")
+        assert np.array_equal(np.asarray(words(x)), np.asarray(again(x)))
+    assert words.get_config()["vocabulary"] is None  # the base model is left as it was
+
+
+def test_tf_idf_layers_are_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        serialized(_text_model("tf_idf"))
+    assert "TextVectorization layer 'words' has tf_idf output" in caplog.text
+    lookup = keras.layers.StringLookup(output_mode="tf_idf", name="lk")
+    lookup.adapt(np.array([["a"], ["b"], ["a"]]))
+    inp = keras.Input((1,), dtype="string")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        serialized(keras.Model(inp, lookup(inp)))
+    assert "StringLookup layer 'lk' has tf_idf output" in caplog.text
