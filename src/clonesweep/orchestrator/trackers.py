@@ -21,8 +21,11 @@ A tracker that fails (a server that does not answer, a missing login) never fail
 the first failure is warned about once and that tracker is told nothing more in this run
 (a server that does not answer would cost MLflow's retries on every trial). Both libraries
 are imported only when the sweep file names them: the ``mlflow`` and ``wandb`` extras.
-Ensemble members are not sent to the trackers (their study is told in batches, without
-``study.tell``).
+
+An ensemble's members (``clonesweep ensemble``) go to the same trackers, each a run, once
+its record is in the ensemble's study: in MLflow in the same experiment, tagged ``ensemble``
+(the ensemble study's name) and ``member`` (its index); in W&B named ``member-<index>``
+and grouped by the ensemble study's name.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class _Tracker(Protocol):
     name: str
 
     def told(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-             result: TrialResult) -> None: ...
+             result: TrialResult, member: bool) -> None: ...
 
     def abort(self) -> None:
         """End a run left open (a failure or an interrupt inside ``told``), as failed."""
@@ -87,11 +90,12 @@ class Trackers:
         return [t.name for t in self._live]
 
     def told(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-             result: TrialResult) -> None:
-        """Tell every tracker the trial the study just recorded."""
+             result: TrialResult, *, member: bool = False) -> None:
+        """Tell every tracker the trial the study just recorded (``member``: an ensemble's
+        member, its study the ensemble's)."""
         for tracker in list(self._live):
             try:
-                tracker.told(study, trial, result)
+                tracker.told(study, trial, result, member)
             except Exception as exc:
                 self._drop(tracker, exc)
 
@@ -163,7 +167,7 @@ class _Mlflow:
                                   tag_trial_user_attrs=False)
 
     def told(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-             result: TrialResult) -> None:
+             result: TrialResult, member: bool) -> None:
         import mlflow
         from mlflow.entities import Metric, RunTag
 
@@ -180,6 +184,8 @@ class _Mlflow:
         tags = [RunTag("fail_reason", result.reason.value)] if result.reason else []
         if result.message:
             tags.append(RunTag("message", result.message[-4000:]))
+        if member:
+            tags += [RunTag("ensemble", study.study_name), RunTag("member", str(trial.number))]
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics, tags=tags)
 
     def abort(self) -> None:
@@ -222,7 +228,7 @@ class _Wandb:
                 "settings": wandb.Settings(console="off", silent=True)}
 
     def told(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-             result: TrialResult) -> None:
+             result: TrialResult, member: bool) -> None:
         import wandb
         from optuna_integration import WeightsAndBiasesCallback
 
@@ -233,7 +239,9 @@ class _Wandb:
                 warnings.simplefilter("ignore", FutureWarning)
                 self._callback = WeightsAndBiasesCallback(
                     metric_name=self.metrics, wandb_kwargs=kwargs, as_multirun=True)
-        run = wandb.init(**kwargs, name=f"trial-{trial.number}")
+        if member:
+            kwargs["group"] = study.study_name
+        run = wandb.init(**kwargs, name=f"{'member' if member else 'trial'}-{trial.number}")
         run.summary["state"] = trial.state.name.lower()
         if result.reason is not None:
             run.summary["fail_reason"] = result.reason.value

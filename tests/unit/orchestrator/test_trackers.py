@@ -19,6 +19,7 @@ import pytest
 
 from clonesweep.errors import SpecError
 from clonesweep.orchestrator import base_model_config
+from clonesweep.orchestrator.study.storage import load_study
 from clonesweep.orchestrator.sweep import SweepOutcome, run_sweep
 from clonesweep.orchestrator.testing import Complete, Fail, FakeBackend
 from clonesweep.spec import SweepSpec, load_sweep
@@ -144,6 +145,50 @@ def test_wandb_offline_holds_a_run_per_trial(tmp_path: Path) -> None:
     assert runs["trial-2"]["summary"]["val_accuracy"] == pytest.approx(0.6)
     assert failed["state"] == "fail" and failed["fail_reason"] == "user_error"
     assert "val_accuracy" not in failed
+
+
+def _ensemble(spec: SweepSpec, backend: FakeBackend, fused: bool = False) -> Any:
+    from clonesweep.orchestrator.ensemble.run import EnsembleRequest, run_ensemble
+
+    return run_ensemble(spec, base_model_config(spec), backend,
+                        EnsembleRequest(members=3, seed=5, fused=fused))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_an_ensemble_s_members_reach_mlflow(tmp_path: Path, fused: bool) -> None:
+    from mlflow import MlflowClient
+
+    spec = _spec(tmp_path, "  mlflow: {tracking_uri: mlruns, experiment: digits-lab}",
+                 parallel=2)
+    # Unfused, member 1 fails alone; fused, its group (members 0 and 1) fails as a whole.
+    outcome = _ensemble(spec, FakeBackend({1: Fail(FailReason.NAN_LOSS, "nan at epoch 2")}),
+                        fused)
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("digits-lab")
+    assert experiment is not None
+    runs = {r.data.tags["member"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["0", "1", "2"]
+    for run in runs.values():
+        assert run.data.tags["ensemble"] == outcome.study
+    states = {n: run.data.tags["state"] for n, run in runs.items()}
+    assert states == {"0": "FAIL" if fused else "COMPLETE", "1": "FAIL", "2": "COMPLETE"}
+    assert [t.state.name for t in load_study(outcome.study, outcome.storage_url).trials] == \
+        [states[str(n)] for n in range(3)]  # what the study holds
+    assert runs["2"].data.metrics["val_accuracy"] == pytest.approx(
+        outcome.members[2].result.value)
+    if not fused:
+        assert runs["1"].data.tags["fail_reason"] == "nan_loss"
+
+
+def test_an_ensemble_s_members_reach_wandb(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "  wandb: {project: digits-lab, mode: offline, dir: wandb-files}",
+                 parallel=2)
+    outcome = _ensemble(spec, FakeBackend({}))
+    files = sorted((tmp_path / "wandb-files" / "wandb").glob("offline-run-*/run-*.wandb"))
+    runs = {r["name"]: r for r in map(_wandb_run, files)}
+    assert sorted(runs) == ["member-0", "member-1", "member-2"]
+    assert {r["group"] for r in runs.values()} == {outcome.study}
+    assert runs["member-2"]["summary"]["state"] == "complete"
 
 
 def test_an_unreachable_tracker_warns_once_and_the_sweep_goes_on(tmp_path: Path) -> None:

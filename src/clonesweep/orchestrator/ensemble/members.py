@@ -13,10 +13,11 @@ import dataclasses
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 
+from clonesweep.orchestrator import _optuna
 from clonesweep.orchestrator._optuna import create_running_trial
 from clonesweep.orchestrator.loop import FusedBackend, Work
 from clonesweep.orchestrator.records import (
@@ -28,6 +29,9 @@ from clonesweep.orchestrator.study.storage import finish_trials, set_user_attrs
 from clonesweep.trials import FailReason, Intermediate, TrialResult, TrialSpec, TrialState
 from clonesweep.workers.member import FusedGroup, MemberOutput
 from clonesweep.workers.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from clonesweep.orchestrator.trackers import Trackers
 
 __all__ = ["Member", "MemberBackend", "MemberPolicy", "asker", "member_seed"]
 
@@ -104,8 +108,10 @@ class MemberPolicy:
 
     def __init__(self, study: optuna.Study, backend: MemberBackend, members: list[Member],
                  groups: int, ask: Callable[[Member], None],
-                 on_member: Callable[[Member, bool], None]) -> None:
+                 on_member: Callable[[Member, bool], None],
+                 trackers: Trackers | None = None) -> None:
         self.study, self.backend, self.members = study, backend, members
+        self.trackers = trackers  # MLflow / W&B, told after the study (trackers.py)
         self.ask_member, self.on_member = ask, on_member
         self.by_number = {m.spec.number: m for m in members}
         self.todo: list[Work]
@@ -160,6 +166,12 @@ class MemberPolicy:
                          own.value if ok else None))
         finish_trials(self.study, rows)
         del self._collected[work.number]
+        if self.trackers is not None:  # after the study: they never hold up its record
+            storage = _optuna.storage_of(self.study)
+            for member, own, _ in told:
+                assert member.trial is not None
+                frozen = storage.get_trial(_optuna.trial_id(member.trial))
+                self.trackers.told(self.study, frozen, own, member=True)
         for member, _, _ in told:
             self.on_member(member, False)
 

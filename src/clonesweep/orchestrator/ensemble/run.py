@@ -46,6 +46,7 @@ from clonesweep.orchestrator.study.storage import (
     study_exists_at,
 )
 from clonesweep.orchestrator.sweep import worker_job
+from clonesweep.orchestrator.trackers import Trackers
 from clonesweep.spec.model import SweepSpec
 from clonesweep.trials import TrialSpec, TrialState
 from clonesweep.workers.engines.fused import fusion_blocker
@@ -216,6 +217,8 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
     if job.checkpoint_dir is not None:  # members are numbered in the ensemble's own study
         job = dataclasses.replace(job, checkpoint_dir=str(Path(job.checkpoint_dir) / name))
     check_study_unused(spec, name)  # ux: refused before any worker starts
+    # A tracker whose library is missing is refused here, before anything exists.
+    trackers = Trackers.of(spec)
     if not spec.run_folder.exists():  # the default SQLite study lives there
         RunFolder(spec.run_folder).create(spec.file, base_config)
     backend.start(job, slots)
@@ -227,11 +230,13 @@ def run_ensemble(spec: SweepSpec, base_config: dict[str, Any], backend: MemberBa
                    for i in range(n)]
         policy = MemberPolicy(study, backend, members, slots if fused else 0,
                                asker(study, params, seed, source),
-                               on_member or (lambda m, r: None))
+                               on_member or (lambda m, r: None), trackers)
         loop = Loop(backend, policy, retries=spec.sweep.retries)
         loop.run()
     finally:
         backend.shutdown()
+        if trackers is not None:
+            trackers.close()
     if policy.group_notes:  # a worker found what the config alone did not show
         note, fused = "; ".join(sorted(set(policy.group_notes))), False
     return EnsembleOutcome(name, mask_url(url), params, source, seed, fused, note, members,
