@@ -119,7 +119,11 @@ def test_the_sweep_listens_on_loopback_only_and_dies_with_its_driver(
                 and sum(1 for n in got if n.startswith("ray::_WorkerActor")) == 2
                 and sum(1 for n in got if n.startswith("ray::_Broker")) == 1)
 
-    _wait("the sweep's listeners", all_listening, deadline_s=120)
+    try:  # a loaded machine (CI) can take minutes; a failure names what was missing
+        _wait("the sweep's listeners", all_listening, deadline_s=300)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; listening so far: "
+                             f"{sorted({s.name for s in seen.values()})}") from None
     sockets = list(seen.values())
     names = sorted(s.name for s in sockets)
     # the driver's own gRPC server, GCS, raylet (2 ports), the runtime-env agent, both worker
