@@ -159,12 +159,13 @@ def serialized(model: Any) -> dict[str, Any]:
 def _text_vocabulary(layer: Any, texts: dict[str, list[str] | None]) -> None:
     """Note an adapted ``TextVectorization``'s vocabulary under its name (None where two
     such layers of one name differ: neither can be told apart in the config)."""
-    if layer.get_config().get("vocabulary") is not None:
+    config = layer.get_config()
+    if config.get("vocabulary") is not None:
         return  # given to the constructor: in the config already
     words = [str(w) for w in layer.get_vocabulary(include_special_tokens=False)]
     if not words:
         return  # never adapted
-    if layer.get_config().get("output_mode") == "tf_idf":
+    if config.get("output_mode") == "tf_idf":
         _tf_idf_warning(layer)
         return
     if texts.get(layer.name, words) != words:
@@ -188,8 +189,10 @@ def _put_text_vocabularies(config: Any, texts: dict[str, list[str] | None]) -> N
     if isinstance(config, dict):
         inner = config.get("config")
         if config.get("class_name") == "TextVectorization" and isinstance(inner, dict) \
-                and inner.get("vocabulary") is None and texts.get(inner.get("name", "")):
-            inner["vocabulary"] = list(texts[inner["name"]] or [])
+                and inner.get("vocabulary") is None:
+            words = texts.get(inner.get("name", ""))
+            if words:
+                inner["vocabulary"] = list(words)
         for value in config.values():
             _put_text_vocabularies(value, texts)
     elif isinstance(config, list):

@@ -50,15 +50,21 @@ def test_the_statistics_go_in_the_config_and_the_rebuild_normalizes_the_same() -
     assert _norm_config(serialized(_model(adapt=False)))["mean"] is None
 
 
-def test_a_keras_archive_carries_its_adapted_statistics(tmp_path: Path) -> None:
-    _model().save(tmp_path / "base.keras")
-    (tmp_path / "s.yaml").write_text("""name: adapted
-model: {file: base.keras}
-data: {loader: 'clonesweep.datasets:digits'}
+def _archive_config(tmp_path: Path, model: keras.Model,
+                    parameter: str = "layers.out.units: {values: [2]}") -> dict:
+    """The base config ``run`` reads from ``model`` saved as a ``.keras`` archive."""
+    model.save(tmp_path / "base.keras")
+    (tmp_path / "s.yaml").write_text(f"""name: adapted
+model: {{file: base.keras}}
+data: {{loader: 'clonesweep.datasets:digits'}}
 parameters:
-  layers.out.units: {values: [2]}
+  {parameter}
 """)
-    config = base_model_config(load_sweep(tmp_path / "s.yaml"))
+    return base_model_config(load_sweep(tmp_path / "s.yaml"))
+
+
+def test_a_keras_archive_carries_its_adapted_statistics(tmp_path: Path) -> None:
+    config = _archive_config(tmp_path, _model())
     np.testing.assert_allclose(np.ravel(_norm_config(config)["mean"]), X.mean(axis=0),
                                rtol=1e-5)
 
@@ -72,14 +78,8 @@ def test_an_adapted_lookup_s_vocabulary_goes_in_the_config(tmp_path: Path) -> No
     numbers.adapt(np.array([[7], [3], [7], [9]]))
     inp_s, inp_i = keras.Input((1,), dtype="string"), keras.Input((1,), dtype="int64")
     model = keras.Model([inp_s, inp_i], [strings(inp_s), numbers(inp_i)])
-    model.save(tmp_path / "base.keras")
-    (tmp_path / "s.yaml").write_text("""name: lookups
-model: {file: base.keras}
-data: {loader: 'clonesweep.datasets:digits'}
-parameters:
-  layers.ids.num_oov_indices: {values: [1]}
-""")
-    for config in (serialized(model), base_model_config(load_sweep(tmp_path / "s.yaml"))):
+    archived = _archive_config(tmp_path, model, "layers.ids.num_oov_indices: {values: [1]}")
+    for config in (serialized(model), archived):
         rebuilt = rebuild(json.loads(json.dumps(config)), {}, seed=1).model
         x = [words, np.array([[9], [3], [5], [7], [7]])]
         for a, b in zip(model(x), rebuilt(x), strict=True):
@@ -102,16 +102,9 @@ def _text_model(mode: str, name: str = "words") -> keras.Model:
 def test_an_adapted_text_vectorization_s_vocabulary_goes_in_the_config(
         mode: str, tmp_path: Path) -> None:
     model = _text_model(mode)
-    model.save(tmp_path / "base.keras")
-    (tmp_path / "s.yaml").write_text("""name: text
-model: {file: base.keras}
-data: {loader: 'clonesweep.datasets:digits'}
-parameters:
-  layers.out.units: {values: [2]}
-""")
     x = np.array([["the cat ran home"], ["zzz a mat"], ["dog"]])
     words = model.get_layer("inner").get_layer("words")
-    for config in (serialized(model), base_model_config(load_sweep(tmp_path / "s.yaml"))):
+    for config in (serialized(model), _archive_config(tmp_path, model)):
         rebuilt = rebuild(json.loads(json.dumps(config)), {}, seed=1).model
         again = rebuilt.get_layer("inner").get_layer("words")
         assert np.array_equal(np.asarray(words(x)), np.asarray(again(x)))

@@ -152,9 +152,10 @@ class TrialHistory:
         with self._lock:
             self._update(study, trials, scores)
             rows = self._in_order
-            running = [(trials[i].number, self._running_params(trials[i], study, scores))
-                       for i in self._pending if liar and trials[i].number != asking
-                       and trials[i].state == TrialState.RUNNING]
+            running = []
+            for trial in (trials[i] for i in self._pending if liar):
+                if trial.number != asking and trial.state == TrialState.RUNNING:
+                    running.append((trial.number, self._running_params(trial, study, scores)))
             below = self._below(rows, gamma(len(rows)), maximize)
             columns = [(name, self._column(name, dist)) for name, dist in search_space.items()]
             return (self._read(rows[below], [], columns, search_space),
@@ -200,7 +201,7 @@ class TrialHistory:
             self._extend()
             self._in_order = np.argsort(self._number, kind="stable")
 
-    def _add(self, study: Any, trial: FrozenTrial, scores: TPEScores) -> int:
+    def _add(self, study: Any, trial: FrozenTrial, scores: TPEScores) -> None:
         score = scores.infeasible(trial)
         if score > 0:
             kind, key = _INFEASIBLE, (float(score), 0.0)
@@ -213,10 +214,8 @@ class TrialHistory:
             raise Unsupported(f"trial {trial.number} is {trial.state.name}")
         if any(np.isnan(k) for k in key):
             raise Unsupported(f"trial {trial.number} sorts on NaN")
-        row = len(self._params)
         self._new.append((trial.number, kind, *key))
         self._params.append(scores.params(trial, study))
-        return row
 
     def _below(self, rows: np.ndarray, n_below: int, maximize: bool) -> np.ndarray:
         """A mask over ``rows``: the ones that go below, as Optuna's ``_split_trials`` picks
